@@ -1,0 +1,3 @@
+module github.com/jtarchie/pocketci
+
+go 1.26

@@ -1,0 +1,149 @@
+// Package conformance is the behaviour every orchestra driver must show. Run
+// it from a Go test against a driver in process, or against a plugin binary
+// through package host; `orchestra conformance` runs the same cases from the
+// command line.
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// Options configures a conformance run.
+type Options struct {
+	// New creates a driver instance for namespace. Every case gets its own
+	// fresh namespace.
+	New func(namespace string) (orchestra.Driver, error)
+	// Image is the image tasks run in. Defaults to "busybox".
+	Image string
+	// Timeout bounds each case. Defaults to 2 minutes; a VM driver wants more.
+	Timeout time.Duration
+	// Leaks, when set, is called after a case closed its driver and returns a
+	// description of every resource of namespace that is still there (a
+	// process, container, volume, directory). Empty means nothing leaked.
+	Leaks func(namespace string) ([]string, error)
+	// Run, when set, selects the cases whose name matches it.
+	Run *regexp.Regexp
+}
+
+// Case is one behaviour a driver must show.
+type Case struct {
+	Name string
+	// Fn exercises the driver and returns an error describing the first
+	// failed expectation.
+	Fn func(ctx context.Context, env *Env) error
+}
+
+// Env is what a case gets: the options, its own namespace and a driver in it.
+type Env struct {
+	Options   Options
+	Namespace string
+	Driver    orchestra.Driver
+}
+
+// Result is the outcome of one case.
+type Result struct {
+	Name     string        `json:"name"`
+	Passed   bool          `json:"passed"`
+	Skipped  bool          `json:"skipped,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// Run runs every case as a subtest of t.
+func Run(t *testing.T, opts Options) {
+	t.Helper()
+	opts = opts.withDefaults()
+	for _, c := range Cases() {
+		if opts.Run != nil && !opts.Run.MatchString(c.Name) {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			if err := runCase(t.Context(), opts, c); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// RunAll runs every selected case outside of `go test` and returns one Result
+// per case, in order. report, when not nil, is called after each case.
+func RunAll(ctx context.Context, opts Options, report func(Result)) []Result {
+	opts = opts.withDefaults()
+	var results []Result
+	for _, c := range Cases() {
+		if opts.Run != nil && !opts.Run.MatchString(c.Name) {
+			continue
+		}
+		start := time.Now()
+		err := runCase(ctx, opts, c)
+		r := Result{Name: c.Name, Passed: err == nil, Duration: time.Since(start)}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		if report != nil {
+			report(r)
+		}
+		results = append(results, r)
+	}
+	return results
+}
+
+func (o Options) withDefaults() Options {
+	if o.Image == "" {
+		o.Image = "busybox"
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	return o
+}
+
+// runCase gives the case a fresh namespace and driver, runs it under the
+// timeout, closes the driver, and asks the leak probe.
+func runCase(ctx context.Context, opts Options, c Case) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	namespace := newNamespace(c.Name)
+	driver, err := opts.New(namespace)
+	if err != nil {
+		return fmt.Errorf("new driver for namespace %q: %w", namespace, err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			if cerr := driver.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("close driver: %w", cerr)
+			}
+		}
+		if err == nil && opts.Leaks != nil {
+			left, lerr := opts.Leaks(namespace)
+			if lerr != nil {
+				err = fmt.Errorf("leak probe: %w", lerr)
+			} else if len(left) > 0 {
+				err = fmt.Errorf("after Close, namespace %q still has: %v", namespace, left)
+			}
+		}
+	}()
+	env := &Env{Options: opts, Namespace: namespace, Driver: driver}
+	done := make(chan error, 1)
+	go func() { done <- c.Fn(ctx, env) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("case %q did not finish within %s: %w", c.Name, opts.Timeout, ctx.Err())
+	}
+	if err != nil {
+		return err
+	}
+	closed = true
+	if err := driver.Close(); err != nil {
+		return fmt.Errorf("close driver: %w", err)
+	}
+	return nil
+}
