@@ -6,8 +6,11 @@ package conformance
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,4 +149,38 @@ func runCase(ctx context.Context, opts Options, c Case) (err error) {
 		return fmt.Errorf("close driver: %w", err)
 	}
 	return nil
+}
+
+// maxSlug bounds the case-name part of a namespace so that the whole stays
+// short: "ct-" + slug + "-" + 6 hex digits is at most 34 characters.
+const maxSlug = 24
+
+// newNamespace returns a fresh namespace for a case: "ct-<slug>-<6 hex>",
+// lowercase [a-z0-9-] only, valid as a directory name, a Docker name prefix
+// and a label value on every platform.
+func newNamespace(caseName string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(caseName) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+			continue
+		}
+		if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	slug := b.String()
+	if len(slug) > maxSlug {
+		slug = slug[:maxSlug]
+	}
+	slug = strings.Trim(slug, "-")
+	if slug == "" {
+		slug = "case"
+	}
+	var buf [3]byte
+	_, _ = rand.Read(buf[:]) // crypto/rand.Read never fails on supported platforms.
+	return "ct-" + slug + "-" + hex.EncodeToString(buf[:])
 }
