@@ -1,0 +1,457 @@
+//go:build linux
+
+package native
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
+)
+
+// useRoot points the driver at a private root for the test.
+func useRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	t.Setenv(RootEnv, root)
+	return root
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func newDriver(t *testing.T, namespace string) orchestra.Driver {
+	t.Helper()
+	d, err := New(namespace, testLogger(t))
+	if err != nil {
+		t.Fatalf("New(%q): %v", namespace, err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	useRoot(t)
+	conformance.Run(t, conformance.Options{
+		New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
+		Leaks: Leaks,
+	})
+}
+
+// brokenDriver wraps a driver to show that the suite catches faults.
+type brokenDriver struct {
+	orchestra.Driver
+	noClose bool
+}
+
+func (b brokenDriver) Close() error {
+	if b.noClose {
+		return nil
+	}
+	return b.Driver.Close()
+}
+
+func (b brokenDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	if !b.noClose {
+		task.Command = []string{"echo", "wrong"}
+	}
+	return b.Driver.RunContainer(ctx, task)
+}
+
+func TestConformanceCatchesFaults(t *testing.T) {
+	useRoot(t)
+	tests := []struct {
+		name    string
+		noClose bool
+		wantErr string
+	}{
+		{name: "wrong output", wantErr: `stdout: expected "hello\n", got "wrong\n"`},
+		{name: "close leaks", noClose: true, wantErr: "still has: [directory "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var namespaces []string
+			results := conformance.RunAll(t.Context(), conformance.Options{
+				New: func(ns string) (orchestra.Driver, error) {
+					namespaces = append(namespaces, ns)
+					d, err := New(ns, testLogger(t))
+					return brokenDriver{Driver: d, noClose: tt.noClose}, err
+				},
+				Leaks: Leaks,
+				Run:   regexp.MustCompile(`^happy path$`),
+			}, nil)
+			for _, ns := range namespaces {
+				d, _ := New(ns, testLogger(t))
+				_ = d.Close()
+			}
+			if len(results) != 1 {
+				t.Fatalf("expected 1 result, got %d", len(results))
+			}
+			if results[0].Passed || !strings.Contains(results[0].Error, tt.wantErr) {
+				t.Fatalf("expected a failure containing %q, got passed=%v error %q", tt.wantErr, results[0].Passed, results[0].Error)
+			}
+		})
+	}
+}
+
+func waitDone(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.Status(t.Context())
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		if st.IsDone() {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("container not done after 30s")
+	return nil
+}
+
+func logsOf(t *testing.T, c orchestra.Container) (string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := c.Logs(t.Context(), &out, &errb); err != nil {
+		t.Fatalf("Logs: %v", err)
+	}
+	return out.String(), errb.String()
+}
+
+func TestExitCodeOfSignal(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "signal")
+	tests := []struct {
+		name    string
+		command string
+		want    int
+	}{
+		{"sigkill", "kill -9 $$", 137},
+		{"sigterm", "kill -15 $$", 143},
+		{"exit 42", "exit 42", 42},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := d.RunContainer(t.Context(), orchestra.Task{ID: tt.name, Command: []string{"sh", "-c", tt.command}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := waitDone(t, c).ExitCode(); got != tt.want {
+				t.Fatalf("exit code: expected %d, got %d", tt.want, got)
+			}
+		})
+	}
+}
+
+// alive reports whether pid is a live (not zombie) process, asking /proc.
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return err == nil && !isZombie(stat)
+}
+
+func TestCloseKillsRunningTasks(t *testing.T) {
+	root := useRoot(t)
+	d, err := New("close-kills", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "sleeper", Command: []string{"sh", "-c", "sleep 1000 & sleep 1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := c.(*Container).pgid
+	time.Sleep(100 * time.Millisecond)
+	before, err := Leaks("close-kills")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) < 3 { // directory, sh, and at least one sleep
+		t.Fatalf("leak probe before Close: expected the directory and the running processes, got %v", before)
+	}
+	start := time.Now()
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	t.Logf("Close with 3 running processes took %s", time.Since(start))
+	if alive(pid) {
+		t.Fatalf("process %d still alive after Close", pid)
+	}
+	left, err := Leaks("close-kills")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("after Close: expected nothing left, got %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(root, "close-kills")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("namespace directory: expected it gone, stat gave %v", err)
+	}
+	if st, _ := c.Status(t.Context()); !st.IsDone() || st.ExitCode() != 137 {
+		t.Fatalf("status after Close: expected done with 137, got done=%v code %d", st.IsDone(), st.ExitCode())
+	}
+	_, err = d.RunContainer(t.Context(), orchestra.Task{ID: "late", Command: []string{"true"}})
+	if !errors.Is(err, orchestra.ErrClosed) {
+		t.Fatalf("RunContainer after Close: expected ErrClosed, got %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestBackgroundChildrenDieWithTask(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "background")
+	c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "bg", Command: []string{"sh", "-c", "sleep 1000 & echo started"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := waitDone(t, c).ExitCode(); code != 0 {
+		t.Fatalf("exit code: expected 0, got %d", code)
+	}
+	procs, err := processesUnder(filepath.Join(Root(), "background"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != 0 {
+		t.Fatalf("after the task's main process exited: expected no process left, got %v", procs)
+	}
+}
+
+func TestStdinFlowsAfterContextCancelled(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "stdin-cancel")
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(t.Context())
+	c, err := d.RunContainer(ctx, orchestra.Task{ID: "cat", Command: []string{"cat"}, Stdin: pr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := io.WriteString(pw, "written after cancel\n"); err != nil {
+		t.Fatalf("write stdin: %v", err)
+	}
+	_ = pw.Close()
+	if code := waitDone(t, c).ExitCode(); code != 0 {
+		t.Fatalf("exit code: expected 0, got %d", code)
+	}
+	if out, _ := logsOf(t, c); out != "written after cancel\n" {
+		t.Fatalf("stdout: expected %q, got %q", "written after cancel\n", out)
+	}
+}
+
+// signalWriter is a writer that reports when its content contains want.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, _ := w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func TestFollowLogsStreamsLive(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "follow")
+	pr, pw := io.Pipe()
+	c, err := d.RunContainer(t.Context(), orchestra.Task{
+		ID:      "follow",
+		Command: []string{"sh", "-c", "echo first; echo oops >&2; read line; echo \"second $line\""},
+		Stdin:   pr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &signalWriter{want: "first\n", seen: make(chan struct{})}
+	var errb bytes.Buffer
+	followed := make(chan error, 1)
+	go func() { followed <- c.(orchestra.LogFollower).FollowLogs(t.Context(), out, &errb) }()
+	select {
+	case <-out.seen:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("FollowLogs did not stream %q within 10s, got %q", "first\n", out.String())
+	}
+	if st, _ := c.Status(t.Context()); st.IsDone() {
+		t.Fatal("the task was done before its stdin was closed; the test proves nothing")
+	}
+	_, _ = io.WriteString(pw, "line\n")
+	_ = pw.Close()
+	select {
+	case err := <-followed:
+		if err != nil {
+			t.Fatalf("FollowLogs: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("FollowLogs did not return after the task exited")
+	}
+	if got := out.String(); got != "first\nsecond line\n" {
+		t.Fatalf("followed stdout: expected %q, got %q", "first\nsecond line\n", got)
+	}
+	if got := errb.String(); got != "oops\n" {
+		t.Fatalf("followed stderr: expected %q, got %q", "oops\n", got)
+	}
+}
+
+func TestGetContainer(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "finder")
+	c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "known", Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finder := d.(orchestra.ContainerFinder)
+	got, err := finder.GetContainer(t.Context(), "known")
+	if err != nil || got != c {
+		t.Fatalf("GetContainer(known): expected the running container, got %v, %v", got, err)
+	}
+	if _, err := finder.GetContainer(t.Context(), "unknown"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer(unknown): expected ErrContainerNotFound, got %v", err)
+	}
+	waitDone(t, c)
+	if err := c.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := finder.GetContainer(t.Context(), "known"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer after Cleanup: expected ErrContainerNotFound, got %v", err)
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	useRoot(t)
+	init, ok := orchestra.Get("native")
+	if !ok {
+		t.Fatalf("orchestra.Get(native): not registered; names %v", orchestra.Names())
+	}
+	d, err := init("registered", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Name() != "native" {
+		t.Fatalf("Name: expected native, got %q", d.Name())
+	}
+}
+
+func TestInvalidNamespace(t *testing.T) {
+	useRoot(t)
+	for _, ns := range []string{"", "a/b", "..", "x..y", ".", "nul\x00"} {
+		if _, err := New(ns, nil); err == nil {
+			t.Errorf("New(%q): expected an error", ns)
+		}
+	}
+}
+
+func TestInvalidTask(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "invalid")
+	tests := []struct {
+		name string
+		task orchestra.Task
+	}{
+		{"no id", orchestra.Task{Command: []string{"true"}}},
+		{"no command", orchestra.Task{ID: "x"}},
+		{"bad env", orchestra.Task{ID: "x", Command: []string{"true"}, Env: map[string]string{"A=B": "c"}}},
+		{"root mount", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "/"}}}},
+		{"same mount twice", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "/a"}, {Name: "w", Path: "a/"}}}},
+		{"unknown user", orchestra.Task{ID: "x", Command: []string{"true"}, User: "no-such-user-here"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := d.RunContainer(t.Context(), tt.task)
+			if !errors.Is(err, orchestra.ErrInvalidTask) {
+				t.Fatalf("expected ErrInvalidTask, got %v", err)
+			}
+		})
+	}
+	if _, err := d.RunContainer(t.Context(), orchestra.Task{ID: "missing", Command: []string{"no-such-command-xyz"}}); err == nil ||
+		!strings.Contains(err.Error(), "not found") {
+		t.Fatalf("unknown command: expected a not found error, got %v", err)
+	}
+}
+
+func TestUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching user needs root")
+	}
+	// t.TempDir is private to root; the task's user must reach its directory.
+	root, err := os.MkdirTemp("", "native-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(RootEnv, root)
+	d := newDriver(t, "user")
+	c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "nobody", Command: []string{"sh", "-c", "id -u; touch ./mine"}, User: "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitDone(t, c)
+	out, errOut := logsOf(t, c)
+	if st.ExitCode() != 0 || out != "65534\n" {
+		t.Fatalf("expected exit 0 and uid 65534, got exit %d stdout %q stderr %q", st.ExitCode(), out, errOut)
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	tests := []struct {
+		in       string
+		wantSame bool
+	}{
+		{"simple-id_1.2", true},
+		{"has space", false},
+		{"a/b", false},
+		{"..", false},
+		{".hidden", false},
+		{strings.Repeat("x", 100), false},
+	}
+	valid := regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`)
+	for _, tt := range tests {
+		got := sanitize(tt.in)
+		if (got == tt.in) != tt.wantSame {
+			t.Errorf("sanitize(%q) = %q, expected unchanged=%v", tt.in, got, tt.wantSame)
+		}
+		if !valid.MatchString(got) || len(got) > 80 {
+			t.Errorf("sanitize(%q) = %q is not a safe path element", tt.in, got)
+		}
+	}
+	if sanitize("a b") == sanitize("a_b") || sanitize("a/b") == sanitize("a b") {
+		t.Error("sanitize: different IDs share a directory")
+	}
+}
