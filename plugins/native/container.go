@@ -200,6 +200,10 @@ func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:    true,
 			Credential: cred,
+			// If the driver's process dies without Close, the task's main
+			// process dies with it. (Go never ends the forking OS thread
+			// unless a goroutine locked to it exits, so this is safe.)
+			Pdeathsig: syscall.SIGKILL,
 		},
 	}
 	var stdinR, stdinW *os.File

@@ -174,6 +174,10 @@ func (d *Driver) Close() error {
 	clear(d.volumes)
 	d.mu.Unlock()
 
+	// Kill every group first so that they die in parallel, then wait.
+	for _, c := range containers {
+		c.kill()
+	}
 	var errs []error
 	for _, c := range containers {
 		if err := c.remove(context.Background()); err != nil {

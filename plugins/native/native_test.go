@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -215,6 +216,59 @@ func TestCloseKillsRunningTasks(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+func TestCloseRacesRunContainer(t *testing.T) {
+	useRoot(t)
+	d, err := New("close-race", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	var wg sync.WaitGroup
+	containers := make([]orchestra.Container, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			containers[i], errs[i] = d.RunContainer(t.Context(), orchestra.Task{
+				ID:      fmt.Sprintf("t%d", i),
+				Command: []string{"sh", "-c", "sleep 1000 & sleep 1000"},
+				Mounts:  orchestra.Mounts{{Name: "shared", Path: "/data"}},
+			})
+		})
+		if i == n/2 {
+			wg.Go(func() {
+				if err := d.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	started := 0
+	for i := range n {
+		if errs[i] != nil {
+			if !errors.Is(errs[i], orchestra.ErrClosed) {
+				t.Errorf("task %d: expected success or ErrClosed, got %v", i, errs[i])
+			}
+			continue
+		}
+		started++
+		if st, _ := containers[i].Status(t.Context()); !st.IsDone() {
+			t.Errorf("task %d: still running after Close", i)
+		}
+	}
+	left, err := Leaks("close-race")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("after Close: expected nothing left, got %v", left)
+	}
+	t.Logf("%d of %d tasks started before Close", started, n)
 }
 
 func TestBackgroundChildrenDieWithTask(t *testing.T) {

@@ -48,7 +48,7 @@ func waitGroupGone(pgid int, limit time.Duration) bool {
 		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
 			return true
 		}
-		if i%8 == 7 && !groupHasLive(pgid) {
+		if i%4 == 3 && !groupHasLive(pgid) {
 			return true
 		}
 		if time.Now().After(deadline) {

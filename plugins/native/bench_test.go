@@ -1,0 +1,85 @@
+//go:build linux
+
+package native
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"testing"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// BenchmarkRunTrue measures one task from RunContainer to done with its logs
+// read, beside the baseline of exec.Command("true").Run() in the same run.
+func BenchmarkRunTrue(b *testing.B) {
+	b.Run("baseline-exec", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command("true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("native", func(b *testing.B) {
+		b.Setenv(RootEnv, b.TempDir())
+		d, err := New("bench", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Close()
+		i := 0
+		for b.Loop() {
+			i++
+			c, err := d.RunContainer(b.Context(), orchestra.Task{ID: fmt.Sprint(i), Command: []string{"true"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			<-c.(*Container).done
+			var out, errb bytes.Buffer
+			if err := c.Logs(b.Context(), &out, &errb); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkLargeOutput measures 8 MiB of stdout through the driver (write to
+// the log file, read back with Logs) beside the baseline of the same command
+// with its stdout read straight from a pipe.
+func BenchmarkLargeOutput(b *testing.B) {
+	const size = 8 << 20
+	cmd := fmt.Sprintf("head -c %d /dev/zero", size)
+	b.Run("baseline-exec", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			out, err := exec.Command("sh", "-c", cmd).Output()
+			if err != nil || len(out) != size {
+				b.Fatalf("got %d bytes, %v", len(out), err)
+			}
+		}
+	})
+	b.Run("native", func(b *testing.B) {
+		b.SetBytes(size)
+		b.Setenv(RootEnv, b.TempDir())
+		d, err := New("bench", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.Close()
+		i := 0
+		for b.Loop() {
+			i++
+			c, err := d.RunContainer(b.Context(), orchestra.Task{ID: fmt.Sprint(i), Command: []string{"sh", "-c", cmd}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			<-c.(*Container).done
+			var out, errb bytes.Buffer
+			if err := c.Logs(b.Context(), &out, &errb); err != nil || out.Len() != size {
+				b.Fatalf("got %d bytes, %v", out.Len(), err)
+			}
+			_ = c.Cleanup(b.Context())
+		}
+	})
+}
