@@ -56,47 +56,61 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// brokenDriver wraps a driver to show that the suite catches faults.
+// brokenDriver wraps a driver with one fault to show that the suite catches it.
 type brokenDriver struct {
 	orchestra.Driver
-	noClose bool
+	fault string
+	runs  int
 }
 
-func (b brokenDriver) Close() error {
-	if b.noClose {
+func (b *brokenDriver) Close() error {
+	if b.fault == "no close" {
 		return nil
 	}
 	return b.Driver.Close()
 }
 
-func (b brokenDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
-	if !b.noClose {
+func (b *brokenDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	switch b.fault {
+	case "wrong output":
 		task.Command = []string{"echo", "wrong"}
+	case "leak env":
+		env := map[string]string{"CT_HOST_SECRET": os.Getenv("CT_HOST_SECRET")}
+		for k, v := range task.Env {
+			env[k] = v
+		}
+		task.Env = env
+	case "rerun":
+		b.runs++
+		task.ID = fmt.Sprintf("%s-%d", task.ID, b.runs)
 	}
 	return b.Driver.RunContainer(ctx, task)
 }
 
 func TestConformanceCatchesFaults(t *testing.T) {
 	useRoot(t)
+	t.Setenv("CT_HOST_SECRET", "from the host")
 	tests := []struct {
-		name    string
-		noClose bool
+		fault   string
+		cases   string
 		wantErr string
 	}{
-		{name: "wrong output", wantErr: `stdout: expected "hello\n", got "wrong\n"`},
-		{name: "close leaks", noClose: true, wantErr: "still has: [directory "},
+		{"wrong output", `^happy path$`, `stdout: expected "hello\n", got "wrong\n"`},
+		{"no close", `^happy path$`, "still has: [directory "},
+		{"leak env", `^environment variables$`, "host environment leaked into the task: [CT_HOST_SECRET]"},
+		{"rerun", `^same task id runs once$`, `ran more than once or not at all: expected the counter file to hold "x\n", got "x\nx\nx\n"`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.fault, func(t *testing.T) {
 			var namespaces []string
 			results := conformance.RunAll(t.Context(), conformance.Options{
 				New: func(ns string) (orchestra.Driver, error) {
 					namespaces = append(namespaces, ns)
 					d, err := New(ns, testLogger(t))
-					return brokenDriver{Driver: d, noClose: tt.noClose}, err
+					return &brokenDriver{Driver: d, fault: tt.fault}, err
 				},
 				Leaks: Leaks,
-				Run:   regexp.MustCompile(`^happy path$`),
+				Run:   regexp.MustCompile(tt.cases),
 			}, nil)
 			for _, ns := range namespaces {
 				d, _ := New(ns, testLogger(t))
