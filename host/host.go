@@ -1,0 +1,182 @@
+// Package host finds orchestra driver plugins, starts them, and adapts each
+// to orchestra.Driver, so callers cannot tell a plugin from a driver compiled
+// into the program.
+//
+// A plugin is an executable named pocketci-driver-<name> in a plugin
+// directory (see Dirs). The host starts it on first use, once, and opens a
+// driver instance per namespace inside it.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// Config configures a Host.
+type Config struct {
+	// Dirs are the plugin directories in precedence order; see Dirs.
+	Dirs []string
+	// Logger receives the host's logs and, with their level and attributes,
+	// the plugins' logs. Defaults to slog.Default().
+	Logger *slog.Logger
+	// AutoMTLS turns on go-plugin's automatic mutual TLS. It is off by
+	// default: the host and plugin already talk over a unix socket in a
+	// private 0700 directory, and AutoMTLS costs a key pair on both sides at
+	// every plugin start.
+	AutoMTLS bool
+}
+
+// Host owns the plugins found in its directories.
+type Host struct {
+	logger    *slog.Logger
+	level     slog.Level
+	autoMTLS  bool
+	socketDir string
+	plugins   []*Plugin
+	byName    map[string]*Plugin
+}
+
+// New discovers the plugins in cfg.Dirs. It starts none of them.
+func New(cfg Config) (*Host, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	socketDir, err := os.MkdirTemp("", "pocketci-plugins-")
+	if err != nil {
+		return nil, fmt.Errorf("create plugin socket directory: %w", err)
+	}
+	h := &Host{
+		logger:    logger,
+		level:     lowestLevel(logger),
+		autoMTLS:  cfg.AutoMTLS,
+		socketDir: socketDir,
+		byName:    map[string]*Plugin{},
+	}
+	for _, c := range discover(cfg.Dirs, logger) {
+		h.add(c)
+	}
+	return h, nil
+}
+
+func (h *Host) add(c candidate) *Plugin {
+	p := &Plugin{
+		Name:    c.name,
+		Path:    c.path,
+		host:    h,
+		sum:     c.sum,
+		refused: c.refused,
+		logger:  h.logger,
+		stderr:  newTail(stderrLines),
+		drivers: map[orchestra.Driver]struct{}{},
+	}
+	if c.refused != nil {
+		h.logger.Warn("plugin refused", "plugin", c.name, "path", c.path, "err", c.refused)
+	}
+	h.plugins = append(h.plugins, p)
+	h.byName[p.Name] = p
+	return p
+}
+
+// Load adds the plugin binary at path, outside the plugin directories; it
+// takes precedence over a discovered plugin of the same name. Its file name
+// must be pocketci-driver-<name>.
+func (h *Host) Load(path string) (*Plugin, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("plugin path %q: %w", path, err)
+	}
+	base := filepath.Base(abs)
+	name := strings.TrimPrefix(base, Prefix)
+	if !strings.HasPrefix(base, Prefix) || !validName.MatchString(name) {
+		return nil, fmt.Errorf("plugin path %q: the file name must be %s<name> with <name> matching %s", path, Prefix, validName)
+	}
+	info, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("plugin path %q: %w", path, err)
+	}
+	if !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
+		return nil, fmt.Errorf("plugin path %q is not an executable file (mode %s)", path, info.Mode())
+	}
+	if old, ok := h.byName[name]; ok {
+		h.plugins = deletePlugin(h.plugins, old)
+	}
+	for _, c := range scanDir(filepath.Dir(abs), h.logger) {
+		if c.path == abs {
+			return h.add(c), nil
+		}
+	}
+	return h.add(candidate{name: name, path: abs}), nil
+}
+
+func deletePlugin(ps []*Plugin, p *Plugin) []*Plugin {
+	out := ps[:0]
+	for _, q := range ps {
+		if q != p {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// Plugins returns the discovered plugins in precedence order.
+func (h *Host) Plugins() []*Plugin {
+	return append([]*Plugin(nil), h.plugins...)
+}
+
+// Plugin returns the plugin called name.
+func (h *Host) Plugin(name string) (*Plugin, error) {
+	p, ok := h.byName[name]
+	if !ok {
+		names := make([]string, 0, len(h.plugins))
+		for _, q := range h.plugins {
+			names = append(names, q.Name)
+		}
+		return nil, fmt.Errorf("no plugin named %q (want a file %s%s in a plugin directory; found: %s)",
+			name, Prefix, name, strings.Join(names, ", "))
+	}
+	return p, nil
+}
+
+// Register adds every usable plugin to the orchestra registry, so
+// orchestra.Get(name) returns the plugin's NewDriver.
+func (h *Host) Register() {
+	for _, p := range h.plugins {
+		if p.refused == nil {
+			orchestra.Add(p.Name, p.NewDriver)
+		}
+	}
+}
+
+// Close closes every driver the host opened and stops every plugin it
+// started.
+func (h *Host) Close() error {
+	var errs []error
+	for _, p := range h.plugins {
+		if err := p.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop plugin %s: %w", p.Name, err))
+		}
+	}
+	if err := os.RemoveAll(h.socketDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove plugin socket directory: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// lowestLevel is the lowest level logger has enabled, passed on to plugins
+// so that they do not send records the host would drop.
+func lowestLevel(logger *slog.Logger) slog.Level {
+	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
+		if logger.Enabled(context.Background(), l) {
+			return l
+		}
+	}
+	return slog.LevelError
+}

@@ -1,0 +1,300 @@
+package pluginsdk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// closeTimeout bounds Driver.Close, which has no context of its own.
+const closeTimeout = 5 * time.Minute
+
+// Client is the host half of the protocol: it speaks to one plugin process
+// and opens orchestra drivers inside it. Its twin on the plugin side is
+// server.go.
+type Client struct {
+	name string
+	rpc  driverv1.DriverClient
+}
+
+// NewClient wraps a connection to the plugin called name.
+func NewClient(name string, rpc driverv1.DriverClient) *Client {
+	return &Client{name: name, rpc: rpc}
+}
+
+// Info is what a plugin reports about itself.
+type Info struct {
+	Name            string   `json:"name"`
+	PluginVersion   string   `json:"plugin_version"`
+	SDKVersion      string   `json:"sdk_version"`
+	ProtocolVersion string   `json:"protocol_version"`
+	Capabilities    []string `json:"capabilities"`
+}
+
+// Info asks the plugin to describe itself.
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	resp, err := c.rpc.Info(ctx, &driverv1.InfoRequest{})
+	if err != nil {
+		return Info{}, fromStatus(c.name, "Info", err)
+	}
+	return Info{
+		Name:            resp.GetName(),
+		PluginVersion:   resp.GetPluginVersion(),
+		SDKVersion:      resp.GetSdkVersion(),
+		ProtocolVersion: resp.GetProtocolVersion(),
+		Capabilities:    resp.GetCapabilities(),
+	}, nil
+}
+
+// Open creates a driver instance for namespace inside the plugin. The result
+// implements orchestra.ContainerFinder exactly when the plugin's driver does.
+func (c *Client) Open(ctx context.Context, namespace string) (orchestra.Driver, error) {
+	resp, err := c.rpc.Open(ctx, &driverv1.OpenRequest{Namespace: namespace})
+	if err != nil {
+		return nil, fromStatus(c.name, "Open", err)
+	}
+	d := &driver{client: c, handle: resp.GetDriver(), name: resp.GetName(), namespace: namespace}
+	d.stdinCtx, d.stopStdin = context.WithCancel(context.Background())
+	if resp.GetContainerFinder() {
+		return &finderDriver{d}, nil
+	}
+	return d, nil
+}
+
+// driver is an orchestra.Driver whose instance lives in a plugin.
+type driver struct {
+	client    *Client
+	handle    uint64
+	name      string
+	namespace string
+
+	// stdinCtx outlives every RunContainer call: stdin keeps flowing after
+	// RunContainer returns and after its ctx ends, until the driver closes.
+	stdinCtx  context.Context
+	stopStdin context.CancelFunc
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Name is the driver's name as the plugin reports it.
+func (d *driver) Name() string { return d.name }
+
+// Close closes the driver instance in the plugin, which removes every
+// resource of its namespace. It is idempotent.
+func (d *driver) Close() error {
+	d.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		_, err := d.client.rpc.Close(ctx, &driverv1.CloseRequest{Driver: d.handle})
+		d.stopStdin()
+		d.closeErr = d.wrap("Close", err)
+	})
+	return d.closeErr
+}
+
+func (d *driver) wrap(op string, err error) error {
+	return fromStatus(d.client.name, op, err)
+}
+
+// CreateVolume creates or finds a volume in the plugin.
+func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+	ref, err := d.client.rpc.CreateVolume(ctx, &driverv1.CreateVolumeRequest{Driver: d.handle, Name: name, Size: int64(size)})
+	if err != nil {
+		return nil, d.wrap("CreateVolume", err)
+	}
+	ref.Driver = d.handle
+	return &volume{driver: d, ref: ref}, nil
+}
+
+// RunContainer starts task in the plugin. When task.Stdin is set, it is
+// streamed to the plugin in chunks while the task runs.
+func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	req := &driverv1.RunContainerRequest{Driver: d.handle, Task: taskToProto(task)}
+	var cancelStdin context.CancelFunc
+	if task.Stdin != nil {
+		token, err := newToken()
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
+		}
+		req.StdinToken = token
+		stdinCtx, cancel := context.WithCancel(d.stdinCtx)
+		cancelStdin = cancel
+		go func() {
+			defer cancel()
+			d.streamStdin(stdinCtx, token, task.Stdin)
+		}()
+	}
+	resp, err := d.client.rpc.RunContainer(ctx, req)
+	if err != nil {
+		if cancelStdin != nil {
+			cancelStdin()
+		}
+		return nil, d.wrap("RunContainer", err)
+	}
+	return d.container(resp), nil
+}
+
+// streamStdin copies r to the plugin in chunks. The plugin's pipe applies
+// back-pressure, so memory stays at one chunk whatever the input's size.
+func (d *driver) streamStdin(ctx context.Context, token string, r io.Reader) {
+	stream, err := d.client.rpc.WriteStdin(ctx)
+	if err != nil {
+		return
+	}
+	if err := stream.Send(&driverv1.StdinChunk{Token: token}); err != nil {
+		return
+	}
+	buf := make([]byte, chunkSize)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			// Send marshals before it returns, so buf may be reused.
+			if err := stream.Send(&driverv1.StdinChunk{Data: buf[:n]}); err != nil {
+				return
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	_, _ = stream.CloseAndRecv()
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("stdin token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (d *driver) container(resp *driverv1.RunContainerResponse) orchestra.Container {
+	ref := resp.GetContainer()
+	ref.Driver = d.handle
+	c := &container{driver: d, ref: ref}
+	if resp.GetLogFollower() {
+		return &followContainer{c}
+	}
+	return c
+}
+
+// finderDriver is a driver whose plugin implements orchestra.ContainerFinder.
+type finderDriver struct{ *driver }
+
+// GetContainer finds a container of this namespace by task ID. The error
+// wraps orchestra.ErrContainerNotFound when there is none.
+func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+	resp, err := d.client.rpc.GetContainer(ctx, &driverv1.GetContainerRequest{Driver: d.handle, TaskId: taskID})
+	if err != nil {
+		return nil, d.wrap("GetContainer", err)
+	}
+	return d.container(resp), nil
+}
+
+// container is an orchestra.Container that lives in a plugin. A finished
+// status is cached: done is final, so polling it costs no RPC.
+type container struct {
+	driver *driver
+	ref    *driverv1.ContainerRef
+
+	mu   sync.Mutex
+	done *containerStatus
+}
+
+type containerStatus struct {
+	done     bool
+	exitCode int
+}
+
+func (s *containerStatus) IsDone() bool  { return s.done }
+func (s *containerStatus) ExitCode() int { return s.exitCode }
+
+// Status reports the container's state, from the cache once it is done.
+func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	c.mu.Lock()
+	done := c.done
+	c.mu.Unlock()
+	if done != nil {
+		return done, nil
+	}
+	resp, err := c.driver.client.rpc.Status(ctx, c.ref)
+	if err != nil {
+		return nil, c.driver.wrap("Status", err)
+	}
+	st := &containerStatus{done: resp.GetDone(), exitCode: int(resp.GetExitCode())}
+	if st.done {
+		c.mu.Lock()
+		c.done = st
+		c.mu.Unlock()
+	}
+	return st, nil
+}
+
+// Logs streams the container's output from the start.
+func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+	return c.logs(ctx, false, stdout, stderr)
+}
+
+func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Writer) error {
+	op := "Logs"
+	if follow {
+		op = "FollowLogs"
+	}
+	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow})
+	if err != nil {
+		return c.driver.wrap(op, err)
+	}
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return c.driver.wrap(op, err)
+		}
+		w := stdout
+		if chunk.GetStream() == driverv1.LogChunk_STREAM_STDERR {
+			w = stderr
+		}
+		if _, err := w.Write(chunk.GetData()); err != nil {
+			return fmt.Errorf("plugin %s: %s: write output: %w", c.driver.client.name, op, err)
+		}
+	}
+}
+
+// Cleanup removes the container in the plugin.
+func (c *container) Cleanup(ctx context.Context) error {
+	_, err := c.driver.client.rpc.Cleanup(ctx, c.ref)
+	return c.driver.wrap("Cleanup", err)
+}
+
+// followContainer is a container whose driver implements orchestra.LogFollower.
+type followContainer struct{ *container }
+
+// FollowLogs streams the container's output live until it exits.
+func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+	return c.logs(ctx, true, stdout, stderr)
+}
+
+// volume is an orchestra.Volume that lives in a plugin.
+type volume struct {
+	driver *driver
+	ref    *driverv1.VolumeRef
+}
+
+// Name is the volume's name.
+func (v *volume) Name() string { return v.ref.GetName() }
+
+// Cleanup removes the volume in the plugin.
+func (v *volume) Cleanup(ctx context.Context) error {
+	_, err := v.driver.client.rpc.CleanupVolume(ctx, v.ref)
+	return v.driver.wrap("CleanupVolume", err)
+}

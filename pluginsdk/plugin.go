@@ -1,0 +1,82 @@
+// Package pluginsdk turns an orchestra driver into a plugin binary, and gives
+// the host the client half of the same protocol.
+//
+// A driver written to the orchestra guide becomes a plugin with a three-line
+// main:
+//
+//	func main() {
+//		pluginsdk.Serve("mydriver", mydriver.New)
+//	}
+//
+// Build it as pocketci-driver-mydriver and put it in a plugin directory; the
+// orchestra host (package host) finds it, starts it once, and opens one driver
+// instance per namespace inside it. The plugin speaks HashiCorp go-plugin over
+// gRPC (the service in proto/driverv1).
+package pluginsdk
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+const (
+	// SDKVersion is the version of this SDK, reported by every plugin built with it.
+	SDKVersion = "0.1.0"
+	// ProtocolMajor is the wire protocol's major version, negotiated by
+	// go-plugin. A host and a plugin with no major version in common refuse
+	// each other with an error naming both sides' versions.
+	ProtocolMajor = 1
+	// ProtocolMinor is the wire protocol's minor version. A minor version only
+	// adds; see the compatibility rules in proto/driverv1/driver.proto.
+	ProtocolMinor = 0
+	// PluginKey is the name the driver service is dispensed under.
+	PluginKey = "driver"
+
+	// chunkSize bounds every stdin and log message, well under gRPC's 4 MiB
+	// default message limit.
+	chunkSize = 1 << 20
+)
+
+// HandshakeConfig is the go-plugin handshake shared by host and plugins. The
+// magic cookie is not a secret: it only tells a plugin binary started from a
+// shell that it was not started by a host.
+func HandshakeConfig() plugin.HandshakeConfig {
+	return plugin.HandshakeConfig{
+		ProtocolVersion:  ProtocolMajor,
+		MagicCookieKey:   "POCKETCI_DRIVER_PLUGIN",
+		MagicCookieValue: "4c1b5c2e-orchestra-driver",
+	}
+}
+
+// Capabilities the SDK serves. The host calls an optional RPC only when the
+// plugin's Info lists its capability.
+var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container"}
+
+// grpcPlugin is the go-plugin glue: the plugin side registers the server, the
+// host side gets the raw gRPC client.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	server driverv1.DriverServer
+}
+
+// GRPCServer registers the driver service on the plugin's gRPC server.
+func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	driverv1.RegisterDriverServer(s, p.server)
+	return nil
+}
+
+// GRPCClient returns the host's client for the driver service.
+func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
+	return driverv1.NewDriverClient(c), nil
+}
+
+// ClientPlugins is the plugin set a host passes to go-plugin's ClientConfig.
+func ClientPlugins() map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		ProtocolMajor: {PluginKey: &grpcPlugin{}},
+	}
+}

@@ -1,0 +1,133 @@
+package pluginsdk
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// LogLevelEnv is the environment variable through which the host tells a
+// plugin the lowest log level it wants ("debug", "info", "warn", "error").
+const LogLevelEnv = "POCKETCI_PLUGIN_LOG_LEVEL"
+
+// parentPollInterval is how often a plugin checks that its host is alive.
+const parentPollInterval = 500 * time.Millisecond
+
+// Serve runs the driver registered as name as a plugin and returns when the
+// host stops it. init is called once per namespace the host opens; its logger
+// reaches the host's logger with level and attributes.
+//
+// Started from a shell rather than by a host, Serve prints what the binary
+// is and how to install it, and exits with status 1. When the host dies, the
+// plugin closes every driver it opened (so their containers, processes and
+// VMs go with it) and exits.
+func Serve(name string, init orchestra.InitFunc) {
+	hs := HandshakeConfig()
+	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
+		fmt.Fprintf(os.Stderr, "%s is the %q driver plugin for orchestra (pocketci); plugin version %s, SDK %s, protocol %d.%d.\n"+
+			"It is started by the orchestra host, not from a shell. To install it, copy it into a plugin directory\n"+
+			"(--plugin-dir, ORCHESTRA_PLUGIN_PATH, the directory of the orchestra binary, or ~/.local/share/pocketci/plugins)\n"+
+			"as pocketci-driver-%s, then run: orchestra plugins\n",
+			os.Args[0], name, version(), SDKVersion, ProtocolMajor, ProtocolMinor, name)
+		os.Exit(1)
+	}
+
+	// go-plugin replaces os.Stderr after the handshake; logs go to the
+	// original, which the host parses as hclog JSON.
+	stderr := os.Stderr
+	logger := slog.New(NewLogHandler(stderr, levelFromEnv()))
+	srv := newServer(name, version(), init, logger)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go watchHost(ctx, srv, logger)
+
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts,
+				grpc.ChainUnaryInterceptor(recoverUnary(logger)),
+				grpc.ChainStreamInterceptor(recoverStream(logger)))
+			return grpc.NewServer(opts...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: stderr, JSONFormat: true, Level: hclog.Warn}),
+	})
+	// The host stopped the plugin: close what it left open.
+	srv.closeAll()
+}
+
+// watchHost closes every driver and exits when the plugin's parent, the host,
+// is gone: go-plugin does not tell a plugin that its host died.
+func watchHost(ctx context.Context, srv *server, logger *slog.Logger) {
+	parent := os.Getppid()
+	ticker := time.NewTicker(parentPollInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			if os.Getppid() != parent {
+				logger.Warn("host process is gone: closing every driver and exiting", "host_pid", parent)
+				srv.closeAll()
+				os.Exit(1)
+			}
+		}
+	}
+}
+
+func version() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}
+
+func levelFromEnv() slog.Level {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv(LogLevelEnv))); err != nil {
+		return slog.LevelInfo
+	}
+	return level
+}
+
+// recoverUnary turns a panic in a driver method into an error for the host;
+// the plugin lives on.
+func recoverUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicError(logger, info.FullMethod, r)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+func recoverStream(logger *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicError(logger, info.FullMethod, r)
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
+func panicError(logger *slog.Logger, method string, r any) error {
+	logger.Error("driver panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
+}

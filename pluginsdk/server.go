@@ -1,0 +1,484 @@
+package pluginsdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// server is the plugin half of the protocol: it serves the driver instances
+// of one plugin process. Its twin on the host side is client.go.
+type server struct {
+	driverv1.UnimplementedDriverServer
+
+	name    string
+	version string
+	init    orchestra.InitFunc
+	logger  *slog.Logger
+
+	mu      sync.Mutex
+	nextID  uint64
+	drivers map[uint64]*instance
+	stdins  map[string]*stdinPipe
+}
+
+// instance is one driver opened for a namespace, with the handles given out
+// for its containers and volumes.
+type instance struct {
+	driver orchestra.Driver
+
+	mu         sync.Mutex
+	containers map[uint64]*served
+	byTask     map[string]uint64
+	volumes    map[uint64]orchestra.Volume
+}
+
+// served is a container handed to the host, with the stdin pipe feeding it.
+type served struct {
+	container orchestra.Container
+	taskID    string
+	stdin     *stdinPipe
+}
+
+// stdinPipe connects a WriteStdin stream to a task's Stdin reader. Whichever
+// of RunContainer and WriteStdin comes first creates it.
+type stdinPipe struct {
+	r *io.PipeReader
+	w *io.PipeWriter
+}
+
+func newServer(name, version string, init orchestra.InitFunc, logger *slog.Logger) *server {
+	return &server{
+		name:    name,
+		version: version,
+		init:    init,
+		logger:  logger,
+		drivers: map[uint64]*instance{},
+		stdins:  map[string]*stdinPipe{},
+	}
+}
+
+func (s *server) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
+	return &driverv1.InfoResponse{
+		Name:            s.name,
+		PluginVersion:   s.version,
+		SdkVersion:      SDKVersion,
+		ProtocolVersion: fmt.Sprintf("%d.%d", ProtocolMajor, ProtocolMinor),
+		Capabilities:    sdkCapabilities,
+	}, nil
+}
+
+func (s *server) Open(_ context.Context, req *driverv1.OpenRequest) (*driverv1.OpenResponse, error) {
+	logger := s.logger.With("namespace", req.GetNamespace())
+	driver, err := s.init(req.GetNamespace(), logger)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("open driver for namespace %q: %w", req.GetNamespace(), err))
+	}
+	if driver == nil {
+		return nil, status.Errorf(codes.Internal, "driver init for namespace %q returned no driver and no error", req.GetNamespace())
+	}
+	_, finder := driver.(orchestra.ContainerFinder)
+	s.mu.Lock()
+	s.nextID++
+	id := s.nextID
+	s.drivers[id] = &instance{
+		driver:     driver,
+		containers: map[uint64]*served{},
+		byTask:     map[string]uint64{},
+		volumes:    map[uint64]orchestra.Volume{},
+	}
+	s.mu.Unlock()
+	return &driverv1.OpenResponse{Driver: id, Name: driver.Name(), ContainerFinder: finder}, nil
+}
+
+func (s *server) Close(_ context.Context, req *driverv1.CloseRequest) (*driverv1.CloseResponse, error) {
+	s.mu.Lock()
+	inst, ok := s.drivers[req.GetDriver()]
+	delete(s.drivers, req.GetDriver())
+	s.mu.Unlock()
+	if !ok {
+		// Close is idempotent: a driver closed before is closed still.
+		return &driverv1.CloseResponse{}, nil
+	}
+	return &driverv1.CloseResponse{}, toStatus(inst.close())
+}
+
+// closeAll closes every open driver instance; the plugin calls it when its
+// host is gone.
+func (s *server) closeAll() {
+	s.mu.Lock()
+	drivers := s.drivers
+	s.drivers = map[uint64]*instance{}
+	s.mu.Unlock()
+	for id, inst := range drivers {
+		if err := inst.close(); err != nil {
+			s.logger.Error("close driver", "driver", id, "err", err)
+		}
+	}
+}
+
+func (inst *instance) close() error {
+	inst.mu.Lock()
+	for _, c := range inst.containers {
+		c.closeStdin(orchestra.ErrClosed)
+	}
+	inst.mu.Unlock()
+	return inst.driver.Close()
+}
+
+func (c *served) closeStdin(err error) {
+	if c.stdin != nil {
+		c.stdin.r.CloseWithError(err)
+	}
+}
+
+func (s *server) instance(id uint64) (*instance, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.drivers[id]
+	if !ok {
+		return nil, status.Errorf(codes.FailedPrecondition, "driver handle %d is not open: %v", id, orchestra.ErrClosed)
+	}
+	return inst, nil
+}
+
+func (s *server) container(ref *driverv1.ContainerRef) (*served, error) {
+	inst, err := s.instance(ref.GetDriver())
+	if err != nil {
+		return nil, err
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	c, ok := inst.containers[ref.GetContainer()]
+	if !ok {
+		return nil, toStatus(fmt.Errorf("container handle %d (task %q): %w", ref.GetContainer(), ref.GetTaskId(), orchestra.ErrContainerNotFound))
+	}
+	return c, nil
+}
+
+// stdinPipe returns the pipe for token, creating it.
+func (s *server) stdinPipe(token string) *stdinPipe {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.stdins[token]
+	if !ok {
+		r, w := io.Pipe()
+		p = &stdinPipe{r: r, w: w}
+		s.stdins[token] = p
+	}
+	return p
+}
+
+func (s *server) dropStdin(token string) {
+	s.mu.Lock()
+	delete(s.stdins, token)
+	s.mu.Unlock()
+}
+
+func (s *server) RunContainer(ctx context.Context, req *driverv1.RunContainerRequest) (*driverv1.RunContainerResponse, error) {
+	inst, err := s.instance(req.GetDriver())
+	if err != nil {
+		return nil, err
+	}
+	task := taskFromProto(req.GetTask())
+	var pipe *stdinPipe
+	if token := req.GetStdinToken(); token != "" {
+		pipe = s.stdinPipe(token)
+		task.Stdin = pipe.r
+	}
+	container, err := inst.driver.RunContainer(ctx, task)
+	if err != nil {
+		if pipe != nil {
+			pipe.r.CloseWithError(err)
+			s.dropStdin(req.GetStdinToken())
+		}
+		return nil, toStatus(err)
+	}
+	return inst.serve(container, task.ID, pipe), nil
+}
+
+// serve gives container a handle. A task ID seen before keeps its handle, and
+// a stdin meant for a container that already existed is closed: the driver
+// did not run the command again, so nothing will read it.
+func (inst *instance) serve(container orchestra.Container, taskID string, pipe *stdinPipe) *driverv1.RunContainerResponse {
+	_, follower := container.(orchestra.LogFollower)
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	id, seen := inst.byTask[taskID]
+	if seen {
+		if pipe != nil {
+			pipe.r.CloseWithError(fmt.Errorf("task %q already ran: stdin not read", taskID))
+		}
+		inst.containers[id].container = container
+	} else {
+		id = uint64(len(inst.containers)) + 1
+		for inst.containers[id] != nil {
+			id++
+		}
+		inst.containers[id] = &served{container: container, taskID: taskID, stdin: pipe}
+		inst.byTask[taskID] = id
+	}
+	return &driverv1.RunContainerResponse{
+		Container:   &driverv1.ContainerRef{Container: id, TaskId: taskID},
+		LogFollower: follower,
+	}
+}
+
+func (s *server) WriteStdin(stream driverv1.Driver_WriteStdinServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "stdin stream ended before its first chunk: %v", err)
+	}
+	token := first.GetToken()
+	if token == "" {
+		return status.Error(codes.InvalidArgument, "stdin stream: first chunk has no token")
+	}
+	pipe := s.stdinPipe(token)
+	defer s.dropStdin(token)
+	chunk := first
+	for {
+		if data := chunk.GetData(); len(data) > 0 {
+			if _, err := pipe.w.Write(data); err != nil {
+				// The reader is gone (the task exited or was cleaned up):
+				// the rest of the input has nowhere to go.
+				return stream.SendAndClose(&driverv1.WriteStdinResponse{})
+			}
+		}
+		chunk, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			pipe.w.Close()
+			return stream.SendAndClose(&driverv1.WriteStdinResponse{})
+		}
+		if err != nil {
+			pipe.w.CloseWithError(fmt.Errorf("stdin stream from host: %w", err))
+			return err
+		}
+	}
+}
+
+func (s *server) GetContainer(ctx context.Context, req *driverv1.GetContainerRequest) (*driverv1.RunContainerResponse, error) {
+	inst, err := s.instance(req.GetDriver())
+	if err != nil {
+		return nil, err
+	}
+	finder, ok := inst.driver.(orchestra.ContainerFinder)
+	if !ok {
+		return nil, status.Errorf(codes.Unimplemented, "driver %s does not implement orchestra.ContainerFinder", s.name)
+	}
+	container, err := finder.GetContainer(ctx, req.GetTaskId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return inst.serve(container, req.GetTaskId(), nil), nil
+}
+
+func (s *server) Status(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.StatusResponse, error) {
+	c, err := s.container(ref)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.container.Status(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if st == nil {
+		return nil, status.Errorf(codes.Internal, "driver %s returned a nil status for task %q", s.name, c.taskID)
+	}
+	return &driverv1.StatusResponse{Done: st.IsDone(), ExitCode: int32(st.ExitCode())}, nil
+}
+
+func (s *server) Logs(req *driverv1.LogsRequest, stream driverv1.Driver_LogsServer) error {
+	c, err := s.container(req.GetContainer())
+	if err != nil {
+		return err
+	}
+	out := newChunkSender(stream, req.GetFollow())
+	stdout, stderr := out.writer(driverv1.LogChunk_STREAM_STDOUT), out.writer(driverv1.LogChunk_STREAM_STDERR)
+	if req.GetFollow() {
+		follower, ok := c.container.(orchestra.LogFollower)
+		if !ok {
+			return status.Errorf(codes.Unimplemented, "container of task %q does not implement orchestra.LogFollower", c.taskID)
+		}
+		err = follower.FollowLogs(stream.Context(), stdout, stderr)
+	} else {
+		err = c.container.Logs(stream.Context(), stdout, stderr)
+	}
+	if ferr := out.flush(); err == nil {
+		err = ferr
+	}
+	return toStatus(err)
+}
+
+func (s *server) Cleanup(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.CleanupResponse, error) {
+	c, err := s.container(ref)
+	if err != nil {
+		return nil, err
+	}
+	c.closeStdin(fmt.Errorf("task %q cleaned up", c.taskID))
+	return &driverv1.CleanupResponse{}, toStatus(c.container.Cleanup(ctx))
+}
+
+func (s *server) CreateVolume(ctx context.Context, req *driverv1.CreateVolumeRequest) (*driverv1.VolumeRef, error) {
+	inst, err := s.instance(req.GetDriver())
+	if err != nil {
+		return nil, err
+	}
+	vol, err := inst.driver.CreateVolume(ctx, req.GetName(), int(req.GetSize()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	id := uint64(len(inst.volumes)) + 1
+	for inst.volumes[id] != nil {
+		id++
+	}
+	inst.volumes[id] = vol
+	return &driverv1.VolumeRef{Volume: id, Name: vol.Name()}, nil
+}
+
+func (s *server) CleanupVolume(ctx context.Context, ref *driverv1.VolumeRef) (*driverv1.CleanupResponse, error) {
+	inst, err := s.instance(ref.GetDriver())
+	if err != nil {
+		return nil, err
+	}
+	inst.mu.Lock()
+	vol, ok := inst.volumes[ref.GetVolume()]
+	inst.mu.Unlock()
+	if !ok {
+		return nil, toStatus(fmt.Errorf("volume handle %d (%q): %w", ref.GetVolume(), ref.GetName(), orchestra.ErrVolumeNotFound))
+	}
+	return &driverv1.CleanupResponse{}, toStatus(vol.Cleanup(ctx))
+}
+
+func taskFromProto(t *driverv1.Task) orchestra.Task {
+	task := orchestra.Task{
+		Command:         t.GetCommand(),
+		ContainerLimits: orchestra.ContainerLimits{CPU: t.GetCpu(), Memory: t.GetMemory()},
+		Env:             t.GetEnv(),
+		ID:              t.GetId(),
+		Image:           t.GetImage(),
+		Privileged:      t.GetPrivileged(),
+		User:            t.GetUser(),
+	}
+	if task.Env == nil {
+		task.Env = map[string]string{}
+	}
+	for _, m := range t.GetMounts() {
+		task.Mounts = append(task.Mounts, orchestra.Mount{Name: m.GetName(), Path: m.GetPath()})
+	}
+	return task
+}
+
+func taskToProto(t orchestra.Task) *driverv1.Task {
+	pt := &driverv1.Task{
+		Command:    t.Command,
+		Cpu:        t.ContainerLimits.CPU,
+		Memory:     t.ContainerLimits.Memory,
+		Env:        t.Env,
+		Id:         t.ID,
+		Image:      t.Image,
+		Privileged: t.Privileged,
+		User:       t.User,
+	}
+	for _, m := range t.Mounts {
+		pt.Mounts = append(pt.Mounts, &driverv1.Mount{Name: m.Name, Path: m.Path})
+	}
+	return pt
+}
+
+// chunkSender turns a driver's writes to stdout and stderr into LogChunk
+// messages. Without follow it coalesces small writes into chunks of up to
+// chunkSize; with follow it sends each write at once so output is live.
+type chunkSender struct {
+	mu     sync.Mutex
+	stream driverv1.Driver_LogsServer
+	follow bool
+	bufs   [3][]byte
+	err    error
+}
+
+func newChunkSender(stream driverv1.Driver_LogsServer, follow bool) *chunkSender {
+	return &chunkSender{stream: stream, follow: follow}
+}
+
+func (c *chunkSender) writer(stream driverv1.LogChunk_Stream) io.Writer {
+	return streamWriter{c, stream}
+}
+
+type streamWriter struct {
+	c      *chunkSender
+	stream driverv1.LogChunk_Stream
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	if w.c.err != nil {
+		return 0, w.c.err
+	}
+	n := len(p)
+	buf := w.c.bufs[w.stream]
+	if !w.c.follow && len(buf)+len(p) < chunkSize {
+		if buf == nil {
+			buf = make([]byte, 0, chunkSize)
+		}
+		w.c.bufs[w.stream] = append(buf, p...)
+		return n, nil
+	}
+	if err := w.c.sendLocked(w.stream); err != nil {
+		return 0, err
+	}
+	for len(p) > 0 {
+		size := min(len(p), chunkSize)
+		if err := w.c.send(w.stream, p[:size]); err != nil {
+			return 0, err
+		}
+		p = p[size:]
+	}
+	return n, nil
+}
+
+// sendLocked sends what is buffered for stream.
+func (c *chunkSender) sendLocked(stream driverv1.LogChunk_Stream) error {
+	buf := c.bufs[stream]
+	if len(buf) == 0 {
+		return nil
+	}
+	err := c.send(stream, buf)
+	c.bufs[stream] = buf[:0]
+	return err
+}
+
+// send marshals data into a message before it returns, so the caller may
+// reuse data afterwards.
+func (c *chunkSender) send(stream driverv1.LogChunk_Stream, data []byte) error {
+	if err := c.stream.Send(&driverv1.LogChunk{Stream: stream, Data: data}); err != nil {
+		c.err = fmt.Errorf("send logs to host: %w", err)
+		return c.err
+	}
+	return nil
+}
+
+func (c *chunkSender) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	for _, s := range []driverv1.LogChunk_Stream{driverv1.LogChunk_STREAM_STDOUT, driverv1.LogChunk_STREAM_STDERR} {
+		if err := c.sendLocked(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
