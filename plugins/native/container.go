@@ -82,6 +82,9 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	if c, ok := d.containers[task.ID]; ok {
 		return c, nil
 	}
+	if c, ok := d.recoverLocked(task.ID); ok {
+		return c, nil
+	}
 	c, err := d.start(task)
 	if err != nil {
 		return nil, err
@@ -363,6 +366,9 @@ func (c *Container) reap() {
 		c.driver.logger.Warn("wait for task", "task", c.id, "err", err)
 	}
 	c.exitCode = code
+	if err := writeExitFile(c.dir, code); err != nil {
+		c.driver.logger.Warn("record exit code", "task", c.id, "err", err)
+	}
 	close(c.done)
 	c.driver.logger.Debug("task done", "task", c.id, "exit_code", code)
 }
@@ -490,4 +496,46 @@ func (c *Container) remove(ctx context.Context) error {
 	}
 	c.removed = true
 	return nil
+}
+
+// exitFile is the file in a task's directory that holds its exit code once
+// it is done, so that another driver instance of the namespace finds it.
+const exitFile = "exit"
+
+// writeExitFile records code in dir atomically.
+func writeExitFile(dir string, code int) error {
+	tmp := filepath.Join(dir, exitFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(code)+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, exitFile))
+}
+
+// recoverLocked returns a finished container of id that an earlier driver
+// instance of this namespace left on disk. d.mu is held.
+func (d *Driver) recoverLocked(id string) (*Container, bool) {
+	if d.closed {
+		return nil, false
+	}
+	dir := filepath.Join(d.dir, "tasks", sanitize(id))
+	b, err := os.ReadFile(filepath.Join(dir, exitFile))
+	if err != nil {
+		return nil, false
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, false
+	}
+	c := &Container{
+		driver:   d,
+		id:       id,
+		dir:      dir,
+		done:     make(chan struct{}),
+		exitCode: code,
+		reaped:   true, // no process of ours: never signal pgid 0
+	}
+	close(c.done)
+	d.containers[id] = c
+	d.logger.Debug("task recovered from disk", "task", id, "exit_code", code)
+	return c, true
 }

@@ -149,12 +149,16 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	return v, nil
 }
 
-// GetContainer returns the container this driver started for taskID, or an
+// GetContainer returns the container this driver started for taskID, or a
+// finished one that another instance of the namespace left on disk, or an
 // error wrapping orchestra.ErrContainerNotFound.
 func (d *Driver) GetContainer(_ context.Context, taskID string) (orchestra.Container, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if c, ok := d.containers[taskID]; ok {
+		return c, nil
+	}
+	if c, ok := d.recoverLocked(taskID); ok {
 		return c, nil
 	}
 	return nil, fmt.Errorf("native: task %q in namespace %q: %w", taskID, d.namespace, orchestra.ErrContainerNotFound)

@@ -418,6 +418,62 @@ func TestGetContainer(t *testing.T) {
 	}
 }
 
+func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
+	useRoot(t)
+	first, err := New("reattach", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := orchestra.Task{
+		ID:      "done before restart",
+		Command: []string{"sh", "-c", "echo x >> ./data/count; echo out; echo err >&2; exit 7"},
+		Mounts:  orchestra.Mounts{{Name: "data", Path: "/data"}},
+	}
+	c, err := first.RunContainer(t.Context(), task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, c)
+	// The first instance is abandoned (as when a plugin dies); a new one
+	// of the same namespace takes over.
+	second := newDriver(t, "reattach")
+	found, err := second.(orchestra.ContainerFinder).GetContainer(t.Context(), task.ID)
+	if err != nil {
+		t.Fatalf("GetContainer from a new instance: %v", err)
+	}
+	st, err := found.Status(t.Context())
+	if err != nil || !st.IsDone() || st.ExitCode() != 7 {
+		t.Fatalf("status of the found container: expected done with 7, got %v %v", st, err)
+	}
+	if out, errOut := logsOf(t, found); out != "out\n" || errOut != "err\n" {
+		t.Fatalf("logs of the found container: expected %q %q, got %q %q", "out\n", "err\n", out, errOut)
+	}
+	again, err := second.RunContainer(t.Context(), task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != found {
+		t.Fatal("RunContainer with the same ID on the new instance did not return the found container")
+	}
+	rd, err := second.RunContainer(t.Context(), orchestra.Task{ID: "read", Command: []string{"cat", "./data/count"}, Mounts: task.Mounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, rd)
+	if out, _ := logsOf(t, rd); out != "x\n" {
+		t.Fatalf("counter: expected the command to have run once (%q), got %q", "x\n", out)
+	}
+	if err := found.Cleanup(t.Context()); err != nil {
+		t.Fatalf("Cleanup of the found container: %v", err)
+	}
+	if _, err := second.(orchestra.ContainerFinder).GetContainer(t.Context(), task.ID); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer after Cleanup: expected ErrContainerNotFound, got %v", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("Close of the abandoned instance: %v", err)
+	}
+}
+
 func TestRegistered(t *testing.T) {
 	useRoot(t)
 	init, ok := orchestra.Get("native")
