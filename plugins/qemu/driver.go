@@ -1,0 +1,302 @@
+// Package qemu is an orchestra driver that runs every task of a namespace in
+// one lightweight QEMU virtual machine (microvm, PVH-booted Debian kernel,
+// busybox initramfs), driven through the QEMU Guest Agent. Task output, stdin
+// and volumes travel through a 9p share of a private host directory. See
+// README.md for settings and the guest image.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// driverName is the name the driver registers under.
+const driverName = "qemu"
+
+func init() { orchestra.Add(driverName, New) }
+
+// Driver runs the tasks of one namespace in one VM, booted on first use.
+type Driver struct {
+	namespace string
+	logger    *slog.Logger
+
+	bootSem chan struct{} // held by the goroutine booting the VM
+
+	mu         sync.Mutex
+	closed     bool
+	vm         *vm
+	containers map[string]*Container // by task ID
+	volumes    map[string]*Volume    // by name
+	bg         sync.WaitGroup        // pollers and stdin feeders
+}
+
+var (
+	_ orchestra.Driver          = (*Driver)(nil)
+	_ orchestra.ContainerFinder = (*Driver)(nil)
+)
+
+// New creates a driver for namespace. It boots nothing: the VM starts on the
+// first RunContainer or CreateVolume.
+func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
+	if namespace == "" {
+		return nil, fmt.Errorf("qemu driver: empty namespace: %w", orchestra.ErrInvalidTask)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{
+		namespace:  namespace,
+		logger:     logger.With("driver", driverName, "namespace", namespace),
+		bootSem:    make(chan struct{}, 1),
+		containers: map[string]*Container{},
+		volumes:    map[string]*Volume{},
+	}, nil
+}
+
+// Name returns "qemu".
+func (d *Driver) Name() string { return driverName }
+
+// ensureVM returns the running VM, booting it when there is none. Concurrent
+// callers share one boot; a failed boot is returned to its caller and the
+// next call tries again.
+func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
+	for {
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, orchestra.ErrClosed)
+		}
+		if v := d.vm; v != nil {
+			d.mu.Unlock()
+			if v.alive() {
+				return v, nil
+			}
+			return nil, fmt.Errorf("qemu driver %s: the VM stopped unexpectedly: %v%s", d.namespace, v.waitErr, v.diagnostics())
+		}
+		d.mu.Unlock()
+
+		select {
+		case d.bootSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("qemu driver %s: waiting for the VM to boot: %w", d.namespace, ctx.Err())
+		}
+		d.mu.Lock()
+		booted := d.vm != nil || d.closed
+		d.mu.Unlock()
+		if booted { // another caller booted it (or closed the driver) meanwhile
+			<-d.bootSem
+			continue
+		}
+		v, err := bootVM(ctx, d.namespace, d.logger)
+		if err != nil {
+			<-d.bootSem
+			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, err)
+		}
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			<-d.bootSem
+			v.stop()
+			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, orchestra.ErrClosed)
+		}
+		d.vm = v
+		d.mu.Unlock()
+		<-d.bootSem
+		return v, nil
+	}
+}
+
+// CreateVolume creates (or returns) the volume name: a directory on the
+// share, reachable by tasks that mount it.
+func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+	if name == "" {
+		return nil, fmt.Errorf("create volume: empty name: %w", orchestra.ErrInvalidTask)
+	}
+	v, err := d.ensureVM(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %q: %w", name, err)
+	}
+	return d.volume(v, name)
+}
+
+// volume returns the volume name, creating its directory when needed.
+func (d *Driver) volume(v *vm, name string) (*Volume, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("volume %q: %w", name, orchestra.ErrClosed)
+	}
+	if vol, ok := d.volumes[name]; ok {
+		return vol, nil
+	}
+	dir := sanitize(name)
+	vol := &Volume{driver: d, name: name, hostDir: filepath.Join(v.share, "volumes", dir), guestDir: guestShare + "/volumes/" + dir}
+	if err := os.MkdirAll(vol.hostDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create volume %q: %w", name, err)
+	}
+	d.volumes[name] = vol
+	d.logger.Debug("qemu: volume created", "volume", name)
+	return vol, nil
+}
+
+// validate checks what the guest cannot run.
+func validate(task orchestra.Task) error {
+	if task.ID == "" {
+		return fmt.Errorf("task ID is empty: %w", orchestra.ErrInvalidTask)
+	}
+	if len(task.Command) == 0 || task.Command[0] == "" {
+		return fmt.Errorf("task %q: Command is empty: %w", task.ID, orchestra.ErrInvalidTask)
+	}
+	if strings.Contains(task.Command[0], "=") {
+		return fmt.Errorf("task %q: Command[0] %q contains '=', which the guest's env(1) would take for a variable: %w", task.ID, task.Command[0], orchestra.ErrInvalidTask)
+	}
+	for k := range task.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("task %q: Env name %q: %w", task.ID, k, orchestra.ErrInvalidTask)
+		}
+	}
+	for _, m := range task.Mounts {
+		if m.Name == "" {
+			return fmt.Errorf("task %q: a mount has no volume name: %w", task.ID, orchestra.ErrInvalidTask)
+		}
+		if mountRel(m.Path) == "" {
+			return fmt.Errorf("task %q: mount path %q: %w", task.ID, m.Path, orchestra.ErrInvalidTask)
+		}
+	}
+	if strings.ContainsAny(task.User, " \t\n'\"\\$`") {
+		return fmt.Errorf("task %q: User %q: %w", task.ID, task.User, orchestra.ErrInvalidTask)
+	}
+	return nil
+}
+
+// mountRel is a mount path relative to the working directory: "/test" and
+// "test" both give "test"; ".." cannot climb out ("/../x" gives "x").
+func mountRel(p string) string {
+	return strings.TrimPrefix(path.Clean("/"+p), "/")
+}
+
+// RunContainer starts task in the VM (booting it when needed) and returns at
+// once. A task ID that already ran returns the same container.
+func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	if err := validate(task); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	if c, ok := d.containers[task.ID]; ok {
+		d.mu.Unlock()
+		return c.waitStarted(ctx)
+	}
+	d.mu.Unlock()
+
+	v, err := d.ensureVM(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("run task %q: %w", task.ID, err)
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("run task %q: %w", task.ID, orchestra.ErrClosed)
+	}
+	if c, ok := d.containers[task.ID]; ok {
+		d.mu.Unlock()
+		return c.waitStarted(ctx)
+	}
+	c := newContainer(d, v, task)
+	d.containers[task.ID] = c
+	d.bg.Add(1) // the poller, started by start on success
+	d.mu.Unlock()
+
+	if err := c.start(ctx); err != nil {
+		d.bg.Done()
+		d.mu.Lock()
+		if d.containers[task.ID] == c {
+			delete(d.containers, task.ID)
+		}
+		d.mu.Unlock()
+		c.finishStart(err)
+		c.removeFiles()
+		return nil, fmt.Errorf("run task %q: %w", task.ID, err)
+	}
+	c.finishStart(nil)
+	return c, nil
+}
+
+// GetContainer returns the container of a task ID started by this driver
+// instance. A VM's tasks live and die with the VM, so containers of other
+// driver instances are never found.
+func (d *Driver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+	d.mu.Lock()
+	c, ok := d.containers[taskID]
+	d.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("task %q in namespace %s: %w", taskID, d.namespace, orchestra.ErrContainerNotFound)
+	}
+	return c.waitStarted(ctx)
+}
+
+// Close stops the VM (which ends every task), then removes the tasks'
+// files, the volumes and the private directory. It is idempotent.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		d.bg.Wait()
+		return nil
+	}
+	d.closed = true
+	v := d.vm
+	containers := make([]*Container, 0, len(d.containers))
+	for _, c := range d.containers {
+		containers = append(containers, c)
+	}
+	d.mu.Unlock()
+
+	// A boot in progress finishes (and is stopped by its booter) first.
+	d.bootSem <- struct{}{}
+	<-d.bootSem
+
+	var errs []error
+	for _, c := range containers {
+		c.stopStdin()
+	}
+	if v != nil {
+		v.stop() // kills every task: pollers see the VM gone and finish
+	}
+	d.bg.Wait()
+	if v != nil {
+		for _, c := range containers {
+			c.removeFiles()
+		}
+		for _, vol := range d.volumeList() {
+			if err := os.RemoveAll(vol.hostDir); err != nil {
+				d.logger.Warn("qemu: remove volume", "volume", vol.name, "err", err)
+				errs = append(errs, fmt.Errorf("remove volume %q: %w", vol.name, err))
+			}
+		}
+		if err := os.RemoveAll(v.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.logger.Warn("qemu: remove private directory", "dir", v.dir, "err", err)
+			errs = append(errs, fmt.Errorf("remove %s: %w", v.dir, err))
+		}
+	}
+	d.logger.Debug("qemu: driver closed")
+	return errors.Join(errs...)
+}
+
+func (d *Driver) volumeList() []*Volume {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*Volume, 0, len(d.volumes))
+	for _, v := range d.volumes {
+		out = append(out, v)
+	}
+	return out
+}

@@ -1,0 +1,105 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// requireQEMU skips the test when qemu or the guest image is missing, or
+// fails it when ORCHESTRA_REQUIRE_QEMU=1 says they must be there.
+func requireQEMU(t testing.TB) {
+	t.Helper()
+	reason := ""
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && os.Getenv(EnvBinary) == "" {
+		reason = "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+	} else {
+		kernel, initrd := ImagePaths()
+		for _, f := range []string{kernel, initrd} {
+			if _, err := os.Stat(f); err != nil {
+				reason = "guest image missing: " + err.Error() + " (run plugins/qemu/guest/build.sh)"
+			}
+		}
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("ORCHESTRA_REQUIRE_QEMU") == "1" {
+		t.Fatalf("ORCHESTRA_REQUIRE_QEMU=1 but %s", reason)
+	}
+	t.Skip(reason)
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("QEMU_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newTestDriver creates a driver in a fresh namespace, closed (and checked
+// for leaks) when the test ends.
+func newTestDriver(t testing.TB) (*Driver, string) {
+	t.Helper()
+	ns := "qt-" + sanitize(t.Name())
+	if len(ns) > 30 {
+		ns = ns[:30]
+	}
+	ns += "-" + time.Now().Format("150405.000000")
+	drv, err := New(ns, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := drv.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		left, err := Leaks(ns)
+		if err != nil {
+			t.Errorf("leak probe: %v", err)
+		}
+		if len(left) > 0 {
+			t.Errorf("after Close, namespace %s still has %v", ns, left)
+		}
+	})
+	return drv.(*Driver), ns
+}
+
+// runTask runs task to the end and returns its exit code, stdout and stderr.
+func runTask(t testing.TB, ctx context.Context, d orchestra.Driver, task orchestra.Task) (int, string, string) {
+	t.Helper()
+	c, err := d.RunContainer(ctx, task)
+	if err != nil {
+		t.Fatalf("run %s: %v", task.ID, err)
+	}
+	st := waitDone(t, ctx, c)
+	var out, errb bytes.Buffer
+	if err := c.Logs(ctx, &out, &errb); err != nil {
+		t.Fatalf("logs %s: %v", task.ID, err)
+	}
+	return st.ExitCode(), out.String(), errb.String()
+}
+
+func waitDone(t testing.TB, ctx context.Context, c orchestra.Container) orchestra.ContainerStatus {
+	t.Helper()
+	for {
+		st, err := c.Status(ctx)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if st.IsDone() {
+			return st
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for the task: %v", ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}

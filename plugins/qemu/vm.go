@@ -1,0 +1,352 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jtarchie/pocketci/plugins/qemu/qga"
+)
+
+// Guest-side layout. The guest's /init mounts every 9p share at /mnt/<tag>.
+const (
+	shareTag   = "share"
+	guestShare = "/mnt/" + shareTag
+	// dirPrefix starts every private directory's name (see Leaks).
+	dirPrefix = "pocketci-qemu-"
+	// markerFile in a private directory holds the namespace it belongs to.
+	markerFile = "namespace"
+	// quitGrace is how long Close waits for qemu after QMP quit before SIGKILL.
+	quitGrace = 3 * time.Second
+)
+
+// kvmBroken is set when a KVM boot failed on this host, so later boots go
+// straight to TCG (some sandboxes expose a /dev/kvm that cannot run a guest).
+var kvmBroken atomic.Bool
+
+// vm is one running qemu process and its agent connection.
+type vm struct {
+	logger  *slog.Logger
+	dir     string // private dir: sockets, console log, share
+	share   string // host side of the 9p share
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the qemu process has exited
+	waitErr error         // valid after exited is closed
+	agent   *qga.Client
+	stderr  *tailBuffer
+	accel   string
+
+	stopOnce sync.Once
+}
+
+// tailBuffer keeps the last bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}
+
+// qemuName is the -name value that tags the qemu process with its namespace.
+func qemuName(namespace string) string {
+	return "pocketci-" + strings.ReplaceAll(namespace, ",", ",,")
+}
+
+// makePrivateDir creates the per-boot directory, short enough for unix
+// socket paths, marked with the namespace.
+func makePrivateDir(namespace string) (string, error) {
+	base := os.TempDir()
+	if len(base) > 60 {
+		base = "/tmp"
+	}
+	short := sanitize(namespace)
+	if len(short) > 40 {
+		short = short[:40]
+	}
+	dir, err := os.MkdirTemp(base, dirPrefix+short+"-")
+	if err != nil {
+		return "", fmt.Errorf("create private directory: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, markerFile), []byte(namespace), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", fmt.Errorf("mark private directory: %w", err)
+	}
+	return dir, nil
+}
+
+// bootVM starts qemu and waits until the guest agent answers. On failure
+// nothing is left behind and the error carries the console's last lines.
+func bootVM(ctx context.Context, namespace string, logger *slog.Logger) (*vm, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	accel := cfg.accel
+	if accel == "auto" {
+		accel = "tcg"
+		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+			_ = f.Close()
+			if !kvmBroken.Load() {
+				accel = "kvm"
+			}
+		}
+	}
+	v, err := startVM(ctx, namespace, logger, cfg, accel)
+	if err != nil && accel == "kvm" && cfg.accel == "auto" && errors.Is(err, errEarlyExit) {
+		logger.Warn("qemu: KVM boot failed, falling back to TCG for this process", "err", err)
+		kvmBroken.Store(true)
+		v, err = startVM(ctx, namespace, logger, cfg, "tcg")
+	}
+	return v, err
+}
+
+// errEarlyExit marks a boot whose qemu process exited on its own.
+var errEarlyExit = errors.New("qemu exited during boot")
+
+func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
+	start := time.Now()
+	dir, err := makePrivateDir(namespace)
+	if err != nil {
+		return nil, err
+	}
+	v := &vm{logger: logger, dir: dir, share: filepath.Join(dir, "share"), exited: make(chan struct{}),
+		stderr: &tailBuffer{max: 4096}, accel: accel}
+	defer func() {
+		if err != nil {
+			v.stop()
+		}
+	}()
+	for _, d := range []string{v.share, filepath.Join(v.share, "tasks"), filepath.Join(v.share, "volumes"), filepath.Join(v.share, ".pocketci")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return v, fmt.Errorf("create share directory: %w", err)
+		}
+	}
+	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci")); err != nil {
+		return v, err
+	}
+	khz, err := hostTSCkHz()
+	if err != nil {
+		return v, err
+	}
+	cpu := "max"
+	if accel == "kvm" {
+		cpu = "host"
+	}
+	appendLine := "console=ttyS0 quiet panic=-1 tsc_early_khz=" + strconv.Itoa(khz) +
+		" mitigations=off 8250.nr_uarts=1 pci=off audit=0 cryptomgr.notests random.trust_cpu=on no_timer_check"
+	args := []string{
+		"-name", qemuName(namespace),
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-M", "microvm,x-option-roms=off", "-accel", accel, "-cpu", cpu,
+		"-smp", strconv.Itoa(cfg.cpus), "-m", strconv.Itoa(cfg.memoryMiB),
+		"-kernel", cfg.kernel, "-initrd", cfg.initrd, "-append", appendLine,
+		"-serial", "file:" + v.consolePath(), "-no-reboot",
+		"-chardev", "socket,id=qga0,path=" + v.qgaPath() + ",server=on,wait=off",
+		"-device", "virtio-serial-device", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
+		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
+		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
+	}
+	v.cmd = exec.Command(cfg.binary, args...)
+	v.cmd.Stdout = v.stderr
+	v.cmd.Stderr = v.stderr
+	v.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	// qemu dies with the plugin (Pdeathsig) and stays out of the plugin's
+	// process group, so a terminal's ^C reaches it only through us.
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := v.cmd.Start(); err != nil {
+		return v, fmt.Errorf("start %s: %w", cfg.binary, err)
+	}
+	go func() {
+		v.waitErr = v.cmd.Wait()
+		close(v.exited)
+	}()
+	logger.Debug("qemu: started", "pid", v.cmd.Process.Pid, "accel", accel, "dir", dir)
+
+	bootCtx, cancel := context.WithTimeout(ctx, cfg.bootTimeout)
+	defer cancel()
+	// A qemu that exits ends the wait at once.
+	go func() {
+		select {
+		case <-v.exited:
+			cancel()
+		case <-bootCtx.Done():
+		}
+	}()
+	if err := v.connectAgent(bootCtx); err != nil {
+		// A dying qemu resets the socket a moment before it is reaped.
+		select {
+		case <-v.exited:
+		case <-time.After(500 * time.Millisecond):
+		}
+		select {
+		case <-v.exited:
+			return v, fmt.Errorf("boot the guest (%s): %w: %v%s", accel, errEarlyExit, v.waitErr, v.diagnostics())
+		default:
+		}
+		if ctx.Err() != nil {
+			return v, fmt.Errorf("boot the guest (%s): %w%s", accel, ctx.Err(), v.diagnostics())
+		}
+		return v, fmt.Errorf("boot the guest (%s): no answer from the guest agent within %s: %w%s", accel, cfg.bootTimeout, err, v.diagnostics())
+	}
+	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
+	return v, nil
+}
+
+func (v *vm) consolePath() string { return filepath.Join(v.dir, "console.log") }
+func (v *vm) qgaPath() string     { return filepath.Join(v.dir, "qga.sock") }
+func (v *vm) qmpPath() string     { return filepath.Join(v.dir, "qmp.sock") }
+
+// connectAgent dials the agent's socket as soon as qemu created it and syncs;
+// qemu holds the request until qemu-ga opens its port in the guest.
+func (v *vm) connectAgent(ctx context.Context) error {
+	for {
+		if _, err := os.Stat(v.qgaPath()); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the agent socket: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	agent, err := qga.Dial(ctx, v.qgaPath())
+	if err != nil {
+		return err
+	}
+	if err := agent.Sync(ctx); err != nil {
+		_ = agent.Close()
+		return err
+	}
+	v.agent = agent
+	return nil
+}
+
+// diagnostics is the console's and qemu's last lines, for boot errors.
+func (v *vm) diagnostics() string {
+	var b strings.Builder
+	if console := tailFile(v.consolePath(), 20); console != "" {
+		b.WriteString("\n--- guest console (last lines) ---\n" + console)
+	}
+	if s := v.stderr.String(); s != "" {
+		b.WriteString("\n--- qemu output ---\n" + s)
+	}
+	return b.String()
+}
+
+// tailFile returns the last n lines of a file, or "".
+func tailFile(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(data) > 64<<10 {
+		data = data[len(data)-64<<10:]
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// alive reports whether qemu is still running.
+func (v *vm) alive() bool {
+	select {
+	case <-v.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop quits qemu (QMP quit, SIGKILL after a grace period), waits for it and
+// removes the private directory. It is idempotent.
+func (v *vm) stop() {
+	v.stopOnce.Do(func() {
+		if v.agent != nil {
+			_ = v.agent.Close()
+		}
+		if v.cmd != nil && v.cmd.Process != nil {
+			if v.alive() {
+				if err := qmpQuit(v.qmpPath()); err != nil {
+					v.logger.Debug("qemu: QMP quit failed, killing", "err", err)
+				}
+				select {
+				case <-v.exited:
+				case <-time.After(quitGrace):
+					v.logger.Warn("qemu: did not quit in time, killing", "pid", v.cmd.Process.Pid)
+				}
+			}
+			if v.alive() {
+				_ = v.cmd.Process.Kill()
+				<-v.exited
+			}
+		}
+		if err := os.RemoveAll(v.dir); err != nil {
+			v.logger.Warn("qemu: remove private directory", "dir", v.dir, "err", err)
+		}
+	})
+}
+
+// qmpQuit sends qmp_capabilities and quit on the monitor socket.
+func qmpQuit(path string) error {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return fmt.Errorf("connect to QMP: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadBytes('\n'); err != nil { // greeting
+		return fmt.Errorf("read QMP greeting: %w", err)
+	}
+	for _, cmd := range []string{"qmp_capabilities", "quit"} {
+		req, _ := json.Marshal(map[string]string{"execute": cmd})
+		if _, err := conn.Write(append(req, '\n')); err != nil {
+			return fmt.Errorf("send QMP %s: %w", cmd, err)
+		}
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				if cmd == "quit" {
+					return nil // qemu closed the socket while quitting
+				}
+				return fmt.Errorf("read QMP %s reply: %w", cmd, err)
+			}
+			if bytes.Contains(line, []byte(`"return"`)) || bytes.Contains(line, []byte(`"error"`)) {
+				break
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// Volume is a directory on the VM's 9p share.
+type Volume struct {
+	driver   *Driver
+	name     string
+	hostDir  string
+	guestDir string
+}
+
+var _ orchestra.Volume = (*Volume)(nil)
+
+// Name returns the name given to CreateVolume.
+func (v *Volume) Name() string { return v.name }
+
+// Cleanup removes the volume's directory. It is idempotent.
+func (v *Volume) Cleanup(ctx context.Context) error {
+	d := v.driver
+	d.mu.Lock()
+	if d.volumes[v.name] == v {
+		delete(d.volumes, v.name)
+	}
+	d.mu.Unlock()
+	if err := os.RemoveAll(v.hostDir); err != nil {
+		return fmt.Errorf("remove volume %q: %w", v.name, err)
+	}
+	return nil
+}
