@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -142,13 +141,11 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
 	p.stopping = false
 	p.exitErr = nil
 
-	cmd := exec.Command(p.Path)
-	cmd.Env = append(os.Environ(), pluginsdk.LogLevelEnv+"="+p.host.level.String())
 	logger := p.logger.With("plugin", p.Name)
+	var proc *pluginRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginsdk.HandshakeConfig(),
 		VersionedPlugins: pluginsdk.ClientPlugins(),
-		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclogger(logger),
 		Stderr:           p.stderr,
@@ -157,8 +154,16 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
 		StartTimeout:     startTimeout,
 		AutoMTLS:         p.host.autoMTLS,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: p.host.socketDir},
-		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, _ string) (runner.Runner, error) {
-			return newRunner(cmd, logger, p.exited)
+		// go-plugin hands over a template command carrying its environment.
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd := exec.Command(p.Path)
+			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
+			// The plugin gets no stdin: only the task it runs may read the
+			// host's, through the protocol.
+			cmd.Stdin = nil
+			r, err := newRunner(cmd, logger, p.exited)
+			proc = r
+			return r, err
 		},
 	})
 	proto, err := client.Client()
@@ -188,7 +193,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	p.client, p.rpc, p.info = client, rpc, info
-	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", cmd.Process.Pid)
+	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid)
 	return rpc, nil
 }
 
@@ -271,6 +276,18 @@ func (p *Plugin) track(d orchestra.Driver) orchestra.Driver {
 type trackedDriver struct {
 	orchestra.Driver
 	forget func()
+}
+
+func (t *trackedDriver) release() { t.forget() }
+
+// Release tells the host not to close d when the host closes. The resources
+// of d's namespace then outlive the host, until a driver opened later in the
+// same namespace is closed (`orchestra clean`). d must come from a Plugin;
+// for any other driver Release does nothing.
+func Release(d orchestra.Driver) {
+	if r, ok := d.(interface{ release() }); ok {
+		r.release()
+	}
 }
 
 // Close closes the driver and forgets it.

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"time"
+
+	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
+)
+
+func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := newFlagSet("conformance", "conformance (--driver NAME | --plugin PATH) [flags]", stderr)
+	driverName := fs.String("driver", "", "driver plugin `name` from the plugin directories")
+	pluginPath := fs.String("plugin", "", "`path` of a plugin binary pocketci-driver-<name>")
+	image := fs.String("image", "busybox", "`image` the tasks run in")
+	timeout := fs.Duration("timeout", 2*time.Minute, "`limit` for each case")
+	runRE := fs.String("run", "", "run only the cases matching `regexp`, like go test -run")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*driverName == "") == (*pluginPath == "") {
+		fs.Usage()
+		return errors.New("conformance: give exactly one of --driver NAME and --plugin PATH")
+	}
+	opts := conformance.Options{Image: *image, Timeout: *timeout}
+	if *runRE != "" {
+		re, err := regexp.Compile(*runRE)
+		if err != nil {
+			return fmt.Errorf("conformance: --run %q: %w", *runRE, err)
+		}
+		opts.Run = re
+	}
+	h, err := c.host(stderr)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	var p *host.Plugin
+	if *pluginPath != "" {
+		p, err = h.Load(*pluginPath)
+	} else {
+		p, err = h.Plugin(*driverName)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := p.Info(ctx); err != nil {
+		return err
+	}
+	opts.New = func(namespace string) (orchestra.Driver, error) { return p.NewDriver(namespace, nil) }
+
+	report := func(r conformance.Result) {
+		if *asJSON {
+			return
+		}
+		mark := "PASS"
+		if !r.Passed {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(stdout, "--- %s  %-32s %8s\n", mark, r.Name, r.Duration.Round(time.Millisecond))
+		if r.Error != "" {
+			fmt.Fprintf(stdout, "      %s\n", r.Error)
+		}
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "conformance: %s (%s)\n", p.Name, p.Path)
+	}
+	results := conformance.RunAll(ctx, opts, report)
+	failed := 0
+	for _, r := range results {
+		if !r.Passed {
+			failed++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"plugin": p.Name, "path": p.Path, "results": results, "passed": len(results) - failed, "failed": failed}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
+	}
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// pollInterval is how often run polls a task without live logs.
+const pollInterval = 50 * time.Millisecond
+
+// cleanupTimeout bounds the clean-up after a task, also after Ctrl-C.
+const cleanupTimeout = 2 * time.Minute
+
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	fs, c := newFlagSet("run", "run [flags] -- CMD [ARGS...]", stderr)
+	driverName := fs.String("driver", "native", "driver plugin `name`")
+	image := fs.String("image", "busybox", "container `image`")
+	namespace := fs.String("namespace", "", "namespace `name` to share with other runs; its volumes persist until `orchestra clean NAME` (default: a fresh namespace, removed at exit)")
+	id := fs.String("id", "", "task `ID` (default: random)")
+	interactive := fs.Bool("i", false, "forward stdin to the task")
+	user := fs.String("user", "", "`user` to run as")
+	privileged := fs.Bool("privileged", false, "run with elevated privileges")
+	memory := fs.Int64("memory", 0, "memory limit in `bytes` (0: unlimited)")
+	cpu := fs.Int64("cpu", 0, "CPU `shares` (0: unlimited)")
+	var envs, volumes stringList
+	fs.Var(&envs, "e", "environment variable `KEY=VALUE` (repeatable)")
+	fs.Var(&volumes, "v", "volume `NAME:/path` (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("run: no command given: put it after --, as in: orchestra run -- echo hello")
+	}
+	task := orchestra.Task{
+		Command:         fs.Args(),
+		ContainerLimits: orchestra.ContainerLimits{CPU: *cpu, Memory: *memory},
+		Env:             map[string]string{},
+		ID:              *id,
+		Image:           *image,
+		Privileged:      *privileged,
+		User:            *user,
+	}
+	if *memory < 0 || *cpu < 0 {
+		return fmt.Errorf("run: --memory and --cpu must not be negative (got %d, %d)", *memory, *cpu)
+	}
+	for _, e := range envs {
+		k, v, ok := strings.Cut(e, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("run: -e %q: want KEY=VALUE", e)
+		}
+		task.Env[k] = v
+	}
+	for _, v := range volumes {
+		name, p, ok := strings.Cut(v, ":")
+		if !ok || name == "" || !path.IsAbs(p) {
+			return fmt.Errorf("run: -v %q: want NAME:/absolute/path", v)
+		}
+		task.Mounts = append(task.Mounts, orchestra.Mount{Name: name, Path: p})
+	}
+	if task.ID == "" {
+		task.ID = "task-" + randomHex(4)
+	}
+	if *interactive {
+		task.Stdin = stdin
+	}
+	ns := *namespace
+	keep := ns != ""
+	if !keep {
+		ns = "run-" + randomHex(4)
+	}
+
+	h, err := c.host(stderr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := h.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	p, err := h.Plugin(*driverName)
+	if err != nil {
+		return err
+	}
+	driver, err := p.NewDriver(ns, nil)
+	if err != nil {
+		return err
+	}
+	if keep {
+		host.Release(driver)
+	} else {
+		defer func() {
+			if cerr := driver.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+	}
+
+	container, err := driver.RunContainer(ctx, task)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if cerr := container.Cleanup(cctx); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	code, err := wait(ctx, container, stdout, stderr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return exitError{130}
+		}
+		return err
+	}
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+// wait prints the task's output (live when the driver can follow logs) and
+// returns its exit code.
+func wait(ctx context.Context, container orchestra.Container, stdout, stderr io.Writer) (int, error) {
+	follower, live := container.(orchestra.LogFollower)
+	if live {
+		if err := follower.FollowLogs(ctx, stdout, stderr); err != nil {
+			return 0, err
+		}
+	}
+	ticker := time.NewTicker(pollInterval)
+	defer ticker.Stop()
+	for {
+		st, err := container.Status(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if st.IsDone() {
+			if !live {
+				if err := container.Logs(ctx, stdout, stderr); err != nil {
+					return 0, err
+				}
+			}
+			return st.ExitCode(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
