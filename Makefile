@@ -20,7 +20,7 @@ build:
 
 ## run: build, then run a sample task through the native plugin process
 run: build
-	$(BIN)/orchestra run --driver native -e GREETING=hello -- sh -c 'echo "$$GREETING from pid $$$$, a child of the pocketci-driver-native plugin"; ps -o pid,comm -p $$PPID 2>/dev/null || true'
+	$(BIN)/orchestra run --driver native -e GREETING=hello -- sh -c 'echo "$$GREETING from pid $$$$, a child of $$(readlink /proc/$$PPID/exe)"'
 
 ## images: offline test images (busybox for docker, the qemu guest)
 images:

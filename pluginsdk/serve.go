@@ -29,9 +29,9 @@ const parentPollInterval = 500 * time.Millisecond
 // reaches the host's logger with level and attributes.
 //
 // Started from a shell rather than by a host, Serve prints what the binary
-// is and how to install it, and exits with status 1. When the host dies, the
-// plugin closes every driver it opened (so their containers, processes and
-// VMs go with it) and exits.
+// is and how to install it, and exits with status 1. When the host dies
+// without stopping the plugin, the plugin closes every driver it opened (so
+// their containers, processes and VMs go with it) and exits.
 func Serve(name string, init orchestra.InitFunc) {
 	hs := HandshakeConfig()
 	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
@@ -64,8 +64,8 @@ func Serve(name string, init orchestra.InitFunc) {
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: stderr, JSONFormat: true, Level: hclog.Warn}),
 	})
-	// The host stopped the plugin: close what it left open.
-	srv.closeAll()
+	// The host stopped the plugin. Drivers it left open stay as they are: a
+	// host may release a namespace on purpose so its volumes outlive it.
 }
 
 // watchHost closes every driver and exits when the plugin's parent, the host,
