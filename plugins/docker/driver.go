@@ -33,6 +33,16 @@ func init() {
 	orchestra.Add("docker", New)
 }
 
+// logConfig is the log driver every container gets, whatever the daemon's
+// default: "local" keeps output byte for byte (json-file turns invalid UTF-8
+// into U+FFFD) and is compact; the sizes keep logs from the start up to
+// about 4 GiB per container (json-file with a daemon-wide max-size of a few
+// MiB lost the start of an 8 MiB output).
+var logConfig = container.LogConfig{
+	Type:   "local",
+	Config: map[string]string{"max-size": "1g", "max-file": "4"},
+}
+
 // closeTimeout bounds the engine calls Close makes, since Close takes no
 // context.
 const closeTimeout = 2 * time.Minute
@@ -50,6 +60,12 @@ type Driver struct {
 	// created after Close listed the namespace.
 	lifecycle sync.RWMutex
 	closed    bool
+
+	// connectMu guards connected: the API version is negotiated once,
+	// before any concurrent use of the client (the client's lazy
+	// negotiation races with requests in flight).
+	connectMu sync.Mutex
+	connected bool
 
 	mu         sync.Mutex
 	containers map[string]*Container  // by task ID
@@ -93,6 +109,24 @@ func newClient() (*client.Client, error) {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	return cli, nil
+}
+
+// connect negotiates the API version with the engine on first use. A failed
+// attempt is not remembered: the next call tries again.
+func (d *Driver) connect(ctx context.Context) error {
+	d.connectMu.Lock()
+	defer d.connectMu.Unlock()
+	if d.connected {
+		return nil
+	}
+	ping, err := d.client.Ping(ctx)
+	if err != nil {
+		return fmt.Errorf("docker engine at %s does not answer: %w", d.client.DaemonHost(), err)
+	}
+	d.client.NegotiateAPIVersionPing(ping)
+	d.connected = true
+	d.logger.Debug("connected to the engine", "host", d.client.DaemonHost(), "api_version", d.client.ClientVersion())
+	return nil
 }
 
 // Name returns "docker".
@@ -141,6 +175,9 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		return nil, fmt.Errorf("docker: run task %q: %w", task.ID, orchestra.ErrClosed)
 	}
 
+	if err := d.connect(ctx); err != nil {
+		return nil, fmt.Errorf("docker: run task %q: %w", task.ID, err)
+	}
 	lock := d.taskLock(task.ID)
 	lock.Lock()
 	defer lock.Unlock()
@@ -188,6 +225,7 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		cfg.AttachStdin = true
 	}
 	hostCfg := &container.HostConfig{
+		LogConfig:  logConfig,
 		Privileged: task.Privileged,
 		Mounts:     mounts,
 		Resources: container.Resources{
@@ -281,6 +319,9 @@ func (d *Driver) GetContainer(ctx context.Context, taskID string) (orchestra.Con
 	defer d.lifecycle.RUnlock()
 	if d.closed {
 		return nil, fmt.Errorf("docker: get container for task %q: %w", taskID, orchestra.ErrClosed)
+	}
+	if err := d.connect(ctx); err != nil {
+		return nil, fmt.Errorf("docker: get container for task %q: %w", taskID, err)
 	}
 	c, err := d.findContainer(ctx, taskID)
 	if err != nil {
@@ -396,6 +437,9 @@ func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orche
 	if d.closed {
 		return nil, fmt.Errorf("docker: create volume %q: %w", name, orchestra.ErrClosed)
 	}
+	if err := d.connect(ctx); err != nil {
+		return nil, fmt.Errorf("docker: create volume %q: %w", name, err)
+	}
 	if size != 0 {
 		d.logger.Debug("volume size ignored by the local volume driver", "volume", name, "size", size)
 	}
@@ -449,7 +493,12 @@ func (d *Driver) Close() error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
-	err := removeNamespace(ctx, d.client, d.namespace, d.logger)
+	var err error
+	if cerr := d.connect(ctx); cerr != nil {
+		err = fmt.Errorf("docker: close namespace %q: %w", d.namespace, cerr)
+	} else {
+		err = removeNamespace(ctx, d.client, d.namespace, d.logger)
+	}
 	if cerr := d.client.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("docker: close client: %w", cerr))
 	}

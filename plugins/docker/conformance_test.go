@@ -1,0 +1,30 @@
+package docker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
+)
+
+// TestConformance runs the shared suite against the driver in process.
+func TestConformance(t *testing.T) {
+	requireDocker(t)
+	conformance.Run(t, conformance.Options{
+		New: func(namespace string) (orchestra.Driver, error) {
+			if testing.Verbose() {
+				return New(namespace, testLogger(t))
+			}
+			return New(namespace, nil)
+		},
+		Image:   testImage,
+		Timeout: 3 * time.Minute,
+		Leaks: func(namespace string) ([]string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return Leaks(ctx, namespace)
+		},
+	})
+}
