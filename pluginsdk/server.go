@@ -146,7 +146,7 @@ func (s *server) instance(id uint64) (*instance, error) {
 	defer s.mu.Unlock()
 	inst, ok := s.drivers[id]
 	if !ok {
-		return nil, status.Errorf(codes.FailedPrecondition, "driver handle %d is not open: %v", id, orchestra.ErrClosed)
+		return nil, toStatus(fmt.Errorf("driver handle %d is not open: %w", id, orchestra.ErrClosed))
 	}
 	return inst, nil
 }
