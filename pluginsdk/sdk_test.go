@@ -144,7 +144,10 @@ func TestLogsLargeOutputInChunks(t *testing.T) {
 }
 
 type maxWriteRecorder struct {
-	h   interface{ Write([]byte) (int, error); Sum([]byte) []byte }
+	h interface {
+		Write([]byte) (int, error)
+		Sum([]byte) []byte
+	}
 	n   int
 	max int
 }
