@@ -1,0 +1,69 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// BenchmarkEchoTask measures one task through the driver in process:
+// RunContainer, Status until done, Logs, Cleanup. Compare with
+// BenchmarkDockerCLIRun, the same work through `docker run --rm`.
+func BenchmarkEchoTask(b *testing.B) {
+	d, _ := newTestDriver(b, "bench")
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		i++
+		c, err := d.RunContainer(ctx, orchestra.Task{ID: fmt.Sprintf("echo-%d", i), Image: testImage, Command: []string{"echo", "hello"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			st, err := c.Status(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st.IsDone() {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		var out bytes.Buffer
+		if err := c.Logs(ctx, &out, nil); err != nil || out.String() != "hello\n" {
+			b.Fatalf("logs %q, %v", out.String(), err)
+		}
+		if err := c.Cleanup(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDockerCLIRun is the baseline: `docker run --rm busybox echo hello`.
+func BenchmarkDockerCLIRun(b *testing.B) {
+	benchCLI(b, "run", "--rm", testImage, "echo", "hello")
+}
+
+// BenchmarkDockerCLIRunNetworkNone measures what the default bridge network
+// costs: the same run with `--network none`.
+func BenchmarkDockerCLIRunNetworkNone(b *testing.B) {
+	benchCLI(b, "run", "--rm", "--network", "none", testImage, "echo", "hello")
+}
+
+func benchCLI(b *testing.B, args ...string) {
+	requireDocker(b)
+	if _, err := exec.LookPath("docker"); err != nil {
+		b.Skipf("docker CLI not in PATH: %v", err)
+	}
+	for b.Loop() {
+		out, err := exec.Command("docker", args...).Output()
+		if err != nil || string(out) != "hello\n" {
+			b.Fatalf("docker %v: %q, %v", args, out, err)
+		}
+	}
+}
