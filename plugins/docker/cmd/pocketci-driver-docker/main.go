@@ -1,0 +1,10 @@
+// Command pocketci-driver-docker serves the docker orchestra driver as a
+// pocketci plugin. The host starts it; it is not meant to be run by hand.
+package main
+
+import (
+	"github.com/jtarchie/pocketci/plugins/docker"
+	"github.com/jtarchie/pocketci/pluginsdk"
+)
+
+func main() { pluginsdk.Serve("docker", docker.New) }
