@@ -1,0 +1,399 @@
+package mydriver
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
+)
+
+// setup skips without root (namespaces need it) and points the driver at a
+// private root directory.
+func setup(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("creating namespaces needs root")
+	}
+	t.Setenv(RootEnv, t.TempDir())
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func newDriver(t *testing.T, namespace string) *Driver {
+	t.Helper()
+	d, err := New(namespace, testLogger(t))
+	if err != nil {
+		t.Fatalf("New(%q): %v", namespace, err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return d.(*Driver)
+}
+
+// run starts task and waits until it is done.
+func run(t *testing.T, d orchestra.Driver, task orchestra.Task) (c orchestra.Container, code int, stdout, stderr string) {
+	t.Helper()
+	c, err := d.RunContainer(t.Context(), task)
+	if err != nil {
+		t.Fatalf("RunContainer(%q): %v", task.ID, err)
+	}
+	return c, waitDone(t, c), logs(t, c, "stdout"), logs(t, c, "stderr")
+}
+
+func waitDone(t *testing.T, c orchestra.Container) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.Status(t.Context())
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		if st.IsDone() {
+			return st.ExitCode()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("task not done within 30s")
+	return 0
+}
+
+func logs(t *testing.T, c orchestra.Container, which string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := c.Logs(t.Context(), &out, &errb); err != nil {
+		t.Fatalf("Logs: %v", err)
+	}
+	if which == "stderr" {
+		return errb.String()
+	}
+	return out.String()
+}
+
+// processesLeft is what Leaks says about live processes of namespace.
+func processesLeft(t *testing.T, namespace string) []string {
+	t.Helper()
+	left, err := Leaks(namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var procs []string
+	for _, l := range left {
+		if strings.HasPrefix(l, "process ") {
+			procs = append(procs, l)
+		}
+	}
+	return procs
+}
+
+func TestConformance(t *testing.T) {
+	setup(t)
+	conformance.Run(t, conformance.Options{
+		New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
+		Leaks: Leaks,
+	})
+}
+
+func TestIsolation(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "isolation")
+	host, _ := os.Hostname()
+	tests := []struct {
+		name    string
+		command string
+		want    string
+	}{
+		{"task is PID 1", `echo $$`, "1\n"},
+		{"host processes are invisible", fmt.Sprintf("test -e /proc/%d || echo hidden", os.Getpid()), "hidden\n"},
+		{"hostname is private", "hostname ct-private && hostname", "ct-private\n"},
+		{"working directory is the task's", "pwd", d.dir + "/tasks/pwd/work\n"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := []string{"pid", "proc", "hostname", "pwd"}[i]
+			_, code, out, errOut := run(t, d, orchestra.Task{ID: id, Command: []string{"sh", "-c", tt.command}})
+			if code != 0 || out != tt.want {
+				t.Fatalf("expected exit 0 and %q, got %d %q (stderr %q)", tt.want, code, out, errOut)
+			}
+		})
+	}
+	if now, _ := os.Hostname(); now != host {
+		t.Fatalf("the host's hostname changed from %q to %q", host, now)
+	}
+}
+
+func TestBackgroundChildDiesWithTask(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "background")
+	_, code, out, _ := run(t, d, orchestra.Task{ID: "bg", Command: []string{"sh", "-c", "sleep 1000 & echo started"}})
+	if code != 0 || out != "started\n" {
+		t.Fatalf("expected exit 0 and %q, got %d %q", "started\n", code, out)
+	}
+	if left := processesLeft(t, "background"); len(left) > 0 {
+		t.Fatalf("processes outlived their task: %v", left)
+	}
+}
+
+func TestCleanupKillsRunningTask(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "kill")
+	c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "sleeper", Command: []string{"sleep", "1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := c.Status(t.Context()); st.IsDone() {
+		t.Fatal("sleep 1000 is done at once; the test proves nothing")
+	}
+	if err := c.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitDone(t, c); code != 128+9 {
+		t.Fatalf("exit code of a task killed by SIGKILL: expected 137, got %d", code)
+	}
+	if left := processesLeft(t, "kill"); len(left) > 0 {
+		t.Fatalf("processes outlived Cleanup: %v", left)
+	}
+}
+
+func TestCloseKillsRunningTasks(t *testing.T) {
+	setup(t)
+	d, err := New("close-running", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := d.RunContainer(t.Context(), orchestra.Task{ID: fmt.Sprint(i), Command: []string{"sh", "-c", "sleep 1000 & sleep 1000"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := Leaks("close-running"); err != nil || len(left) > 0 {
+		t.Fatalf("after Close: left %v, err %v", left, err)
+	}
+	if _, err := d.RunContainer(t.Context(), orchestra.Task{ID: "late", Command: []string{"true"}}); !errors.Is(err, orchestra.ErrClosed) {
+		t.Fatalf("RunContainer after Close: expected ErrClosed, got %v", err)
+	}
+}
+
+// helperEnv makes the test binary act as a driver process that is killed
+// without Close (see TestDriverProcessDies).
+const helperEnv = "MYDRIVER_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "1" {
+		d, err := New("orphans", nil)
+		if err == nil {
+			_, err = d.RunContainer(context.Background(), orchestra.Task{ID: "orphan", Command: []string{"sh", "-c", "sleep 1000 & sleep 1000"}})
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+func TestDriverProcessDies(t *testing.T) {
+	setup(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("helper: expected %q, got %q", "ready\n", line)
+	}
+	// The task and its background child must run before the kill, or the
+	// test proves nothing.
+	for deadline := time.Now().Add(5 * time.Second); len(processesLeft(t, "orphans")) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("expected two processes of the task before the kill, got %v", processesLeft(t, "orphans"))
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	killed = true
+	deadline := time.Now().Add(5 * time.Second)
+	for len(processesLeft(t, "orphans")) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("processes outlived the killed driver process: %v", processesLeft(t, "orphans"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	newDriver(t, "orphans") // its Close removes what the dead one left on disk
+}
+
+func TestGetContainer(t *testing.T) {
+	setup(t)
+	first, err := New("finder", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := orchestra.Task{ID: "done", Command: []string{"sh", "-c", "echo x >> ./data/count; echo out; exit 7"},
+		Mounts: orchestra.Mounts{{Name: "data", Path: "/data"}}}
+	c, code, _, _ := run(t, first, task)
+	if got, err := first.(orchestra.ContainerFinder).GetContainer(t.Context(), "done"); err != nil || got != c || code != 7 {
+		t.Fatalf("GetContainer on the same instance: expected the container (exit 7), got %v %v (exit %d)", got, err, code)
+	}
+	// A second instance, as after a plugin restart, finds the finished task.
+	second := newDriver(t, "finder")
+	found, err := second.GetContainer(t.Context(), "done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := waitDone(t, found); code != 7 || logs(t, found, "stdout") != "out\n" {
+		t.Fatalf("found container: expected exit 7 and %q, got %d %q", "out\n", code, logs(t, found, "stdout"))
+	}
+	if again, err := second.RunContainer(t.Context(), task); err != nil || again != found {
+		t.Fatalf("RunContainer of a found ID: expected the found container, got %v %v", again, err)
+	}
+	if _, err := second.GetContainer(t.Context(), "never"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer(never): expected ErrContainerNotFound, got %v", err)
+	}
+	if err := found.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.GetContainer(t.Context(), "done"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer after Cleanup: expected ErrContainerNotFound, got %v", err)
+	}
+}
+
+func TestFollowLogs(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "follow")
+	pr, pw := io.Pipe()
+	c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "f", Stdin: pr,
+		Command: []string{"sh", "-c", `echo first; echo oops >&2; read line; echo "got $line"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb syncBuffer
+	followed := make(chan error, 1)
+	go func() { followed <- c.(orchestra.LogFollower).FollowLogs(t.Context(), &out, &errb) }()
+	for deadline := time.Now().Add(10 * time.Second); out.String() != "first\n"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("FollowLogs did not stream %q while the task ran, got %q", "first\n", out.String())
+		}
+	}
+	_, _ = io.WriteString(pw, "more\n")
+	_ = pw.Close()
+	if err := <-followed; err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "first\ngot more\n" || errb.String() != "oops\n" {
+		t.Fatalf("followed: got stdout %q stderr %q", out.String(), errb.String())
+	}
+}
+
+func TestInvalidTask(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "invalid")
+	tests := []struct {
+		name string
+		task orchestra.Task
+	}{
+		{"no id", orchestra.Task{Command: []string{"true"}}},
+		{"no command", orchestra.Task{ID: "x"}},
+		{"bad env", orchestra.Task{ID: "x", Command: []string{"true"}, Env: map[string]string{"A=B": "c"}}},
+		{"root mount", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "/"}}}},
+		{"unknown user", orchestra.Task{ID: "x", Command: []string{"true"}, User: "no-such-user-here"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := d.RunContainer(t.Context(), tt.task); !errors.Is(err, orchestra.ErrInvalidTask) {
+				t.Fatalf("expected ErrInvalidTask, got %v", err)
+			}
+		})
+	}
+}
+
+func TestUser(t *testing.T) {
+	setup(t)
+	// t.TempDir is private to root; the task's user must reach its directory.
+	root, err := os.MkdirTemp("", "mydriver-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(RootEnv, root)
+	d := newDriver(t, "user")
+	_, code, out, errOut := run(t, d, orchestra.Task{ID: "nobody", User: "nobody", Command: []string{"sh", "-c", "id -u; touch ./mine"}})
+	if code != 0 || out != "65534\n" {
+		t.Fatalf("expected exit 0 and uid 65534, got %d %q (stderr %q)", code, out, errOut)
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	tests := []struct {
+		in       string
+		wantSame bool
+	}{
+		{"simple-id_1.2", true},
+		{"has space", false},
+		{"a/b", false},
+		{"..", false},
+		{strings.Repeat("x", 100), false},
+	}
+	for _, tt := range tests {
+		got := sanitize(tt.in)
+		if (got == tt.in) != tt.wantSame || strings.ContainsAny(got, "/ ") || strings.HasPrefix(got, ".") || len(got) > 80 {
+			t.Errorf("sanitize(%q) = %q", tt.in, got)
+		}
+	}
+	if sanitize("a b") == sanitize("a_b") {
+		t.Error("sanitize: two IDs share a directory")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
