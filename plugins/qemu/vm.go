@@ -229,19 +229,18 @@ func (v *vm) qmpPath() string     { return filepath.Join(v.dir, "qmp.sock") }
 // connectAgent dials the agent's socket as soon as qemu created it and syncs;
 // qemu holds the request until qemu-ga opens its port in the guest.
 func (v *vm) connectAgent(ctx context.Context) error {
+	var agent *qga.Client
 	for {
-		if _, err := os.Stat(v.qgaPath()); err == nil {
+		// qemu binds the socket a moment before it listens: retry until then.
+		var err error
+		if agent, err = qga.Dial(ctx, v.qgaPath()); err == nil {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for the agent socket: %w", ctx.Err())
+			return fmt.Errorf("waiting for the agent socket: %w (last: %w)", ctx.Err(), err)
 		case <-time.After(5 * time.Millisecond):
 		}
-	}
-	agent, err := qga.Dial(ctx, v.qgaPath())
-	if err != nil {
-		return err
 	}
 	if err := agent.Sync(ctx); err != nil {
 		_ = agent.Close()

@@ -1,0 +1,23 @@
+package qemu
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
+)
+
+// TestConformance runs the shared driver suite in process. Every case boots
+// its own VM (TCG takes seconds), so the timeout is generous.
+func TestConformance(t *testing.T) {
+	requireQEMU(t)
+	conformance.Run(t, conformance.Options{
+		New: func(namespace string) (orchestra.Driver, error) {
+			return New(namespace, testLogger(t))
+		},
+		Image:   "busybox",
+		Timeout: 3 * time.Minute,
+		Leaks:   Leaks,
+	})
+}
