@@ -172,7 +172,7 @@ func validate(task orchestra.Task) error {
 			return fmt.Errorf("task %q: mount path %q: %w", task.ID, m.Path, orchestra.ErrInvalidTask)
 		}
 	}
-	if strings.ContainsAny(task.User, " \t\n'\"\\$`") {
+	if strings.ContainsAny(task.User, " \t\n'\"\\$`") || strings.HasPrefix(task.User, "-") {
 		return fmt.Errorf("task %q: User %q: %w", task.ID, task.User, orchestra.ErrInvalidTask)
 	}
 	return nil

@@ -34,14 +34,14 @@ case $u in
 		u=$n
 		;;
 	esac
-	set -- /bin/busybox su -p -s /bin/sh "$u" -c 'exec /bin/busybox env -i "$@"' pocketci "$@"
+	set -- /bin/busybox su -p -s /bin/sh -c 'exec /bin/busybox env -i "$@"' "$u" -- pocketci "$@"
 	;;
 esac
 if [ "$in" = chunks ]; then
 	f=/tmp/pocketci-stdin.$$
 	rm -f "$f"
 	/bin/busybox mkfifo -m 0600 "$f" || exit 126
-	/bin/busybox sh ` + guestShare + `/.pocketci/stdin "$d" "$f" &
+	/bin/busybox sh ` + guestShare + `/.pocketci/stdin "$d" "$f" 2>/dev/null &
 	exec "$@" <"$f"
 fi
 exec "$@" </dev/null
@@ -58,7 +58,7 @@ rm -f "$2"
 i=0 w=1000
 while :; do
 	if [ -e "$d/stdin.$i" ]; then
-		cat "$d/stdin.$i" || exit 0
+		dd if="$d/stdin.$i" bs=512k 2>/dev/null || exit 0
 		rm -f "$d/stdin.$i"
 		i=$((i + 1)) w=1000
 	elif [ -e "$d/stdin.end" ]; then
