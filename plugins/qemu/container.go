@@ -132,7 +132,8 @@ func (c *Container) start(ctx context.Context) error {
 		env = append(env, "PATH="+defaultPath)
 	}
 	sort.Strings(env)
-	args := append([]string{"setsid", "/bin/busybox", "sh", guestShare + "/.pocketci/run", c.guestDir, c.task.User, stdinMode}, env...)
+	// The wrapper travels in the argv (sh -c), saving a 9p read per task.
+	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode}, env...)
 	args = append(args, c.task.Command...)
 	pid, err := c.vm.agent.Exec(ctx, qga.ExecRequest{
 		Path: "/bin/busybox",

@@ -11,7 +11,8 @@ import (
 // The image only needs busybox at /bin/busybox, qemu-ga, and the share
 // mounted at /mnt/share.
 
-// runScript runs one task. Arguments: TASKDIR USER STDIN NAME=VALUE... PROG ARGS.
+// runScript runs one task, as `sh -c runScript pocketci-run TASKDIR USER
+// STDIN NAME=VALUE... PROG ARGS`.
 // It is started by guest-exec through `busybox setsid`, so the task is its
 // own process group (Cleanup kills the group). The shell's own variables
 // never reach the task: `env -i` starts it with exactly the given variables.
@@ -72,7 +73,7 @@ done
 
 // writeGuestScripts puts the helpers in dir (the share's .pocketci).
 func writeGuestScripts(dir string) error {
-	for name, body := range map[string]string{"run": runScript, "stdin": stdinScript} {
+	for name, body := range map[string]string{"stdin": stdinScript} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
 			return fmt.Errorf("write guest helper %s: %w", name, err)
 		}
