@@ -30,6 +30,9 @@ type Driver struct {
 	logger    *slog.Logger
 
 	bootSem chan struct{} // held by the goroutine booting the VM
+	// closing ends when Close starts, cancelling a boot in progress.
+	closing     context.Context
+	closeCancel context.CancelFunc
 
 	mu         sync.Mutex
 	closed     bool
@@ -53,12 +56,15 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	closing, closeCancel := context.WithCancel(context.Background())
 	return &Driver{
-		namespace:  namespace,
-		logger:     logger.With("driver", driverName, "namespace", namespace),
-		bootSem:    make(chan struct{}, 1),
-		containers: map[string]*Container{},
-		volumes:    map[string]*Volume{},
+		closing:     closing,
+		closeCancel: closeCancel,
+		namespace:   namespace,
+		logger:      logger.With("driver", driverName, "namespace", namespace),
+		bootSem:     make(chan struct{}, 1),
+		containers:  map[string]*Container{},
+		volumes:     map[string]*Volume{},
 	}, nil
 }
 
@@ -96,8 +102,15 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 			<-d.bootSem
 			continue
 		}
-		v, err := bootVM(ctx, d.namespace, d.logger)
+		bootCtx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(d.closing, cancel)
+		v, err := bootVM(bootCtx, d.namespace, d.logger)
+		stop()
+		cancel()
 		if err != nil {
+			if d.closing.Err() != nil {
+				err = fmt.Errorf("%w (%w)", err, orchestra.ErrClosed)
+			}
 			<-d.bootSem
 			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, err)
 		}
@@ -253,6 +266,7 @@ func (d *Driver) Close() error {
 		return nil
 	}
 	d.closed = true
+	d.closeCancel()
 	v := d.vm
 	containers := make([]*Container, 0, len(d.containers))
 	for _, c := range d.containers {

@@ -456,3 +456,32 @@ func (w *timedWriter) Write(p []byte) (int, error) {
 	w.lastAt = time.Since(w.start)
 	return w.Buffer.Write(p)
 }
+
+// TestCloseDuringBoot: Close cancels a boot in progress instead of waiting
+// for it, and nothing is left behind.
+func TestCloseDuringBoot(t *testing.T) {
+	requireQEMU(t)
+	d, _ := newTestDriver(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.RunContainer(t.Context(), orchestra.Task{ID: "a", Command: []string{"true"}})
+		errc <- err
+	}()
+	// Wait until qemu runs, then close while the guest boots.
+	for {
+		if left, _ := Leaks(d.namespace); len(left) > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close during boot took %s", took)
+	}
+	if err := <-errc; !errors.Is(err, orchestra.ErrClosed) {
+		t.Fatalf("RunContainer during Close: %v, want ErrClosed", err)
+	}
+}

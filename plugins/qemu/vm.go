@@ -122,9 +122,13 @@ func bootVM(ctx context.Context, namespace string, logger *slog.Logger) (*vm, er
 	}
 	v, err := startVM(ctx, namespace, logger, cfg, accel)
 	if err != nil && accel == "kvm" && cfg.accel == "auto" && errors.Is(err, errEarlyExit) {
-		logger.Warn("qemu: KVM boot failed, falling back to TCG for this process", "err", err)
-		kvmBroken.Store(true)
+		kvmErr := err
 		v, err = startVM(ctx, namespace, logger, cfg, "tcg")
+		if err == nil {
+			// Only now is KVM to blame (a bad kernel fails both ways).
+			logger.Warn("qemu: KVM boot failed but TCG works: using TCG for the rest of this process", "err", kvmErr)
+			kvmBroken.Store(true)
+		}
 	}
 	return v, err
 }
