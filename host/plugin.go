@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -51,13 +52,17 @@ type Plugin struct {
 	logger  *slog.Logger
 	stderr  *tail
 
-	mu       sync.Mutex
-	client   *plugin.Client
-	rpc      *pluginsdk.Client
-	info     pluginsdk.Info
-	stopping bool
-	exitErr  error
-	drivers  map[orchestra.Driver]struct{}
+	mu      sync.Mutex
+	client  *plugin.Client
+	proc    *pluginRunner
+	rpc     *pluginsdk.Client
+	info    pluginsdk.Info
+	drivers map[orchestra.Driver]struct{}
+
+	// stopping is set while the host itself stops the process, so its exit
+	// is not reported as a crash. It is atomic: the exit callback runs while
+	// start or stop may hold mu.
+	stopping atomic.Bool
 }
 
 // Err says why the plugin may not run, or is nil.
@@ -74,13 +79,23 @@ func (p *Plugin) State() State {
 	case p.client == nil:
 		return StateStopped
 	case p.client.Exited():
-		if p.stopping {
+		if p.stopping.Load() {
 			return StateStopped
 		}
 		return StateExited
 	default:
 		return StateRunning
 	}
+}
+
+// PID is the plugin process's ID, or 0 when it is not running.
+func (p *Plugin) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client == nil || p.client.Exited() || p.proc == nil {
+		return 0
+	}
+	return p.proc.pid
 }
 
 // SHA256 is the hex SHA-256 of the plugin binary.
@@ -133,13 +148,14 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
 	if p.client != nil {
 		p.client.Kill()
 		p.client = nil
+		// The driver instances lived in the dead process.
+		clear(p.drivers)
 		p.logger.Info("restarting plugin", "plugin", p.Name)
 	}
 	if err := p.checkSum(); err != nil {
 		return nil, err
 	}
-	p.stopping = false
-	p.exitErr = nil
+	p.stopping.Store(false)
 
 	logger := p.logger.With("plugin", p.Name)
 	var proc *pluginRunner
@@ -166,33 +182,37 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
 			return r, err
 		},
 	})
+	kill := func() {
+		p.stopping.Store(true)
+		client.Kill()
+	}
 	proto, err := client.Client()
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
 	}
 	raw, err := proto.Dispense(pluginsdk.PluginKey)
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
 	}
 	rpcClient, ok := raw.(driverv1.DriverClient)
 	if !ok {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
 	}
 	rpc := pluginsdk.NewClient(p.Name, rpcClient)
 	info, err := rpc.Info(ctx)
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, err
 	}
 	if info.Name != p.Name {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
-	p.client, p.rpc, p.info = client, rpc, info
+	p.client, p.proc, p.rpc, p.info = client, proc, rpc, info
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid)
 	return rpc, nil
 }
@@ -215,11 +235,7 @@ func (p *Plugin) checkSum() error {
 
 // exited is called the moment the plugin process ends.
 func (p *Plugin) exited(err error) {
-	p.mu.Lock()
-	stopping := p.stopping
-	p.exitErr = err
-	p.mu.Unlock()
-	if stopping {
+	if p.stopping.Load() {
 		return
 	}
 	p.logger.Error("plugin exited unexpectedly; it restarts on next use", "plugin", p.Name, "path", p.Path,
@@ -238,8 +254,10 @@ func (p *Plugin) lastStderr() string {
 func (p *Plugin) stop() error {
 	p.mu.Lock()
 	drivers := make([]orchestra.Driver, 0, len(p.drivers))
-	for d := range p.drivers {
-		drivers = append(drivers, d)
+	if p.client != nil && !p.client.Exited() {
+		for d := range p.drivers {
+			drivers = append(drivers, d)
+		}
 	}
 	p.mu.Unlock()
 	var errs []error
@@ -249,9 +267,9 @@ func (p *Plugin) stop() error {
 		}
 	}
 	p.mu.Lock()
-	p.drivers = map[orchestra.Driver]struct{}{}
+	clear(p.drivers)
 	client := p.client
-	p.stopping = true
+	p.stopping.Store(true)
 	p.client = nil
 	p.mu.Unlock()
 	if client != nil {

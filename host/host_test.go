@@ -1,0 +1,363 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// fixture is the fake plugin binary, built once for the package's tests.
+var fixture string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "host-test-")
+	if err != nil {
+		panic(err)
+	}
+	fixture = filepath.Join(dir, "fakeplugin")
+	out, err := exec.Command("go", "build", "-o", fixture, "./testdata/fakeplugin").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build fixture plugin: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// install copies the fixture into dir as pocketci-driver-name.
+func install(t *testing.T, dir, name string, mode os.FileMode) string {
+	t.Helper()
+	data, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, Prefix+name)
+	if err := os.WriteFile(path, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// logBuffer is a concurrency-safe log sink for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newHost(t *testing.T, dirs ...string) (*Host, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	h, err := New(Config{Dirs: dirs, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("host close: %v", err)
+		}
+		if _, err := os.Stat(h.socketDir); !os.IsNotExist(err) {
+			t.Errorf("socket directory %s left after Close", h.socketDir)
+		}
+	})
+	return h, logs
+}
+
+func privateDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestDiscovery(t *testing.T) {
+	first, second := privateDir(t), privateDir(t)
+	install(t, first, "alpha", 0o755)
+	install(t, second, "alpha", 0o755) // shadowed
+	install(t, second, "beta", 0o755)
+	install(t, second, "noexec", 0o644)                                                // skipped
+	install(t, second, "Bad Name", 0o755)                                              // skipped
+	os.WriteFile(filepath.Join(second, "unrelated"), []byte("x"), 0o755)               // ignored
+	os.WriteFile(filepath.Join(second, "pocketci-driver-"), []byte("x"), 0o755)        // no name
+	os.WriteFile(filepath.Join(first, "pocketci-driver-alpha.txt"), []byte(""), 0o644) // invalid name, not executable
+
+	h, logs := newHost(t, first, second, filepath.Join(t.TempDir(), "missing"))
+	var got []string
+	for _, p := range h.Plugins() {
+		got = append(got, p.Name+"="+filepath.Dir(p.Path))
+	}
+	want := []string{"alpha=" + first, "beta=" + second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("plugins = %v, want %v", got, want)
+	}
+	for _, line := range []string{"plugin shadowed", "not an executable", "invalid name"} {
+		if !strings.Contains(logs.String(), line) {
+			t.Errorf("logs lack %q:\n%s", line, logs)
+		}
+	}
+	if _, err := h.Plugin("gamma"); err == nil || !strings.Contains(err.Error(), "pocketci-driver-gamma") {
+		t.Errorf("Plugin(gamma) = %v, want an error naming the file it looked for", err)
+	}
+}
+
+func TestDirsPrecedence(t *testing.T) {
+	t.Setenv(PathEnv, "/env/one:/env/two")
+	t.Setenv("HOME", "/home/someone")
+	dirs := Dirs([]string{"/flag", "/env/one"})
+	exe, _ := os.Executable()
+	exe, _ = filepath.EvalSymlinks(exe)
+	want := []string{"/flag", "/env/one", "/env/two", filepath.Dir(exe), "/home/someone/.local/share/pocketci/plugins"}
+	if fmt.Sprint(dirs) != fmt.Sprint(want) {
+		t.Fatalf("Dirs = %v\nwant %v", dirs, want)
+	}
+}
+
+func TestTrust(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, dir string)
+		plugin string
+		want   string // in the refusal; empty: runs
+	}{
+		{"group writable binary", func(t *testing.T, dir string) { install(t, dir, "p", 0o775) }, "p", "writable by group or others"},
+		{"world writable dir", func(t *testing.T, dir string) { install(t, dir, "p", 0o755); os.Chmod(dir, 0o777) }, "p", "directory"},
+		{"listed in SHA256SUMS", func(t *testing.T, dir string) {
+			install(t, dir, "p", 0o755)
+			writeSums(t, dir, "p", "")
+		}, "p", ""},
+		{"not listed in SHA256SUMS", func(t *testing.T, dir string) {
+			install(t, dir, "p", 0o755)
+			install(t, dir, "q", 0o755)
+			writeSums(t, dir, "q", "")
+		}, "p", "not listed"},
+		{"SHA256SUMS mismatch", func(t *testing.T, dir string) {
+			install(t, dir, "p", 0o755)
+			writeSums(t, dir, "p", strings.Repeat("ab", 32))
+		}, "p", "pins"},
+		{"malformed SHA256SUMS", func(t *testing.T, dir string) {
+			install(t, dir, "p", 0o755)
+			os.WriteFile(filepath.Join(dir, SumsFile), []byte("nonsense\n"), 0o644)
+		}, "p", "line 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := privateDir(t)
+			tt.setup(t, dir)
+			h, _ := newHost(t, dir)
+			p, err := h.Plugin(tt.plugin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Info(context.Background())
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Info: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Info: %v, want a refusal containing %q", err, tt.want)
+			}
+			if p.State() != StateStopped && p.State() != StateRefused {
+				t.Fatalf("a refused plugin is %s", p.State())
+			}
+		})
+	}
+}
+
+func writeSums(t *testing.T, dir, name, sum string) {
+	t.Helper()
+	if sum == "" {
+		var err error
+		sum, err = fileSHA256(filepath.Join(dir, Prefix+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	line := fmt.Sprintf("%s  %s%s\n", sum, Prefix, name)
+	if err := os.WriteFile(filepath.Join(dir, SumsFile), []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNameMismatchIsRefused(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "mine", 0o755)
+	t.Setenv("FAKEPLUGIN_NAME", "theirs")
+	h, _ := newHost(t, dir)
+	p, _ := h.Plugin("mine")
+	_, err := p.NewDriver("ns", nil)
+	if err == nil || !strings.Contains(err.Error(), `reports the name "theirs"`) {
+		t.Fatalf("NewDriver = %v, want a refusal naming both names", err)
+	}
+}
+
+func TestStdoutBeforeHandshakeIsIgnored(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "noisy", 0o755)
+	t.Setenv("FAKEPLUGIN_STDOUT", "hello from init|with|pipes")
+	h, logs := newHost(t, dir)
+	runEcho(t, h, "noisy")
+	if !strings.Contains(logs.String(), "before its handshake") {
+		t.Fatalf("the stray stdout was not logged:\n%s", logs)
+	}
+}
+
+// runEcho runs echo through the plugin and checks its output.
+func runEcho(t *testing.T, h *Host, name string) orchestra.Driver {
+	t.Helper()
+	p, err := h.Plugin(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.NewDriver("ns-"+strings.ReplaceAll(t.Name(), "/", "-"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: fmt.Sprint(time.Now().UnixNano()), Command: []string{"echo", "hi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := c.(orchestra.LogFollower).FollowLogs(context.Background(), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "hi\n" {
+		t.Fatalf("output = %q", out.String())
+	}
+	return d
+}
+
+func TestOneProcessManyDrivers(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "shared", 0o755)
+	h, _ := newHost(t, dir)
+	p, _ := h.Plugin("shared")
+	var pids []string
+	for _, ns := range []string{"a", "b", "c"} {
+		d, err := p.NewDriver(ns, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		pids = append(pids, pluginPID(t, p))
+	}
+	if pids[0] != pids[1] || pids[1] != pids[2] {
+		t.Fatalf("three namespaces started plugin processes %v, want one", pids)
+	}
+}
+
+func pluginPID(t *testing.T, p *Plugin) string {
+	t.Helper()
+	pid := p.PID()
+	if pid <= 0 {
+		t.Fatalf("plugin %s is not running", p.Name)
+	}
+	return fmt.Sprint(pid)
+}
+
+func TestCrashedPluginRestarts(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "fragile", 0o755)
+	h, logs := newHost(t, dir)
+	runEcho(t, h, "fragile")
+	p, _ := h.Plugin("fragile")
+	pid := pluginPID(t, p)
+	var n int
+	fmt.Sscan(pid, &n)
+	if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.State() != StateExited && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.State() != StateExited {
+		t.Fatalf("state after kill -9 = %s, want exited", p.State())
+	}
+	if !strings.Contains(logs.String(), "plugin exited unexpectedly") {
+		t.Fatalf("the crash was not logged:\n%s", logs)
+	}
+	runEcho(t, h, "fragile")
+	if newPID := pluginPID(t, p); newPID == pid {
+		t.Fatalf("plugin was not restarted (pid %s)", pid)
+	}
+}
+
+func TestPluginLogsReachTheHostLogger(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "chatty", 0o755)
+	h, logs := newHost(t, dir)
+	p, _ := h.Plugin("chatty")
+	d, err := p.NewDriver("bad/namespace", nil)
+	if err == nil {
+		d.Close()
+		t.Fatal("a namespace with a slash must be refused")
+	}
+	if !strings.Contains(err.Error(), "plugin chatty") || !strings.Contains(err.Error(), "namespace") {
+		t.Fatalf("error %q should name the plugin and the bad field", err)
+	}
+	runEcho(t, h, "chatty")
+	// The native driver logs at debug level with attributes; they arrive
+	// through go-plugin's stderr parsing with their level.
+	if !strings.Contains(logs.String(), "level=DEBUG") || !strings.Contains(logs.String(), "plugin=chatty") {
+		t.Fatalf("plugin logs did not reach the host logger with level and attributes:\n%s", logs)
+	}
+}
+
+func TestCloseStopsEveryPlugin(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "one", 0o755)
+	install(t, dir, "two", 0o755)
+	h, err := New(Config{Dirs: []string{dir}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var procs []*Plugin
+	for _, name := range []string{"one", "two"} {
+		runEcho(t, h, name)
+		p, _ := h.Plugin(name)
+		procs = append(procs, p)
+	}
+	pids := []string{pluginPID(t, procs[0]), pluginPID(t, procs[1])}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			stat, _ := os.ReadFile("/proc/" + pid + "/stat")
+			if !strings.Contains(string(stat), ") Z ") {
+				t.Errorf("plugin process %s still alive after host Close", pid)
+			}
+		}
+	}
+}
