@@ -485,3 +485,29 @@ func TestCloseDuringBoot(t *testing.T) {
 		t.Fatalf("RunContainer during Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestSweepStale(t *testing.T) {
+	base := t.TempDir()
+	mk := func(name, owner string) string {
+		dir := filepath.Join(base, dirPrefix+name)
+		if err := os.MkdirAll(filepath.Join(dir, "share"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if owner != "" {
+			if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(owner), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	dead := mk("dead-1", "999999999")
+	alive := mk("alive-1", strconv.Itoa(os.Getpid()))
+	unmarked := mk("unmarked-1", "")
+	sweepStale(base, testLogger(t))
+	for dir, wantGone := range map[string]bool{dead: true, alive: false, unmarked: false} {
+		_, err := os.Stat(dir)
+		if gone := errors.Is(err, os.ErrNotExist); gone != wantGone {
+			t.Errorf("%s: gone %v, want %v", filepath.Base(dir), gone, wantGone)
+		}
+	}
+}

@@ -30,6 +30,8 @@ const (
 	dirPrefix = "pocketci-qemu-"
 	// markerFile in a private directory holds the namespace it belongs to.
 	markerFile = "namespace"
+	// ownerFile holds the pid of the process that made the directory.
+	ownerFile = "owner"
 	// quitGrace is how long Close waits for qemu after QMP quit before SIGKILL.
 	quitGrace = 3 * time.Second
 )
@@ -81,13 +83,41 @@ func qemuName(namespace string) string {
 	return "pocketci-" + strings.ReplaceAll(namespace, ",", ",,")
 }
 
+// sweepOnce removes, once per process, private directories left by driver
+// processes that died without closing (qemu itself dies with them through
+// Pdeathsig, but a killed process cannot remove its directory).
+var sweepOnce sync.Once
+
+func sweepStale(base string, logger *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
+	for _, dir := range dirs {
+		owner, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // not ours, or still being created
+		}
+		pid, err := strconv.Atoi(string(owner))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); !errors.Is(err, os.ErrNotExist) {
+			continue // the owner lives
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			logger.Warn("qemu: remove stale private directory", "dir", dir, "err", err)
+			continue
+		}
+		logger.Info("qemu: removed a stale private directory of a dead driver process", "dir", dir, "pid", pid)
+	}
+}
+
 // makePrivateDir creates the per-boot directory, short enough for unix
 // socket paths, marked with the namespace.
-func makePrivateDir(namespace string) (string, error) {
+func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 	base := os.TempDir()
 	if len(base) > 60 {
 		base = "/tmp"
 	}
+	sweepOnce.Do(func() { sweepStale(base, logger) })
 	short := sanitize(namespace)
 	if len(short) > 40 {
 		short = short[:40]
@@ -95,6 +125,10 @@ func makePrivateDir(namespace string) (string, error) {
 	dir, err := os.MkdirTemp(base, dirPrefix+short+"-")
 	if err != nil {
 		return "", fmt.Errorf("create private directory: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", fmt.Errorf("mark private directory: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, markerFile), []byte(namespace), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
@@ -138,7 +172,7 @@ var errEarlyExit = errors.New("qemu exited during boot")
 
 func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
 	start := time.Now()
-	dir, err := makePrivateDir(namespace)
+	dir, err := makePrivateDir(namespace, logger)
 	if err != nil {
 		return nil, err
 	}
