@@ -1,17 +1,21 @@
 package qemu
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -509,5 +513,71 @@ func TestSweepStale(t *testing.T) {
 		if gone := errors.Is(err, os.ErrNotExist); gone != wantGone {
 			t.Errorf("%s: gone %v, want %v", filepath.Base(dir), gone, wantGone)
 		}
+	}
+}
+
+// TestQemuDiesWithItsProcess: a driver process killed with SIGKILL (as a
+// crashed plugin would be) takes its qemu with it (Pdeathsig), and the next
+// process's sweep removes the directory it left.
+func TestQemuDiesWithItsProcess(t *testing.T) {
+	if ns := os.Getenv("QEMU_TEST_HELPER_NAMESPACE"); ns != "" {
+		drv, err := New(ns, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := drv.CreateVolume(t.Context(), "boot", 0); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("ready")
+		time.Sleep(10 * time.Minute)
+		return
+	}
+	requireQEMU(t)
+	ns := "qt-orphan-" + time.Now().Format("150405.000000")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestQemuDiesWithItsProcess$", "-test.timeout=5m")
+	cmd.Env = append(os.Environ(), "QEMU_TEST_HELPER_NAMESPACE="+ns)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("helper: %q, %v", line, err)
+	}
+	if left, _ := Leaks(ns); len(left) != 2 {
+		t.Fatalf("while the helper runs: %v, want its qemu process and directory", left)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left, err := Leaks(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 1 && strings.HasPrefix(left[0], "directory ") {
+			break // qemu is gone; only the directory is left
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the helper was killed: %v, want only its directory", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	base := os.TempDir()
+	if len(base) > 60 {
+		base = "/tmp"
+	}
+	sweepStale(base, testLogger(t))
+	if left, _ := Leaks(ns); len(left) != 0 {
+		t.Fatalf("after the sweep: %v", left)
 	}
 }
