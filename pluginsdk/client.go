@@ -57,6 +57,9 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 // Open creates a driver instance for namespace inside the plugin. The result
 // implements orchestra.ContainerFinder exactly when the plugin's driver does.
 func (c *Client) Open(ctx context.Context, namespace string) (orchestra.Driver, error) {
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("plugin %s: Open: %w", c.name, err)
+	}
 	resp, err := c.rpc.Open(ctx, &driverv1.OpenRequest{Namespace: namespace})
 	if err != nil {
 		return nil, fromStatus(c.name, "Open", err)
@@ -106,6 +109,12 @@ func (d *driver) wrap(op string, err error) error {
 
 // CreateVolume creates or finds a volume in the plugin.
 func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("plugin %s: CreateVolume: %w", d.client.name, err)
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("plugin %s: CreateVolume %q: size %d is negative: %w", d.client.name, name, size, orchestra.ErrInvalidTask)
+	}
 	ref, err := d.client.rpc.CreateVolume(ctx, &driverv1.CreateVolumeRequest{Driver: d.handle, Name: name, Size: int64(size)})
 	if err != nil {
 		return nil, d.wrap("CreateVolume", err)
@@ -114,9 +123,14 @@ func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orche
 	return &volume{driver: d, ref: ref}, nil
 }
 
-// RunContainer starts task in the plugin. When task.Stdin is set, it is
-// streamed to the plugin in chunks while the task runs.
+// RunContainer starts task in the plugin. The task is validated first (see
+// orchestra.ValidateTask): a bad one never reaches the plugin. When
+// task.Stdin is set, it is streamed to the plugin in chunks while the task
+// runs.
 func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	if err := orchestra.ValidateTask(task); err != nil {
+		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
+	}
 	req := &driverv1.RunContainerRequest{Driver: d.handle, Task: taskToProto(task)}
 	var cancelStdin context.CancelFunc
 	if task.Stdin != nil {
@@ -192,6 +206,9 @@ type finderDriver struct{ *driver }
 // GetContainer finds a container of this namespace by task ID. The error
 // wraps orchestra.ErrContainerNotFound when there is none.
 func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+	if err := orchestra.ValidateTaskID(taskID); err != nil {
+		return nil, fmt.Errorf("plugin %s: GetContainer: %w", d.client.name, err)
+	}
 	resp, err := d.client.rpc.GetContainer(ctx, &driverv1.GetContainerRequest{Driver: d.handle, TaskId: taskID})
 	if err != nil {
 		return nil, d.wrap("GetContainer", err)

@@ -332,3 +332,39 @@ func TestLogHandlerSpeaksHclogJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestBadInputNeverReachesThePlugin(t *testing.T) {
+	c := connect(t)
+	d := open(t, c)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		{"namespace with slash", func() error { _, err := c.Open(ctx, "a/b"); return err }, "namespace"},
+		{"empty task ID", func() error {
+			_, err := d.RunContainer(ctx, orchestra.Task{Command: []string{"panic"}})
+			return err
+		}, "task ID"},
+		{"relative mount", func() error {
+			_, err := d.RunContainer(ctx, orchestra.Task{ID: "x", Command: []string{"panic"}, Mounts: orchestra.Mounts{{Name: "v", Path: "rel"}}})
+			return err
+		}, "Mounts[0].Path"},
+		{"volume name with dots", func() error { _, err := d.CreateVolume(ctx, "../v", 0); return err }, "volume name"},
+		{"GetContainer with space", func() error {
+			_, err := d.(orchestra.ContainerFinder).GetContainer(ctx, "a b")
+			return err
+		}, "task ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The fake driver panics on "panic": an invalid task that got
+			// through would say "panicked" instead.
+			err := tt.call()
+			if !errors.Is(err, orchestra.ErrInvalidTask) || !strings.Contains(err.Error(), tt.field) || strings.Contains(err.Error(), "panicked") {
+				t.Fatalf("error %v: want ErrInvalidTask naming %q, raised before the plugin", err, tt.field)
+			}
+		})
+	}
+}
