@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -26,6 +27,9 @@ type Config struct {
 	// Logger receives the host's logs and, with their level and attributes,
 	// the plugins' logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// CloseTimeout bounds how long Close waits for a plugin to close its
+	// drivers before it kills the plugin. Defaults to 2 minutes.
+	CloseTimeout time.Duration
 	// AutoMTLS turns on go-plugin's automatic mutual TLS. It is off by
 	// default: the host and plugin already talk over a unix socket in a
 	// private 0700 directory, and AutoMTLS costs a key pair on both sides at
@@ -35,12 +39,13 @@ type Config struct {
 
 // Host owns the plugins found in its directories.
 type Host struct {
-	logger    *slog.Logger
-	level     slog.Level
-	autoMTLS  bool
-	socketDir string
-	plugins   []*Plugin
-	byName    map[string]*Plugin
+	logger       *slog.Logger
+	level        slog.Level
+	autoMTLS     bool
+	closeTimeout time.Duration
+	socketDir    string
+	plugins      []*Plugin
+	byName       map[string]*Plugin
 }
 
 // New discovers the plugins in cfg.Dirs. It starts none of them.
@@ -54,11 +59,15 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("create plugin socket directory: %w", err)
 	}
 	h := &Host{
-		logger:    logger,
-		level:     lowestLevel(logger),
-		autoMTLS:  cfg.AutoMTLS,
-		socketDir: socketDir,
-		byName:    map[string]*Plugin{},
+		logger:       logger,
+		level:        lowestLevel(logger),
+		autoMTLS:     cfg.AutoMTLS,
+		closeTimeout: cfg.CloseTimeout,
+		socketDir:    socketDir,
+		byName:       map[string]*Plugin{},
+	}
+	if h.closeTimeout == 0 {
+		h.closeTimeout = 2 * time.Minute
 	}
 	for _, c := range discover(cfg.Dirs, logger) {
 		h.add(c)
@@ -75,7 +84,7 @@ func (h *Host) add(c candidate) *Plugin {
 		refused: c.refused,
 		logger:  h.logger,
 		stderr:  newTail(stderrLines),
-		drivers: map[orchestra.Driver]struct{}{},
+		drivers: map[*driver]struct{}{},
 	}
 	if c.refused != nil {
 		h.logger.Warn("plugin refused", "plugin", c.name, "path", c.path, "err", c.refused)

@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -34,6 +37,13 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if code == 0 {
+		// Every host was closed: none of its goroutines may be left.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines leaked by the host: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
@@ -289,7 +299,18 @@ func TestCrashedPluginRestarts(t *testing.T) {
 	dir := privateDir(t)
 	install(t, dir, "fragile", 0o755)
 	h, logs := newHost(t, dir)
-	runEcho(t, h, "fragile")
+	d := runEcho(t, h, "fragile")
+	ctx := context.Background()
+	finished, err := d.RunContainer(ctx, orchestra.Task{ID: "finished", Command: []string{"echo", "kept"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, finished)
+	running, err := d.RunContainer(ctx, orchestra.Task{ID: "running", Command: []string{"sleep", "1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	p, _ := h.Plugin("fragile")
 	pid := pluginPID(t, p)
 	var n int
@@ -297,9 +318,10 @@ func TestCrashedPluginRestarts(t *testing.T) {
 	if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// The host notices at once, not at the next call.
+	deadline := time.Now().Add(5 * time.Second)
 	for p.State() != StateExited && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	if p.State() != StateExited {
 		t.Fatalf("state after kill -9 = %s, want exited", p.State())
@@ -307,10 +329,72 @@ func TestCrashedPluginRestarts(t *testing.T) {
 	if !strings.Contains(logs.String(), "plugin exited unexpectedly") {
 		t.Fatalf("the crash was not logged:\n%s", logs)
 	}
-	runEcho(t, h, "fragile")
+
+	// The driver reopens in a new process.
+	c, err := d.RunContainer(ctx, orchestra.Task{ID: "after", Command: []string{"echo", "again"}})
+	if err != nil {
+		t.Fatalf("RunContainer after the crash: %v", err)
+	}
+	waitStatus(t, c)
 	if newPID := pluginPID(t, p); newPID == pid {
 		t.Fatalf("plugin was not restarted (pid %s)", pid)
 	}
+	// A finished task the platform kept is found again by its ID.
+	st := waitStatus(t, finished)
+	var out bytes.Buffer
+	if err := finished.Logs(ctx, &out, io.Discard); err != nil || st.ExitCode() != 0 || out.String() != "kept\n" {
+		t.Fatalf("finished task after restart: exit %d, logs %q, %v", st.ExitCode(), out.String(), err)
+	}
+	// A running task died with the plugin: its handle says so.
+	_, err = running.Status(ctx)
+	if !errors.Is(err, orchestra.ErrContainerNotFound) || !strings.Contains(err.Error(), "restarted") {
+		t.Fatalf("Status of a task lost with the plugin: %v, want ErrContainerNotFound saying the plugin restarted", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close after restart: %v", err)
+	}
+}
+
+func TestRestartBacksOff(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "dying", 0o755)
+	h, logs := newHost(t, dir)
+	p, _ := h.Plugin("dying")
+	for i := 0; i < 3; i++ {
+		runEcho(t, h, "dying")
+		var n int
+		fmt.Sscan(pluginPID(t, p), &n)
+		syscall.Kill(n, syscall.SIGKILL)
+		for p.State() != StateExited {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	start := time.Now()
+	runEcho(t, h, "dying")
+	// The third early death waits 100ms << 2 = 400ms before the restart.
+	if waited := time.Since(start); waited < 400*time.Millisecond {
+		t.Fatalf("restart after 3 quick crashes took %s, want a delay of at least 400ms", waited)
+	}
+	if !strings.Contains(logs.String(), "crashes=3") {
+		t.Fatalf("restart delay not logged:\n%s", logs)
+	}
+}
+
+func waitStatus(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.IsDone() {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("task did not finish")
+	return nil
 }
 
 func TestPluginLogsReachTheHostLogger(t *testing.T) {

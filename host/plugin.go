@@ -23,6 +23,15 @@ import (
 // startTimeout bounds a plugin's start and handshake.
 const startTimeout = 30 * time.Second
 
+// Restart policy: a plugin that dies within stableAfter of its start waits
+// restartDelay, doubled for each further early death up to maxRestartDelay,
+// before it is started again.
+const (
+	stableAfter     = 10 * time.Second
+	restartDelay    = 100 * time.Millisecond
+	maxRestartDelay = 5 * time.Second
+)
+
 // stderrLines is how many of a plugin's last stderr lines are kept to explain
 // its death.
 const stderrLines = 20
@@ -57,7 +66,10 @@ type Plugin struct {
 	proc    *pluginRunner
 	rpc     *pluginsdk.Client
 	info    pluginsdk.Info
-	drivers map[orchestra.Driver]struct{}
+	drivers map[*driver]struct{}
+	gen     uint64    // generation of the running process, counted from 1
+	started time.Time // when the running process started
+	crashes int       // consecutive early deaths, for the restart delay
 
 	// stopping is set while the host itself stops the process, so its exit
 	// is not reported as a crash. It is atomic: the exit callback runs while
@@ -105,7 +117,7 @@ func (p *Plugin) SHA256() (string, error) {
 
 // Info starts the plugin if needed and returns what it reports about itself.
 func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
-	if _, err := p.start(ctx); err != nil {
+	if _, _, err := p.start(ctx); err != nil {
 		return pluginsdk.Info{}, err
 	}
 	p.mu.Lock()
@@ -120,40 +132,48 @@ func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
 func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	rpc, err := p.start(ctx)
+	rpc, _, err := p.start(ctx)
 	if err != nil {
 		return nil, err
 	}
-	d, err := rpc.Open(ctx, namespace)
+	inner, err := rpc.Open(ctx, namespace)
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	p.drivers[d] = struct{}{}
-	p.mu.Unlock()
-	return p.track(d), nil
+	return p.newDriver(namespace, inner), nil
 }
 
-// start returns a client for the running plugin, starting (or, after it
-// died, restarting) the process.
-func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
+// start returns a client for the running plugin and the generation of its
+// process, starting (or, after it died, restarting) the process. A plugin
+// that keeps dying soon after its start is restarted with a growing delay.
+func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	if p.refused != nil {
-		return nil, fmt.Errorf("plugin %s: %w", p.Name, p.refused)
+		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, p.refused)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.client != nil && !p.client.Exited() {
-		return p.rpc, nil
+		return p.rpc, p.gen, nil
 	}
 	if p.client != nil {
 		p.client.Kill()
 		p.client = nil
-		// The driver instances lived in the dead process.
-		clear(p.drivers)
-		p.logger.Info("restarting plugin", "plugin", p.Name)
+		// The driver instances in the dead process reopen on their next call.
+		if time.Since(p.started) < stableAfter {
+			p.crashes++
+		} else {
+			p.crashes = 1
+		}
+		delay := min(restartDelay<<(p.crashes-1), maxRestartDelay)
+		p.logger.Info("restarting plugin", "plugin", p.Name, "after", delay, "crashes", p.crashes)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("plugin %s: waiting %s to restart after %d crashes: %w", p.Name, delay, p.crashes, ctx.Err())
+		}
 	}
 	if err := p.checkSum(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p.stopping.Store(false)
 
@@ -182,39 +202,48 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, error) {
 			return r, err
 		},
 	})
-	kill := func() {
+	fail := func(format string, args ...any) (*pluginsdk.Client, uint64, error) {
 		p.stopping.Store(true)
 		client.Kill()
+		return nil, 0, fmt.Errorf(format, args...)
 	}
 	proto, err := client.Client()
 	if err != nil {
-		kill()
-		return nil, fmt.Errorf("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
+		if strings.Contains(err.Error(), "Incompatible API version") {
+			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
+				p.Name, p.Path, err, pluginsdk.ProtocolMajor, pluginsdk.ProtocolMinor, pluginsdk.SDKVersion)
+		}
+		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
 	}
 	raw, err := proto.Dispense(pluginsdk.PluginKey)
 	if err != nil {
-		kill()
-		return nil, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
+		return fail("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
 	}
 	rpcClient, ok := raw.(driverv1.DriverClient)
 	if !ok {
-		kill()
-		return nil, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
+		return fail("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
 	}
 	rpc := pluginsdk.NewClient(p.Name, rpcClient)
 	info, err := rpc.Info(ctx)
 	if err != nil {
-		kill()
-		return nil, err
+		return fail("%w", err)
 	}
 	if info.Name != p.Name {
-		kill()
-		return nil, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
+		return fail("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
+	p.gen++
+	p.started = time.Now()
 	p.client, p.proc, p.rpc, p.info = client, proc, rpc, info
-	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid)
-	return rpc, nil
+	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
+	return rpc, p.gen, nil
+}
+
+// alive reports whether the process of generation gen is still the running one.
+func (p *Plugin) alive(gen uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.client != nil && !p.client.Exited() && p.gen == gen
 }
 
 // checkSum verifies the binary against its directory's SHA256SUMS, right
@@ -250,22 +279,37 @@ func (p *Plugin) lastStderr() string {
 	return "; last stderr:\n" + strings.Join(lines, "\n")
 }
 
-// stop closes every driver opened through the plugin, then stops the process.
+// stop closes every driver opened through the plugin, then stops the
+// process. A plugin whose Close calls have not all returned within the
+// host's close timeout is killed all the same.
 func (p *Plugin) stop() error {
 	p.mu.Lock()
-	drivers := make([]orchestra.Driver, 0, len(p.drivers))
+	drivers := make([]*driver, 0, len(p.drivers))
 	if p.client != nil && !p.client.Exited() {
 		for d := range p.drivers {
 			drivers = append(drivers, d)
 		}
 	}
 	p.mu.Unlock()
-	var errs []error
+
+	errc := make(chan error, len(drivers))
 	for _, d := range drivers {
-		if err := d.Close(); err != nil {
-			errs = append(errs, err)
+		go func() { errc <- d.Close() }()
+	}
+	var errs []error
+	timeout := time.After(p.host.closeTimeout)
+	for range drivers {
+		select {
+		case err := <-errc:
+			if err != nil {
+				errs = append(errs, err)
+			}
+		case <-timeout:
+			errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
+			goto kill
 		}
 	}
+kill:
 	p.mu.Lock()
 	clear(p.drivers)
 	client := p.client
@@ -276,46 +320,4 @@ func (p *Plugin) stop() error {
 		client.Kill()
 	}
 	return errors.Join(errs...)
-}
-
-// track forgets d once it is closed, so stop only closes what is open.
-func (p *Plugin) track(d orchestra.Driver) orchestra.Driver {
-	forget := func() {
-		p.mu.Lock()
-		delete(p.drivers, d)
-		p.mu.Unlock()
-	}
-	if f, ok := d.(orchestra.ContainerFinder); ok {
-		return &trackedFinder{trackedDriver{d, forget}, f}
-	}
-	return &trackedDriver{d, forget}
-}
-
-type trackedDriver struct {
-	orchestra.Driver
-	forget func()
-}
-
-func (t *trackedDriver) release() { t.forget() }
-
-// Release tells the host not to close d when the host closes. The resources
-// of d's namespace then outlive the host, until a driver opened later in the
-// same namespace is closed (`orchestra clean`). d must come from a Plugin;
-// for any other driver Release does nothing.
-func Release(d orchestra.Driver) {
-	if r, ok := d.(interface{ release() }); ok {
-		r.release()
-	}
-}
-
-// Close closes the driver and forgets it.
-func (t *trackedDriver) Close() error {
-	err := t.Driver.Close()
-	t.forget()
-	return err
-}
-
-type trackedFinder struct {
-	trackedDriver
-	orchestra.ContainerFinder
 }

@@ -1,0 +1,270 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// driver is a driver instance in a plugin, as the host hands it out. When the
+// plugin process dies, the next call restarts it and reopens the instance in
+// the new process; containers found again by task ID keep working.
+type driver struct {
+	plugin    *Plugin
+	namespace string
+	name      string
+
+	mu       sync.Mutex
+	inner    orchestra.Driver // the instance in process generation gen
+	gen      uint64
+	closed   bool
+	closeErr error
+}
+
+// newDriver wraps inner, opened in the current process, and tracks it so the
+// host closes it on exit.
+func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.Driver {
+	p.mu.Lock()
+	d := &driver{plugin: p, namespace: namespace, name: inner.Name(), inner: inner, gen: p.gen}
+	p.drivers[d] = struct{}{}
+	p.mu.Unlock()
+	if _, ok := inner.(orchestra.ContainerFinder); ok {
+		return &finderDriver{d}
+	}
+	return d
+}
+
+// current returns the instance in the running process, reopening it there if
+// the process it lived in died.
+func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.plugin.alive(d.gen) {
+		return d.inner, d.gen, nil
+	}
+	rpc, gen, err := d.plugin.start(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	inner, err := rpc.Open(ctx, d.namespace)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reopen namespace %q after the plugin restarted: %w", d.namespace, err)
+	}
+	d.plugin.logger.Info("driver reopened after plugin restart", "plugin", d.plugin.Name, "namespace", d.namespace, "generation", gen)
+	d.inner, d.gen = inner, gen
+	return inner, gen, nil
+}
+
+func (d *driver) forget() {
+	d.plugin.mu.Lock()
+	delete(d.plugin.drivers, d)
+	d.plugin.mu.Unlock()
+}
+
+// Release tells the host not to close d when the host closes. The resources
+// of d's namespace then outlive the host, until a driver opened later in the
+// same namespace is closed (`orchestra clean`). For a driver that does not
+// come from a Plugin, Release does nothing.
+func Release(d orchestra.Driver) {
+	switch d := d.(type) {
+	case *driver:
+		d.forget()
+	case *finderDriver:
+		d.forget()
+	}
+}
+
+// Name is the driver's name.
+func (d *driver) Name() string { return d.name }
+
+// Close closes the instance (in a restarted process if its own died, so the
+// namespace is cleaned all the same). It is idempotent.
+func (d *driver) Close() error {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return d.closeErr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	inner, _, err := d.current(ctx)
+	if err == nil {
+		err = inner.Close()
+	}
+	d.mu.Lock()
+	d.closed, d.closeErr = true, err
+	d.mu.Unlock()
+	d.forget()
+	return err
+}
+
+// CreateVolume creates or finds a volume.
+func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+	inner, gen, err := d.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := inner.CreateVolume(ctx, name, size)
+	if err != nil {
+		return nil, err
+	}
+	return &volume{driver: d, name: name, size: size, inner: v, gen: gen}, nil
+}
+
+// RunContainer starts a task.
+func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	inner, gen, err := d.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := inner.RunContainer(ctx, task)
+	if err != nil {
+		return nil, err
+	}
+	return d.wrap(c, task.ID, gen), nil
+}
+
+func (d *driver) wrap(inner orchestra.Container, taskID string, gen uint64) orchestra.Container {
+	c := &container{driver: d, taskID: taskID, inner: inner, gen: gen}
+	if _, ok := inner.(orchestra.LogFollower); ok {
+		return &followContainer{c}
+	}
+	return c
+}
+
+// finderDriver is a driver whose plugin implements orchestra.ContainerFinder.
+type finderDriver struct{ *driver }
+
+// GetContainer finds a container of the namespace by task ID.
+func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+	inner, gen, err := d.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	finder, ok := inner.(orchestra.ContainerFinder)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s: GetContainer %q: the restarted plugin no longer finds containers: %w", d.plugin.Name, taskID, orchestra.ErrContainerNotFound)
+	}
+	c, err := finder.GetContainer(ctx, taskID)
+	if err != nil {
+		return nil, err
+	}
+	return d.wrap(c, taskID, gen), nil
+}
+
+// container is a container in a plugin, found again by task ID after the
+// plugin restarts.
+type container struct {
+	driver *driver
+	taskID string
+
+	mu    sync.Mutex
+	inner orchestra.Container
+	gen   uint64
+}
+
+// current returns the container in the running process. After a restart it
+// asks the reopened driver for the task by ID; a driver that cannot find it
+// (its state died with the process) gives an error wrapping
+// orchestra.ErrContainerNotFound.
+func (c *container) current(ctx context.Context) (orchestra.Container, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.driver.plugin.alive(c.gen) {
+		return c.inner, nil
+	}
+	inner, gen, err := c.driver.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	finder, ok := inner.(orchestra.ContainerFinder)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s restarted and its driver cannot find task %q again: %w", c.driver.plugin.Name, c.taskID, orchestra.ErrContainerNotFound)
+	}
+	found, err := finder.GetContainer(ctx, c.taskID)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
+	}
+	c.driver.plugin.logger.Info("container re-attached after plugin restart", "plugin", c.driver.plugin.Name, "task", c.taskID)
+	c.inner, c.gen = found, gen
+	return found, nil
+}
+
+// Status reports the container's state.
+func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	inner, err := c.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return inner.Status(ctx)
+}
+
+// Logs writes the container's output from the start.
+func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+	inner, err := c.current(ctx)
+	if err != nil {
+		return err
+	}
+	return inner.Logs(ctx, stdout, stderr)
+}
+
+// Cleanup removes the container.
+func (c *container) Cleanup(ctx context.Context) error {
+	inner, err := c.current(ctx)
+	if err != nil {
+		return err
+	}
+	return inner.Cleanup(ctx)
+}
+
+// followContainer is a container that can stream its output live.
+type followContainer struct{ *container }
+
+// FollowLogs streams the container's output until it exits.
+func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+	inner, err := c.current(ctx)
+	if err != nil {
+		return err
+	}
+	f, ok := inner.(orchestra.LogFollower)
+	if !ok {
+		return c.Logs(ctx, stdout, stderr)
+	}
+	return f.FollowLogs(ctx, stdout, stderr)
+}
+
+// volume is a volume in a plugin, created again by name after a restart.
+type volume struct {
+	driver *driver
+	name   string
+	size   int
+
+	mu    sync.Mutex
+	inner orchestra.Volume
+	gen   uint64
+}
+
+// Name is the volume's name.
+func (v *volume) Name() string { return v.name }
+
+// Cleanup removes the volume.
+func (v *volume) Cleanup(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.driver.plugin.alive(v.gen) {
+		inner, gen, err := v.driver.current(ctx)
+		if err != nil {
+			return err
+		}
+		nv, err := inner.CreateVolume(ctx, v.name, v.size)
+		if err != nil {
+			return fmt.Errorf("plugin %s restarted: volume %q: %w", v.driver.plugin.Name, v.name, err)
+		}
+		v.inner, v.gen = nv, gen
+	}
+	return v.inner.Cleanup(ctx)
+}
