@@ -32,7 +32,11 @@ const parentPollInterval = 500 * time.Millisecond
 // is and how to install it, and exits with status 1. When the host dies
 // without stopping the plugin, the plugin closes every driver it opened (so
 // their containers, processes and VMs go with it) and exits.
-func Serve(name string, init orchestra.InitFunc) {
+func Serve(name string, init orchestra.InitFunc, opts ...Option) {
+	var cfg serveConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	hs := HandshakeConfig()
 	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
 		fmt.Fprintf(os.Stderr, "%s is the %q driver plugin for orchestra (pocketci); plugin version %s, SDK %s, protocol %d.%d.\n"+
@@ -51,7 +55,7 @@ func Serve(name string, init orchestra.InitFunc) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go watchHost(ctx, srv, logger)
+	go watchHost(ctx, srv, logger, cfg.keepOnHostExit)
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  hs,
@@ -68,9 +72,27 @@ func Serve(name string, init orchestra.InitFunc) {
 	// host may release a namespace on purpose so its volumes outlive it.
 }
 
-// watchHost closes every driver and exits when the plugin's parent, the host,
-// is gone: go-plugin does not tell a plugin that its host died.
-func watchHost(ctx context.Context, srv *server, logger *slog.Logger) {
+// Option changes how Serve runs a plugin.
+type Option func(*serveConfig)
+
+type serveConfig struct {
+	keepOnHostExit bool
+}
+
+// KeepOnHostExit is for drivers whose resources belong to a platform that
+// outlives the plugin (a container engine, a cloud): when the host dies, the
+// plugin exits without closing its drivers, so their containers keep running
+// and a new host finds them again by task ID (orchestra.ContainerFinder).
+// Without it, the plugin closes every driver first, so processes and VMs it
+// owns go with it.
+func KeepOnHostExit() Option {
+	return func(c *serveConfig) { c.keepOnHostExit = true }
+}
+
+// watchHost exits when the plugin's parent, the host, is gone (go-plugin does
+// not tell a plugin that its host died), closing every driver first unless
+// keep is set.
+func watchHost(ctx context.Context, srv *server, logger *slog.Logger, keep bool) {
 	parent := os.Getppid()
 	ticker := time.NewTicker(parentPollInterval)
 	defer ticker.Stop()
@@ -80,8 +102,12 @@ func watchHost(ctx context.Context, srv *server, logger *slog.Logger) {
 			return
 		case <-ticker.C:
 			if os.Getppid() != parent {
-				logger.Warn("host process is gone: closing every driver and exiting", "host_pid", parent)
-				srv.closeAll()
+				if keep {
+					logger.Warn("host process is gone: exiting, leaving the drivers' resources to the platform", "host_pid", parent)
+				} else {
+					logger.Warn("host process is gone: closing every driver and exiting", "host_pid", parent)
+					srv.closeAll()
+				}
 				os.Exit(1)
 			}
 		}

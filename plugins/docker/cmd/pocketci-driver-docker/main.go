@@ -1,5 +1,8 @@
 // Command pocketci-driver-docker serves the docker orchestra driver as a
 // pocketci plugin. The host starts it; it is not meant to be run by hand.
+//
+// The Docker Engine owns the containers: when the host dies, the plugin exits
+// and leaves them running, for a new host to find again by task ID.
 package main
 
 import (
@@ -7,4 +10,4 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk"
 )
 
-func main() { pluginsdk.Serve("docker", docker.New) }
+func main() { pluginsdk.Serve("docker", docker.New, pluginsdk.KeepOnHostExit()) }
