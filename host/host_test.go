@@ -19,12 +19,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native"
 )
 
 // fixture is the fake plugin binary, built once for the package's tests.
 var fixture string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("HOST_TEST_HELPER_DIR"); dir != "" {
+		helperHost(dir)
+		return
+	}
 	dir, err := os.MkdirTemp("", "host-test-")
 	if err != nil {
 		panic(err)
@@ -444,4 +449,82 @@ func TestCloseStopsEveryPlugin(t *testing.T) {
 			}
 		}
 	}
+}
+
+// helperHost is a host process for TestHostDeath: it starts a long task
+// through the plugin in dir, prints the plugin's and the task's PIDs, and
+// waits to be killed.
+func helperHost(dir string) {
+	h, err := New(Config{Dirs: []string{dir}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		panic(err)
+	}
+	p, err := h.Plugin("orphan")
+	if err != nil {
+		panic(err)
+	}
+	d, err := p.NewDriver("host-death", nil)
+	if err != nil {
+		panic(err)
+	}
+	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "long", Command: []string{"sh", "-c", "echo $$; exec sleep 1000"}})
+	if err != nil {
+		panic(err)
+	}
+	var out bytes.Buffer
+	for !strings.HasSuffix(out.String(), "\n") {
+		out.Reset()
+		if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+			panic(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Printf("%d %s", p.PID(), out.String())
+	select {}
+}
+
+func TestHostDeathTakesPluginsAndTasksDown(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "orphan", 0o755)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "HOST_TEST_HELPER_DIR="+dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pluginPID, taskPID int
+	if _, err := fmt.Fscan(stdout, &pluginPID, &taskPID); err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("read PIDs from the helper host: %v", err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && (alive(pluginPID) || alive(taskPID)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if alive(pluginPID) || alive(taskPID) {
+		syscall.Kill(pluginPID, syscall.SIGKILL)
+		syscall.Kill(taskPID, syscall.SIGKILL)
+		t.Fatalf("5 s after kill -9 of the host: plugin %d alive=%v, task %d alive=%v", pluginPID, alive(pluginPID), taskPID, alive(taskPID))
+	}
+	left, err := native.Leaks("host-death")
+	if err != nil || len(left) > 0 {
+		t.Fatalf("the orphaned plugin left %v (%v)", left, err)
+	}
+}
+
+// alive reports whether pid is a live (not zombie) process.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(stat), ") Z ")
 }
