@@ -38,6 +38,7 @@ export GOWORK=off
 
 say "copy $template to $src as driver '$name'"
 cp -R "$template" "$src"
+rm -f "$src"/pocketci-driver-* # a binary someone built in the template
 mv "$src/cmd/pocketci-driver-mydriver" "$src/cmd/pocketci-driver-$name"
 upper=$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')
 grep -rlI -e mydriver -e MYDRIVER "$src" | while IFS= read -r f; do
