@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -46,6 +48,11 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 			os.Args[0], name, version(), SDKVersion, ProtocolMajor, ProtocolMinor, name)
 		os.Exit(1)
 	}
+
+	// A dead host leaves the plugin's stdout and stderr as broken pipes: a
+	// write there must fail, not kill the plugin with SIGPIPE before it has
+	// closed its drivers.
+	signal.Ignore(syscall.SIGPIPE)
 
 	// go-plugin replaces os.Stderr after the handshake; logs go to the
 	// original, which the host parses as hclog JSON.
