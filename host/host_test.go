@@ -528,3 +528,82 @@ func alive(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err == nil && !strings.Contains(string(stat), ") Z ")
 }
+
+func TestHostilePlugins(t *testing.T) {
+	tests := []struct {
+		mode string
+		// check exercises the plugin; the host must survive it.
+		check func(t *testing.T, h *Host, p *Plugin, logs *logBuffer)
+	}{
+		{"hang", func(t *testing.T, h *Host, p *Plugin, logs *logBuffer) {
+			d, err := p.NewDriver("hangs", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, err = d.RunContainer(ctx, orchestra.Task{ID: "hang", Command: []string{"true"}})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a hung call: %v, want context.DeadlineExceeded at the caller's deadline", err)
+			}
+			pid := p.PID()
+			// Close hangs in the plugin: the host kills it after CloseTimeout.
+			start := time.Now()
+			err = h.Close()
+			if err == nil || !strings.Contains(err.Error(), "killing it") {
+				t.Fatalf("host Close of a hung plugin: %v, want an error saying it was killed", err)
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("host Close took %s", time.Since(start))
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for alive(pid) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if alive(pid) {
+				t.Fatalf("hung plugin %d still alive after host Close", pid)
+			}
+		}},
+		{"print", func(t *testing.T, h *Host, p *Plugin, logs *logBuffer) {
+			runEcho(t, h, p.Name)
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(logs.String(), "driver says hello on stdout") && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !strings.Contains(logs.String(), "driver says hello on stdout") {
+				t.Fatalf("stdout after the handshake was not logged:\n%s", logs)
+			}
+		}},
+		{"oversize", func(t *testing.T, h *Host, p *Plugin, logs *logBuffer) {
+			_, err := p.Info(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "larger than max") {
+				t.Fatalf("an oversized message: %v, want gRPC's message size error", err)
+			}
+		}},
+		{"protocol2", func(t *testing.T, h *Host, p *Plugin, logs *logBuffer) {
+			_, err := p.Info(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "Plugin version: 2") || !strings.Contains(err.Error(), "this host speaks protocol 1.") {
+				t.Fatalf("an unsupported protocol: %v, want an error naming both versions", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			dir := privateDir(t)
+			install(t, dir, "hostile", 0o755)
+			t.Setenv("FAKEPLUGIN_MODE", tt.mode)
+			logs := &logBuffer{}
+			h, err := New(Config{Dirs: []string{dir}, CloseTimeout: time.Second,
+				Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			p, err := h.Plugin("hostile")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, h, p, logs)
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
+	"google.golang.org/grpc"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk"
@@ -31,6 +32,10 @@ const (
 	restartDelay    = 100 * time.Millisecond
 	maxRestartDelay = 5 * time.Second
 )
+
+// maxMessage is the largest message the host accepts from a plugin: a log
+// chunk (pluginsdk sends at most 1 MiB) with room to spare.
+const maxMessage = 4 << 20
 
 // stderrLines is how many of a plugin's last stderr lines are kept to explain
 // its death.
@@ -190,6 +195,10 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		StartTimeout:     startTimeout,
 		AutoMTLS:         p.host.autoMTLS,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: p.host.socketDir},
+		// go-plugin lets a plugin send the host messages of up to 2 GiB;
+		// the protocol never needs more than one chunk, so a hostile
+		// plugin cannot make the host buffer more than maxMessage.
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage))},
 		// go-plugin hands over a template command carrying its environment.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
 			cmd := exec.Command(p.Path)
@@ -209,7 +218,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	}
 	proto, err := client.Client()
 	if err != nil {
-		if strings.Contains(err.Error(), "Incompatible API version") {
+		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
 				p.Name, p.Path, err, pluginsdk.ProtocolMajor, pluginsdk.ProtocolMinor, pluginsdk.SDKVersion)
 		}

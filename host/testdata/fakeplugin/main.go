@@ -3,16 +3,27 @@
 //
 //	FAKEPLUGIN_NAME    the name it reports (default: from its file name)
 //	FAKEPLUGIN_STDOUT  printed to stdout before Serve, as a careless init might
+//	FAKEPLUGIN_MODE    hang:      RunContainer of task "hang" and Close never return
+//	                   print:     the driver prints to stdout when opened
+//	                   oversize:  Info answers with a 5 MiB name
+//	                   protocol2: serves only protocol major version 2
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
 	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
 func main() {
@@ -24,5 +35,67 @@ func main() {
 		fmt.Println(s)
 		fmt.Println(s)
 	}
-	pluginsdk.Serve(name, native.New)
+	switch os.Getenv("FAKEPLUGIN_MODE") {
+	case "hang":
+		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
+			d, err := native.New(ns, l)
+			return &hanging{d}, err
+		})
+	case "print":
+		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
+			fmt.Println("driver says hello on stdout")
+			return native.New(ns, l)
+		})
+	case "oversize":
+		serveRaw(pluginsdk.ProtocolMajor, &oversize{})
+	case "protocol2":
+		serveRaw(2, &oversize{})
+	default:
+		pluginsdk.Serve(name, native.New)
+	}
+}
+
+type hanging struct{ orchestra.Driver }
+
+func (h *hanging) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	if task.ID == "hang" {
+		select {}
+	}
+	return h.Driver.RunContainer(ctx, task)
+}
+
+func (h *hanging) Close() error { select {} }
+
+// oversize answers Info with a name larger than gRPC's 4 MiB message limit.
+type oversize struct {
+	driverv1.UnimplementedDriverServer
+}
+
+func (oversize) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
+	return &driverv1.InfoResponse{Name: strings.Repeat("x", 5<<20)}, nil
+}
+
+// serveRaw serves srv with go-plugin directly, under protocol version.
+func serveRaw(version int, srv driverv1.DriverServer) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  pluginsdk.HandshakeConfig(),
+		VersionedPlugins: map[int]plugin.PluginSet{version: {pluginsdk.PluginKey: &raw{srv: srv}}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxSendMsgSize(64<<20))...)
+		},
+	})
+}
+
+type raw struct {
+	plugin.NetRPCUnsupportedPlugin
+	srv driverv1.DriverServer
+}
+
+func (r *raw) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	driverv1.RegisterDriverServer(s, r.srv)
+	return nil
+}
+
+func (r *raw) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (interface{}, error) {
+	return nil, fmt.Errorf("plugin side only")
 }
