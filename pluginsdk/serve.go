@@ -51,8 +51,14 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 
 	// A dead host leaves the plugin's stdout and stderr as broken pipes: a
 	// write there must fail, not kill the plugin with SIGPIPE before it has
-	// closed its drivers.
-	signal.Ignore(syscall.SIGPIPE)
+	// closed its drivers. Notify, not Ignore: an ignored signal stays ignored
+	// in every process the driver starts, and tasks rely on SIGPIPE.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	go func() {
+		for range sigpipe {
+		}
+	}()
 
 	// go-plugin replaces os.Stderr after the handshake; logs go to the
 	// original, which the host parses as hclog JSON.
