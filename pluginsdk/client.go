@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
@@ -272,6 +275,9 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	for {
 		chunk, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
+			if follow {
+				c.cacheTrailer(stream.Trailer())
+			}
 			return nil
 		}
 		if err != nil {
@@ -285,6 +291,24 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 			return fmt.Errorf("plugin %s: %s: write output: %w", c.driver.client.name, op, err)
 		}
 	}
+}
+
+// cacheTrailer caches the final status a FollowLogs stream carries in its
+// trailer (see statusTrailer), so the Status that follows costs no RPC.
+func (c *container) cacheTrailer(md metadata.MD) {
+	v := md.Get(statusTrailer)
+	if len(v) != 1 {
+		return
+	}
+	code, err := strconv.Atoi(v[0])
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if c.done == nil {
+		c.done = &containerStatus{done: true, exitCode: code}
+	}
+	c.mu.Unlock()
 }
 
 // Cleanup removes the container in the plugin.

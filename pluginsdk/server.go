@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/jtarchie/pocketci/orchestra"
@@ -315,7 +317,27 @@ func (s *server) Logs(req *driverv1.LogsRequest, stream driverv1.Driver_LogsServ
 	if ferr := out.flush(); err == nil {
 		err = ferr
 	}
+	if err == nil && req.GetFollow() {
+		trailStatus(stream, c)
+	}
 	return toStatus(err)
+}
+
+// statusTrailer is the trailer key in which a FollowLogs stream carries the
+// exit code of the container it followed to its end. The host caches it as
+// the final status, which saves the Status call that usually comes next.
+// Hosts that do not know the key ignore it.
+const statusTrailer = "pocketci-exit-code"
+
+// trailStatus puts the container's final status in the stream's trailer. A
+// followed container has exited, so this is the Status the host would ask
+// for next; when the driver does not report it done, nothing is sent.
+func trailStatus(stream driverv1.Driver_LogsServer, c *served) {
+	st, err := c.container.Status(stream.Context())
+	if err != nil || st == nil || !st.IsDone() {
+		return
+	}
+	stream.SetTrailer(metadata.Pairs(statusTrailer, strconv.Itoa(st.ExitCode())))
 }
 
 func (s *server) Cleanup(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.CleanupResponse, error) {
