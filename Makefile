@@ -6,7 +6,7 @@ PLUGINS := native docker qemu
 MODULES := . plugins/docker plugins/qemu
 PROTO := pluginsdk/proto/driverv1/driver.proto
 
-.PHONY: all build run test test-go images proto proto-check lint bench clean
+.PHONY: all build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean
 
 all: build
 
@@ -27,11 +27,29 @@ images:
 	bash plugins/docker/scripts/busybox-image.sh
 	bash plugins/qemu/guest/build.sh
 
-## test: everything the tests need, then every module's tests with -race
-test: build images proto-check lint test-go
+## test: everything the tests need, then every module's tests with -race,
+## a short run of every fuzz target, and the third-party template check
+test: build images proto-check lint test-go fuzz template-check
 
 test-go:
-	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 40m ./...); done
+	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -short -count=1 -timeout 40m ./...); done
+
+## test-stress: the heavy load tests (200 concurrent tasks, 1 GiB of stdin and logs)
+test-stress: build
+	$(GO) test -race -count=1 -timeout 20m -run Stress -v ./host
+
+## fuzz: each fuzz target for FUZZTIME (seeds are in the tests)
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateTask$$' -fuzztime $(FUZZTIME) ./orchestra
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateNamespace$$' -fuzztime $(FUZZTIME) ./orchestra
+	$(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./plugins/native
+	cd plugins/docker && $(GO) test -run '^$$' -fuzz '^FuzzDockerName$$' -fuzztime $(FUZZTIME) .
+	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) .
+
+## template-check: a copy of examples/driver-template, built on its own, passes conformance
+template-check: build
+	bash scripts/template-check.sh
 
 ## proto: regenerate the wire code with the pinned protoc plugins
 proto:
