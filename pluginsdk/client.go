@@ -67,12 +67,7 @@ func (c *Client) Open(ctx context.Context, namespace string) (orchestra.Driver, 
 	if err != nil {
 		return nil, fromStatus(c.name, "Open", err)
 	}
-	d := &driver{client: c, handle: resp.GetDriver(), name: resp.GetName(), namespace: namespace}
-	d.stdinCtx, d.stopStdin = context.WithCancel(context.Background())
-	if resp.GetContainerFinder() {
-		return &finderDriver{d}, nil
-	}
-	return d, nil
+	return c.Adopt(OpenDriver{Handle: resp.GetDriver(), Namespace: namespace, Name: resp.GetName(), ContainerFinder: resp.GetContainerFinder()}), nil
 }
 
 // driver is an orchestra.Driver whose instance lives in a plugin.
@@ -338,4 +333,46 @@ func (v *volume) Name() string { return v.ref.GetName() }
 func (v *volume) Cleanup(ctx context.Context) error {
 	_, err := v.driver.client.rpc.CleanupVolume(ctx, v.ref)
 	return v.driver.wrap("CleanupVolume", err)
+}
+
+// OpenDriver is a driver instance a plugin kept open while its host was
+// away; see Client.Attach and Client.Adopt.
+type OpenDriver struct {
+	Handle          uint64
+	Namespace       string
+	Name            string
+	ContainerFinder bool
+}
+
+// Detach tells the plugin that the host exits on purpose and will attach
+// again within timeout: the plugin keeps running and keeps its drivers open.
+// It needs the plugin's "detach" capability (protocol 1.1).
+func (c *Client) Detach(ctx context.Context, timeout time.Duration) error {
+	_, err := c.rpc.Detach(ctx, &driverv1.DetachRequest{TimeoutSeconds: int64(max(timeout/time.Second, 1))})
+	return fromStatus(c.name, "Detach", err)
+}
+
+// Attach makes hostPID the plugin's host and returns the drivers it kept
+// open, for Adopt.
+func (c *Client) Attach(ctx context.Context, hostPID int) ([]OpenDriver, error) {
+	resp, err := c.rpc.Attach(ctx, &driverv1.AttachRequest{HostPid: int64(hostPID)})
+	if err != nil {
+		return nil, fromStatus(c.name, "Attach", err)
+	}
+	var out []OpenDriver
+	for _, d := range resp.GetDrivers() {
+		out = append(out, OpenDriver{Handle: d.GetDriver(), Namespace: d.GetNamespace(), Name: d.GetName(), ContainerFinder: d.GetContainerFinder()})
+	}
+	return out, nil
+}
+
+// Adopt returns the driver for an instance that is already open in the
+// plugin, as Open would have.
+func (c *Client) Adopt(od OpenDriver) orchestra.Driver {
+	d := &driver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace}
+	d.stdinCtx, d.stopStdin = context.WithCancel(context.Background())
+	if od.ContainerFinder {
+		return &finderDriver{d}
+	}
+	return d
 }

@@ -32,7 +32,7 @@ const (
 	ProtocolMajor = 1
 	// ProtocolMinor is the wire protocol's minor version. A minor version only
 	// adds; see the compatibility rules in proto/driverv1/driver.proto.
-	ProtocolMinor = 0
+	ProtocolMinor = 1
 	// PluginKey is the name the driver service is dispensed under.
 	PluginKey = "driver"
 
@@ -54,7 +54,10 @@ func HandshakeConfig() plugin.HandshakeConfig {
 
 // Capabilities the SDK serves. The host calls an optional RPC only when the
 // plugin's Info lists its capability.
-var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container"}
+var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach}
+
+// CapabilityDetach marks a plugin that serves Detach and Attach (protocol 1.1).
+const CapabilityDetach = "detach"
 
 // grpcPlugin is the go-plugin glue: the plugin side registers the server, the
 // host side gets the raw gRPC client.

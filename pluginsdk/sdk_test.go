@@ -85,7 +85,7 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.0" {
+	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.1" {
 		t.Fatalf("info = %+v", info)
 	}
 }

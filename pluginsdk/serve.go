@@ -63,8 +63,10 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 	// go-plugin replaces os.Stderr after the handshake; logs go to the
 	// original, which the host parses as hclog JSON.
 	stderr := os.Stderr
-	logger := slog.New(NewLogHandler(stderr, levelFromEnv()))
+	logs := &logOutput{w: stderr}
+	logger := slog.New(NewLogHandler(logs, levelFromEnv()))
 	srv := newServer(name, version(), init, logger)
+	srv.logs = logs
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -100,31 +102,6 @@ type serveConfig struct {
 // owns go with it.
 func KeepOnHostExit() Option {
 	return func(c *serveConfig) { c.keepOnHostExit = true }
-}
-
-// watchHost exits when the plugin's parent, the host, is gone (go-plugin does
-// not tell a plugin that its host died), closing every driver first unless
-// keep is set.
-func watchHost(ctx context.Context, srv *server, logger *slog.Logger, keep bool) {
-	parent := os.Getppid()
-	ticker := time.NewTicker(parentPollInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			if os.Getppid() != parent {
-				if keep {
-					logger.Warn("host process is gone: exiting, leaving the drivers' resources to the platform", "host_pid", parent)
-				} else {
-					logger.Warn("host process is gone: closing every driver and exiting", "host_pid", parent)
-					srv.closeAll()
-				}
-				os.Exit(1)
-			}
-		}
-	}
 }
 
 func version() string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 
@@ -27,6 +28,9 @@ type server struct {
 	init    orchestra.InitFunc
 	logger  *slog.Logger
 
+	watch hostWatch
+	logs  *logOutput
+
 	mu      sync.Mutex
 	nextID  uint64
 	drivers map[uint64]*instance
@@ -36,7 +40,9 @@ type server struct {
 // instance is one driver opened for a namespace, with the handles given out
 // for its containers and volumes.
 type instance struct {
-	driver orchestra.Driver
+	driver    orchestra.Driver
+	namespace string
+	finder    bool
 
 	mu         sync.Mutex
 	containers map[uint64]*served
@@ -66,6 +72,8 @@ func newServer(name, version string, init orchestra.InitFunc, logger *slog.Logge
 		logger:  logger,
 		drivers: map[uint64]*instance{},
 		stdins:  map[string]*stdinPipe{},
+		watch:   hostWatch{parent: os.Getppid()},
+		logs:    &logOutput{w: os.Stderr},
 	}
 }
 
@@ -94,6 +102,8 @@ func (s *server) Open(_ context.Context, req *driverv1.OpenRequest) (*driverv1.O
 	id := s.nextID
 	s.drivers[id] = &instance{
 		driver:     driver,
+		namespace:  req.GetNamespace(),
+		finder:     finder,
 		containers: map[uint64]*served{},
 		byTask:     map[string]uint64{},
 		volumes:    map[uint64]orchestra.Volume{},
