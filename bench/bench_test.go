@@ -12,6 +12,7 @@ import (
 
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native"
 )
 
 // Every benchmark here has two halves run back to back in the same process:
@@ -35,26 +36,32 @@ func BenchmarkColdStart(b *testing.B) {
 			b.StartTimer()
 		}
 	})
-	b.Run("plugin", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			h, err := host.New(host.Config{Dirs: []string{pluginDir}, Logger: quiet})
-			if err != nil {
-				b.Fatal(err)
+	cold := func(name string) func(b *testing.B) {
+		return func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				h, err := host.New(host.Config{Dirs: []string{pluginDir}, Logger: quiet})
+				if err != nil {
+					b.Fatal(err)
+				}
+				p, err := h.Plugin(name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := p.Info(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := h.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
 			}
-			p, err := h.Plugin("native")
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := p.Info(ctx); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if err := h.Close(); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
 		}
-	})
+	}
+	b.Run("plugin", cold("native"))
+	// The same through the in-memory fixture plugin: what the SDK costs
+	// without the native driver's package and binary.
+	b.Run("plugin-mem", cold("mem"))
 }
 
 // BenchmarkNewDriver: opening a driver on a running plugin. Baseline: one
@@ -69,27 +76,48 @@ func BenchmarkNewDriver(b *testing.B) {
 			}
 		}
 	})
-	b.Run("plugin", func(b *testing.B) {
-		h := newHost(b)
-		p, err := h.Plugin("native")
-		if err != nil {
-			b.Fatal(err)
+	open := func(name string) func(b *testing.B) {
+		return func(b *testing.B) {
+			h := newHost(b)
+			p, err := h.Plugin(name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := p.Info(ctx); err != nil {
+				b.Fatal(err)
+			}
+			var drivers []orchestra.Driver
+			for b.Loop() {
+				d, err := p.NewDriver("nd-"+strconv.Itoa(len(drivers)), quiet)
+				if err != nil {
+					b.Fatal(err)
+				}
+				drivers = append(drivers, d)
+			}
+			for _, d := range drivers {
+				if err := d.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
-		if _, err := p.Info(ctx); err != nil {
-			b.Fatal(err)
-		}
+	}
+	b.Run("plugin", open("native"))
+	// The same through the in-memory fixture plugin, whose init does
+	// nothing: the boundary's share without the native driver's init
+	// (which creates the namespace directory).
+	b.Run("plugin-mem", open("mem"))
+	// The native driver's init alone, in process: its share of "plugin".
+	b.Run("native-init-inprocess", func(b *testing.B) {
 		var drivers []orchestra.Driver
 		for b.Loop() {
-			d, err := p.NewDriver("nd-"+strconv.Itoa(len(drivers)), quiet)
+			d, err := native.New("ndi-"+strconv.Itoa(len(drivers)), quiet)
 			if err != nil {
 				b.Fatal(err)
 			}
 			drivers = append(drivers, d)
 		}
 		for _, d := range drivers {
-			if err := d.Close(); err != nil {
-				b.Fatal(err)
-			}
+			_ = d.Close()
 		}
 	})
 }
@@ -188,6 +216,22 @@ func BenchmarkLogs256MiB(b *testing.B) {
 			}
 		}
 	})
+	// The ceiling: a bare gRPC server stream of 1 MiB messages from the
+	// minimal go-plugin plugin, go-plugin's default options.
+	b.Run("grpc-ceiling", func(b *testing.B) {
+		ctx := context.Background()
+		client, conn, err := startMin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer client.Kill()
+		b.SetBytes(streamSize)
+		for b.Loop() {
+			if err := grpcSource(ctx, conn, streamSize); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("plugin", func(b *testing.B) {
 		ctx := context.Background()
 		_, d := pluginDriver(b, newHost(b), "mem", "logs")
@@ -216,6 +260,23 @@ func BenchmarkStdin256MiB(b *testing.B) {
 		buf := make([]byte, chunk)
 		for b.Loop() {
 			if err := rawCopy('w', streamSize, chunk, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The ceiling: a bare gRPC client stream of 1 MiB messages, from the
+	// same reader, to the minimal go-plugin plugin.
+	b.Run("grpc-ceiling", func(b *testing.B) {
+		ctx := context.Background()
+		client, conn, err := startMin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer client.Kill()
+		b.SetBytes(streamSize)
+		buf := make([]byte, chunk)
+		for b.Loop() {
+			if err := grpcSink(ctx, conn, &pattern{left: streamSize, buf: make([]byte, chunk)}, buf, streamSize); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
@@ -129,7 +130,13 @@ var hclogQuiet = hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog
 // startMin starts the minimal plugin and returns its connection after one
 // answered Ping.
 func startMin(ctx context.Context) (*plugin.Client, *grpc.ClientConn, error) {
+	return startMinOpts(ctx, nil)
+}
+
+// startMinOpts is startMin with extra gRPC dial options.
+func startMinOpts(ctx context.Context, dial []grpc.DialOption) (*plugin.Client, *grpc.ClientConn, error) {
 	client := plugin.NewClient(&plugin.ClientConfig{
+		GRPCDialOptions:  dial,
 		HandshakeConfig:  minHandshake,
 		Plugins:          plugin.PluginSet{"min": minPluginClient{}},
 		Cmd:              exec.Command(minPlugin),
@@ -161,6 +168,10 @@ func ping(ctx context.Context, conn *grpc.ClientConn) error {
 // startSDK starts a pluginsdk plugin binary straight through go-plugin and
 // returns its raw driver client, for calls the host does not expose.
 func startSDK(b *testing.B, path string) driverv1.DriverClient {
+	return startSDKT(b, path)
+}
+
+func startSDKT(b testing.TB, path string) driverv1.DriverClient {
 	b.Helper()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginsdk.HandshakeConfig(),
@@ -339,4 +350,65 @@ func requireDocker(b *testing.B) string {
 		miss("docker plugin not built (run make build): %v", err)
 	}
 	return path
+}
+
+// grpcSource reads n bytes from the minimal plugin's server stream.
+func grpcSource(ctx context.Context, conn *grpc.ClientConn, n int64) error {
+	s, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/bench.Min/Source")
+	if err != nil {
+		return err
+	}
+	if err := s.SendMsg(wrapperspb.Int64(n)); err != nil {
+		return err
+	}
+	if err := s.CloseSend(); err != nil {
+		return err
+	}
+	var got int64
+	for {
+		var m wrapperspb.BytesValue
+		err := s.RecvMsg(&m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		got += int64(len(m.GetValue()))
+	}
+	if got != n {
+		return fmt.Errorf("grpc source: got %d of %d bytes", got, n)
+	}
+	return nil
+}
+
+// grpcSink sends r to the minimal plugin's client stream in messages of
+// len(buf) bytes.
+func grpcSink(ctx context.Context, conn *grpc.ClientConn, r io.Reader, buf []byte, n int64) error {
+	s, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, "/bench.Min/Sink")
+	if err != nil {
+		return err
+	}
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			if err := s.SendMsg(&wrapperspb.BytesValue{Value: buf[:k]}); err != nil {
+				return err
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		return err
+	}
+	var got wrapperspb.Int64Value
+	if err := s.RecvMsg(&got); err != nil {
+		return err
+	}
+	if got.GetValue() != n {
+		return fmt.Errorf("grpc sink: plugin got %d of %d bytes", got.GetValue(), n)
+	}
+	return nil
 }

@@ -1,16 +1,24 @@
 // Command minplugin is the baseline fixture: the smallest go-plugin gRPC
 // plugin, with the same go-plugin version as pluginsdk, no TLS, and one
 // trivial unary method, /bench.Min/Ping (Empty in, Empty out).
+//
+// For the stream ceilings it also serves /bench.Min/Source (an Int64Value N
+// in, then N bytes out as BytesValue messages of up to 1 MiB, from one
+// reusable buffer) and /bench.Min/Sink (BytesValue messages in, their total
+// length out as an Int64Value).
 package main
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Handshake must match the benchmark's client side.
@@ -43,6 +51,40 @@ var serviceDesc = grpc.ServiceDesc{
 			return srv.(pinger).Ping(ctx, in)
 		},
 	}},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Source", ServerStreams: true, Handler: source},
+		{StreamName: "Sink", ClientStreams: true, Handler: sink},
+	},
+}
+
+func source(_ any, stream grpc.ServerStream) error {
+	var n wrapperspb.Int64Value
+	if err := stream.RecvMsg(&n); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for left := n.GetValue(); left > 0; {
+		k := min(int64(len(buf)), left)
+		if err := stream.SendMsg(&wrapperspb.BytesValue{Value: buf[:k]}); err != nil {
+			return err
+		}
+		left -= k
+	}
+	return nil
+}
+
+func sink(_ any, stream grpc.ServerStream) error {
+	var total int64
+	for {
+		var chunk wrapperspb.BytesValue
+		if err := stream.RecvMsg(&chunk); err != nil {
+			if errors.Is(err, io.EOF) {
+				return stream.SendMsg(wrapperspb.Int64(total))
+			}
+			return err
+		}
+		total += int64(len(chunk.GetValue()))
+	}
 }
 
 type minPlugin struct{ plugin.NetRPCUnsupportedPlugin }

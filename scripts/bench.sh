@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench.sh runs the plugin-boundary benchmarks (package ./bench), pairs every
+# figure with the baseline measured in the same run, prints the table and
+# writes BENCHMARKS.md. `make bench` calls it.
+#
+#   BENCHTIME  go test -benchtime (default 1s)
+#   COUNT      go test -count; the median of the runs is reported (default 3)
+#   BENCH      go test -bench pattern (default .)
+#   OUT        the markdown file to write (default BENCHMARKS.md at the repo root)
+#   STRICT=1   exit 1 when a target is missed
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+GO=${GO:-go}
+BENCHTIME=${BENCHTIME:-1s}
+COUNT=${COUNT:-3}
+BENCH=${BENCH:-.}
+OUT=${OUT:-$root/BENCHMARKS.md}
+
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+
+echo "== $GO test -run '^\$' -bench '$BENCH' -benchtime $BENCHTIME -count $COUNT -benchmem ./bench" >&2
+if ! "$GO" test -run '^$' -bench "$BENCH" -benchtime "$BENCHTIME" -count "$COUNT" -benchmem -timeout 30m ./bench 2>&1 | tee "$raw" >&2; then
+	echo "bench: go test failed" >&2
+	exit 1
+fi
+
+# Rows: benchmark | what | metric (ns/op: lower is better; MB/s: higher) | target ratio | baseline label
+rows='ColdStart|plugin cold start to first answered call|ns/op|1.2|minimal go-plugin gRPC plugin, start + first call
+NewDriver|NewDriver on a running plugin|ns/op|1.5|one unary call (Info) to the same plugin
+StatusDone|Status of a finished container|ns/op|2|native driver in process
+StatusRunning|Status of a running container|ns/op|1.2|one raw go-plugin unary call (minimal plugin)
+Logs256MiB|log throughput, 256 MiB through Logs|MB/s|0.6|raw unix-socket copy, same bytes, same process
+Stdin256MiB|stdin throughput, 256 MiB|MB/s|0.6|raw unix-socket copy, same bytes, same process
+EchoNative|`echo hello` end to end, native plugin|ns/op|1.2|native driver in process
+EchoDocker|`echo hello` end to end, docker plugin|ns/op|<1.0|`docker run --rm busybox echo hello`
+Tasks500|500 tasks, 50 at a time, native plugin|ns/op|1.3|the same in process'
+
+table=$(awk -v rows="$rows" '
+function median(key,    n, i, j, t, a) {
+	n = split(vals[key], a, " ")
+	if (n == 0 || vals[key] == "") return ""
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+	return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function human(v, unit) {
+	if (v == "") return "n/a"
+	if (unit == "MB/s") return sprintf("%.0f MB/s", v)
+	if (v >= 1e9) return sprintf("%.3f s", v / 1e9)
+	if (v >= 1e6) return sprintf("%.2f ms", v / 1e6)
+	if (v >= 1e3) return sprintf("%.1f µs", v / 1e3)
+	return sprintf("%.1f ns", v)
+}
+/^Benchmark/ {
+	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+	for (i = 3; i < NF; i += 2) vals[name "|" $(i + 1)] = vals[name "|" $(i + 1)] " " $i
+	if (!(name in seen)) order[name] = ++norder
+	seen[name] = 1
+}
+END {
+	print "| what | baseline | baseline figure | plugin figure | ratio | target | met |"
+	print "|---|---|---|---|---|---|---|"
+	n = split(rows, r, "\n")
+	for (k = 1; k <= n; k++) {
+		split(r[k], f, "|")
+		b = median(f[1] "/baseline|" f[3]); p = median(f[1] "/plugin|" f[3])
+		target = f[4]; strict = 0
+		if (substr(target, 1, 1) == "<") { strict = 1; target = substr(target, 2) }
+		if (b == "" || p == "" || b + 0 == 0) { ratio = "n/a"; met = "not run" }
+		else {
+			ratio = p / b
+			if (f[3] == "MB/s") { ok = ratio >= target; tdesc = "≥ " target "x" }
+			else if (strict) { ok = ratio < target; tdesc = "< " target "x" }
+			else { ok = ratio <= target; tdesc = "≤ " target "x" }
+			met = ok ? "yes" : "**no**"
+			ratio = sprintf("%.2fx", ratio)
+		}
+		if (f[3] == "MB/s") tdesc = "≥ " f[4] "x"; else if (strict) tdesc = "< " target "x"; else tdesc = "≤ " f[4] "x"
+		printf "| %s | %s | %s | %s | %s | %s | %s |\n", f[2], f[5], human(b, f[3]), human(p, f[3]), ratio, tdesc, met
+	}
+	print "\nEvery measurement (median):\n"
+	print "| benchmark | time/op | MB/s | B/op | allocs/op |"
+	print "|---|---|---|---|---|"
+	for (name in seen) names[++nn] = name
+	for (i = 1; i <= nn; i++) for (j = i + 1; j <= nn; j++) if (order[names[j]] < order[names[i]]) { t = names[i]; names[i] = names[j]; names[j] = t }
+	for (i = 1; i <= nn; i++) {
+		m = median(names[i] "|MB/s")
+		printf "| %s | %s | %s | %s | %s |\n", names[i], human(median(names[i] "|ns/op"), "ns"), (m == "" ? "" : sprintf("%.0f", m)), median(names[i] "|B/op"), median(names[i] "|allocs/op")
+	}
+	hb = median("Tasks500/baseline|host-peak-MiB"); hp = median("Tasks500/plugin|host-peak-MiB"); pp = median("Tasks500/plugin|plugin-peak-MiB")
+	if (hp != "") printf "\nPeak RSS (VmHWM) during 500 tasks: in process %.1f MiB; through the plugin host %.1f MiB + plugin %.1f MiB.\n", hb, hp, pp
+	ab = median("Logs256MiB/plugin|allocs/op"); bb = median("Logs256MiB/plugin|B/op")
+	if (bb != "") printf "Host-side allocation per 256 MiB through Logs: %.1f MiB in %d allocations.\n", bb / 1048576, ab
+	ab = median("Stdin256MiB/plugin|allocs/op"); bb = median("Stdin256MiB/plugin|B/op")
+	if (bb != "") printf "Host-side allocation per 256 MiB of stdin: %.1f MiB in %d allocations.\n", bb / 1048576, ab
+}' "$raw")
+
+echo
+echo "$table"
+
+if [[ "${STRICT:-}" == 1 ]] && grep -q '\*\*no\*\*\|not run' <<<"$table"; then
+	missed=1
+fi
+
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+{
+	echo "# Benchmarks: the plugin boundary"
+	echo
+	echo "Generated by \`scripts/bench.sh\` (\`make bench\`); do not edit by hand. Every figure is"
+	echo "measured beside its baseline in the same run (median of $COUNT runs, -benchtime $BENCHTIME);"
+	echo "the ratio is plugin/baseline, for times and for throughput alike. The"
+	echo "benchmarks are in \`bench/\`; what each one does is in its doc comment."
+	echo
+	echo "Machine: $(nproc) cores, ${cpu:-unknown CPU}, kernel $(uname -r), $("$GO" version | cut -d' ' -f3-), $(date -u '+%Y-%m-%d %H:%M UTC')."
+	echo
+	echo "$table"
+	echo
+	echo "<details><summary>raw go test output</summary>"
+	echo
+	echo '```'
+	grep -E '^(Benchmark|goos|goarch|pkg|cpu|ok|PASS|FAIL|---)' "$raw" || true
+	echo '```'
+	echo "</details>"
+} >"$OUT"
+echo
+echo "wrote $OUT" >&2
+exit "${missed:-0}"
