@@ -27,6 +27,9 @@ type Config struct {
 	// Logger receives the host's logs and, with their level and attributes,
 	// the plugins' logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// StateFile, when set, is where Detach leaves the plugins it keeps
+	// running, and where New finds them to reattach.
+	StateFile string
 	// CloseTimeout bounds how long Close waits for a plugin to close its
 	// drivers before it kills the plugin. Defaults to 2 minutes.
 	CloseTimeout time.Duration
@@ -44,8 +47,11 @@ type Host struct {
 	autoMTLS     bool
 	closeTimeout time.Duration
 	socketDir    string
-	plugins      []*Plugin
-	byName       map[string]*Plugin
+	stateFile    string
+	// oldSocketDirs belong to plugins reattached from a detached host.
+	oldSocketDirs []string
+	plugins       []*Plugin
+	byName        map[string]*Plugin
 }
 
 // New discovers the plugins in cfg.Dirs. It starts none of them.
@@ -63,6 +69,7 @@ func New(cfg Config) (*Host, error) {
 		level:        lowestLevel(logger),
 		autoMTLS:     cfg.AutoMTLS,
 		closeTimeout: cfg.CloseTimeout,
+		stateFile:    cfg.StateFile,
 		socketDir:    socketDir,
 		byName:       map[string]*Plugin{},
 	}
@@ -71,6 +78,9 @@ func New(cfg Config) (*Host, error) {
 	}
 	for _, c := range discover(cfg.Dirs, logger) {
 		h.add(c)
+	}
+	if h.stateFile != "" {
+		h.reattach()
 	}
 	return h, nil
 }
@@ -173,8 +183,10 @@ func (h *Host) Close() error {
 			errs = append(errs, fmt.Errorf("stop plugin %s: %w", p.Name, err))
 		}
 	}
-	if err := os.RemoveAll(h.socketDir); err != nil {
-		errs = append(errs, fmt.Errorf("remove plugin socket directory: %w", err))
+	for _, dir := range append(h.oldSocketDirs, h.socketDir) {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove plugin socket directory: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 		helperHost(dir)
 		return
 	}
+	if dir := os.Getenv("HOST_TEST_DETACH_DIR"); dir != "" {
+		detachingHost(dir, os.Getenv("HOST_TEST_STATE"))
+		return
+	}
 	dir, err := os.MkdirTemp("", "host-test-")
 	if err != nil {
 		panic(err)
@@ -605,5 +609,91 @@ func TestHostilePlugins(t *testing.T) {
 			}
 			tt.check(t, h, p, logs)
 		})
+	}
+}
+
+// detachingHost is the first host of TestReattach: it starts a long task
+// through the plugin in dir, prints the plugin's PID, and detaches.
+func detachingHost(dir, stateFile string) {
+	h, err := New(Config{Dirs: []string{dir}, StateFile: stateFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		panic(err)
+	}
+	p, err := h.Plugin("keeper")
+	if err != nil {
+		panic(err)
+	}
+	d, err := p.NewDriver("kept", nil)
+	if err != nil {
+		panic(err)
+	}
+	if _, err := d.RunContainer(context.Background(), orchestra.Task{ID: "long", Command: []string{"sleep", "600"}}); err != nil {
+		panic(err)
+	}
+	pid := p.PID()
+	if err := h.Detach(time.Minute); err != nil {
+		panic(err)
+	}
+	fmt.Println(pid)
+}
+
+func TestReattach(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "keeper", 0o755)
+	writeSums(t, dir, "keeper", "")
+	stateFile := filepath.Join(t.TempDir(), "plugins.json")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "HOST_TEST_DETACH_DIR="+dir, "HOST_TEST_STATE="+stateFile)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("first host: %v", err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(out), &pid); err != nil || !alive(pid) {
+		t.Fatalf("the plugin did not outlive its detached host (pid %q, %v)", out, err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+
+	h, logs := newHost(t, dir)
+	h2, err := New(Config{Dirs: []string{dir}, StateFile: stateFile, Logger: h.logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := h2.Plugin("keeper")
+	if p.PID() != pid {
+		t.Fatalf("the new host runs plugin %d, want the reattached %d\n%s", p.PID(), pid, logs)
+	}
+	if _, err := os.Stat(stateFile); !os.IsNotExist(err) {
+		t.Fatal("the state file was not consumed")
+	}
+	d, err := p.NewDriver("kept", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.(orchestra.ContainerFinder).GetContainer(context.Background(), "long")
+	if err != nil {
+		t.Fatalf("the task started before the restart is gone: %v", err)
+	}
+	st, err := c.Status(context.Background())
+	if err != nil || st.IsDone() {
+		t.Fatalf("the task started before the restart: done=%v, %v; want it running", st != nil && st.IsDone(), err)
+	}
+	if err := h2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(pid) {
+		t.Fatalf("reattached plugin %d alive after Close", pid)
+	}
+	left, err := native.Leaks("kept")
+	if err != nil || len(left) > 0 {
+		t.Fatalf("after Close: %v (%v)", left, err)
 	}
 }

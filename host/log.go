@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -89,7 +90,9 @@ func (t *tail) Lines() []string {
 	return out
 }
 
-// lineLogger logs each line written to it.
+// lineLogger logs each line written to it. A line that is a plugin's log
+// record in hclog JSON (as a reattached plugin sends its logs) is logged as
+// that record, with its level and attributes.
 type lineLogger struct {
 	logger *slog.Logger
 	msg    string
@@ -97,9 +100,24 @@ type lineLogger struct {
 
 func (l lineLogger) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		if line != "" {
-			l.logger.Info(l.msg, "line", line)
+		if line == "" {
+			continue
 		}
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			if msg, ok := rec["@message"].(string); ok {
+				level, _ := rec["@level"].(string)
+				attrs := []any{}
+				for k, v := range rec {
+					if !strings.HasPrefix(k, "@") {
+						attrs = append(attrs, k, v)
+					}
+				}
+				l.logger.Log(context.Background(), slogLevel(hclog.LevelFromString(level)), msg, attrs...)
+				continue
+			}
+		}
+		l.logger.Info(l.msg, "line", line)
 	}
 	return len(p), nil
 }

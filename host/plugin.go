@@ -68,7 +68,8 @@ type Plugin struct {
 
 	mu      sync.Mutex
 	client  *plugin.Client
-	proc    *pluginRunner
+	pid     int                             // the running process
+	adopted map[string]pluginsdk.OpenDriver // kept open across a host restart, by namespace
 	rpc     *pluginsdk.Client
 	info    pluginsdk.Info
 	drivers map[*driver]struct{}
@@ -109,10 +110,10 @@ func (p *Plugin) State() State {
 func (p *Plugin) PID() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client == nil || p.client.Exited() || p.proc == nil {
+	if p.client == nil || p.client.Exited() {
 		return 0
 	}
-	return p.proc.pid
+	return p.pid
 }
 
 // SHA256 is the hex SHA-256 of the plugin binary.
@@ -140,6 +141,9 @@ func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, 
 	rpc, _, err := p.start(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if od, ok := p.adopt(namespace); ok {
+		return p.newDriver(namespace, rpc.Adopt(od)), nil
 	}
 	inner, err := rpc.Open(ctx, namespace)
 	if err != nil {
@@ -198,7 +202,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		// go-plugin lets a plugin send the host messages of up to 2 GiB;
 		// the protocol never needs more than one chunk, so a hostile
 		// plugin cannot make the host buffer more than maxMessage.
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage))},
+		GRPCDialOptions: p.dialOptions(),
 		// go-plugin hands over a template command carrying its environment.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
 			cmd := exec.Command(p.Path)
@@ -243,9 +247,14 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	}
 	p.gen++
 	p.started = time.Now()
-	p.client, p.proc, p.rpc, p.info = client, proc, rpc, info
+	p.client, p.pid, p.rpc, p.info = client, proc.pid, rpc, info
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
 	return rpc, p.gen, nil
+}
+
+// dialOptions are the gRPC options for the connection to the plugin.
+func (p *Plugin) dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage))}
 }
 
 // alive reports whether the process of generation gen is still the running one.
@@ -292,6 +301,19 @@ func (p *Plugin) lastStderr() string {
 // process. A plugin whose Close calls have not all returned within the
 // host's close timeout is killed all the same.
 func (p *Plugin) stop() error {
+	// Drivers kept open across a host restart that nobody claimed are
+	// closed like the others.
+	p.mu.Lock()
+	var unclaimed []string
+	for ns := range p.adopted {
+		unclaimed = append(unclaimed, ns)
+	}
+	p.mu.Unlock()
+	for _, ns := range unclaimed {
+		if od, ok := p.adopt(ns); ok && p.rpc != nil {
+			p.newDriver(ns, p.rpc.Adopt(od))
+		}
+	}
 	p.mu.Lock()
 	drivers := make([]*driver, 0, len(p.drivers))
 	if p.client != nil && !p.client.Exited() {
