@@ -697,3 +697,40 @@ func TestReattach(t *testing.T) {
 		t.Fatalf("after Close: %v (%v)", left, err)
 	}
 }
+
+// TestPreviousProtocolMinor: a plugin built against protocol 1.0 works with
+// this host; only what 1.1 added (Detach) is unavailable, and the host falls
+// back to stopping it.
+func TestPreviousProtocolMinor(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "old", 0o755)
+	t.Setenv("FAKEPLUGIN_MODE", "v1.0")
+	stateFile := filepath.Join(t.TempDir(), "plugins.json")
+	h, err := New(Config{Dirs: []string{dir}, StateFile: stateFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := h.Plugin("old")
+	info, err := p.Info(context.Background())
+	if err != nil || info.ProtocolVersion != "1.0" {
+		t.Fatalf("Info = %+v, %v; want protocol 1.0", info, err)
+	}
+	d := runEcho(t, h, "old")
+	if _, err := d.(orchestra.ContainerFinder).GetContainer(context.Background(), "nope"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer on a 1.0 plugin: %v", err)
+	}
+	pid := p.PID()
+	if err := h.Detach(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stateFile); !os.IsNotExist(err) {
+		t.Fatal("a 1.0 plugin cannot detach, yet the state file lists it")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(pid) {
+		t.Fatalf("a 1.0 plugin that cannot detach must be stopped; %d is alive", pid)
+	}
+}

@@ -64,6 +64,13 @@ type stdinPipe struct {
 	w *io.PipeWriter
 }
 
+// NewServer returns the driver service that Serve registers, for a program
+// that runs its own gRPC server (a test, or a host embedding a plugin). Most
+// plugins want Serve.
+func NewServer(name string, init orchestra.InitFunc, logger *slog.Logger) driverv1.DriverServer {
+	return newServer(name, version(), init, logger)
+}
+
 func newServer(name, version string, init orchestra.InitFunc, logger *slog.Logger) *server {
 	return &server{
 		name:    name,

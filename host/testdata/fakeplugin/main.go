@@ -7,6 +7,7 @@
 //	                   print:     the driver prints to stdout when opened
 //	                   oversize:  Info answers with a 5 MiB name
 //	                   protocol2: serves only protocol major version 2
+//	                   v1.0:      speaks protocol 1.0, the minor before Detach and Attach
 package main
 
 import (
@@ -19,6 +20,8 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
@@ -50,6 +53,9 @@ func main() {
 		serveRaw(pluginsdk.ProtocolMajor, &oversize{})
 	case "protocol2":
 		serveRaw(2, &oversize{})
+	case "v1.0":
+		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
+		serveRaw(pluginsdk.ProtocolMajor, v10{pluginsdk.NewServer(name, native.New, logger)})
 	default:
 		pluginsdk.Serve(name, native.New)
 	}
@@ -65,6 +71,28 @@ func (h *hanging) RunContainer(ctx context.Context, task orchestra.Task) (orches
 }
 
 func (h *hanging) Close() error { select {} }
+
+// v10 is the service as a plugin built against protocol 1.0 serves it: no
+// Detach or Attach, and no capability that names them.
+type v10 struct{ driverv1.DriverServer }
+
+func (s v10) Info(ctx context.Context, req *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
+	info, err := s.DriverServer.Info(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	info.ProtocolVersion = "1.0"
+	info.Capabilities = []string{"stdin_stream", "follow_logs", "get_container"}
+	return info, nil
+}
+
+func (v10) Detach(context.Context, *driverv1.DetachRequest) (*driverv1.DetachResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method Detach")
+}
+
+func (v10) Attach(context.Context, *driverv1.AttachRequest) (*driverv1.AttachResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method Attach")
+}
 
 // oversize answers Info with a name larger than gRPC's 4 MiB message limit.
 type oversize struct {
