@@ -22,46 +22,39 @@ const streamSize = 256 << 20
 
 // BenchmarkColdStart: a plugin process started to its first answered call.
 // Baseline: the minimal go-plugin gRPC plugin, started and pinged. Plugin:
-// a fresh host starting the native plugin and answering Info.
+// a fresh host starting the native plugin and answering Info; plugin-mem:
+// the same with the in-memory fixture plugin (the SDK without the native
+// driver). Stopping the process is not timed.
 func BenchmarkColdStart(b *testing.B) {
 	ctx := context.Background()
-	b.Run("baseline", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			client, _, err := startMin(ctx)
+	cold := func(name string) func() (func(), error) {
+		return func() (func(), error) {
+			h, err := host.New(host.Config{Dirs: []string{pluginDir}, Logger: quiet})
 			if err != nil {
-				b.Fatal(err)
+				return nil, err
 			}
-			b.StopTimer()
-			client.Kill()
-			b.StartTimer()
-		}
-	})
-	cold := func(name string) func(b *testing.B) {
-		return func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				h, err := host.New(host.Config{Dirs: []string{pluginDir}, Logger: quiet})
-				if err != nil {
-					b.Fatal(err)
-				}
-				p, err := h.Plugin(name)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := p.Info(ctx); err != nil {
-					b.Fatal(err)
-				}
-				b.StopTimer()
-				if err := h.Close(); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
+			undo := func() { _ = h.Close() }
+			p, err := h.Plugin(name)
+			if err != nil {
+				return undo, err
 			}
+			_, err = p.Info(ctx)
+			return undo, err
 		}
 	}
-	b.Run("plugin", cold("native"))
-	// The same through the in-memory fixture plugin: what the SDK costs
-	// without the native driver's package and binary.
-	b.Run("plugin-mem", cold("mem"))
+	b.Run("interleaved", func(b *testing.B) {
+		interleave(b, 0,
+			step{"baseline", func() (func(), error) {
+				client, _, err := startMin(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return client.Kill, nil
+			}},
+			step{"plugin", cold("native")},
+			step{"plugin-mem", cold("mem")},
+		)
+	})
 }
 
 // BenchmarkNewDriver: opening a driver on a running plugin. Baseline: one
@@ -203,145 +196,112 @@ func startMem(b *testing.B) {
 
 // BenchmarkLogs256MiB: 256 MiB of output through Logs from the in-memory
 // plugin, written in 32 KiB writes. Baseline: the same bytes, written the
-// same way by the same process, over a raw unix socket.
+// same way by the same process, over a raw unix socket. grpc-ceiling: a bare
+// gRPC server stream of 1 MiB messages from the minimal go-plugin plugin.
 func BenchmarkLogs256MiB(b *testing.B) {
 	const write = 32 << 10
-	b.Run("baseline", func(b *testing.B) {
-		startMem(b)
-		b.SetBytes(streamSize)
-		buf := make([]byte, 1<<20)
-		for b.Loop() {
-			if err := rawCopy('r', streamSize, write, buf); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	// The ceiling: a bare gRPC server stream of 1 MiB messages from the
-	// minimal go-plugin plugin, go-plugin's default options.
-	b.Run("grpc-ceiling", func(b *testing.B) {
-		ctx := context.Background()
-		client, conn, err := startMin(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer client.Kill()
-		b.SetBytes(streamSize)
-		for b.Loop() {
-			if err := grpcSource(ctx, conn, streamSize); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("plugin", func(b *testing.B) {
+	b.Run("interleaved", func(b *testing.B) {
 		ctx := context.Background()
 		_, d := pluginDriver(b, newHost(b), "mem", "logs")
 		c, err := d.RunContainer(ctx, orchestra.Task{ID: "logs", Command: []string{"logs", strconv.Itoa(streamSize), strconv.Itoa(write)}})
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.SetBytes(streamSize)
-		for b.Loop() {
-			var out, errb counter
-			if err := c.Logs(ctx, &out, &errb); err != nil || out.n != streamSize {
-				b.Fatalf("got %d bytes, %v", out.n, err)
-			}
+		client, conn, err := startMin(ctx)
+		if err != nil {
+			b.Fatal(err)
 		}
+		defer client.Kill()
+		buf := make([]byte, 1<<20)
+		b.SetBytes(streamSize)
+		interleave(b, streamSize,
+			step{"baseline", func() (func(), error) { return nil, rawCopy('r', streamSize, write, buf) }},
+			step{"grpc-ceiling", func() (func(), error) { return nil, grpcSource(ctx, conn, streamSize) }},
+			step{"plugin", func() (func(), error) {
+				var out, errb counter
+				if err := c.Logs(ctx, &out, &errb); err != nil {
+					return nil, err
+				}
+				if out.n != streamSize {
+					return nil, fmt.Errorf("got %d bytes", out.n)
+				}
+				return nil, nil
+			}},
+		)
 	})
 }
 
 // BenchmarkStdin256MiB: 256 MiB of stdin into a task of the in-memory plugin
 // that discards it, until the task saw the end. Baseline: the same bytes,
 // from the same reader, over a raw unix socket to the same process.
+// grpc-ceiling: a bare gRPC client stream of 1 MiB messages, from the same
+// reader, to the minimal go-plugin plugin.
 func BenchmarkStdin256MiB(b *testing.B) {
 	const chunk = 1 << 20
-	b.Run("baseline", func(b *testing.B) {
-		startMem(b)
-		b.SetBytes(streamSize)
-		buf := make([]byte, chunk)
-		for b.Loop() {
-			if err := rawCopy('w', streamSize, chunk, buf); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	// The ceiling: a bare gRPC client stream of 1 MiB messages, from the
-	// same reader, to the minimal go-plugin plugin.
-	b.Run("grpc-ceiling", func(b *testing.B) {
+	b.Run("interleaved", func(b *testing.B) {
 		ctx := context.Background()
+		_, d := pluginDriver(b, newHost(b), "mem", "stdin")
 		client, conn, err := startMin(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer client.Kill()
-		b.SetBytes(streamSize)
-		buf := make([]byte, chunk)
-		for b.Loop() {
-			if err := grpcSink(ctx, conn, &pattern{left: streamSize, buf: make([]byte, chunk)}, buf, streamSize); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("plugin", func(b *testing.B) {
-		ctx := context.Background()
-		_, d := pluginDriver(b, newHost(b), "mem", "stdin")
-		b.SetBytes(streamSize)
-		src := make([]byte, chunk)
+		buf, src := make([]byte, chunk), make([]byte, chunk)
 		i := 0
-		for b.Loop() {
-			i++
-			c, err := d.RunContainer(ctx, orchestra.Task{
-				ID:      "stdin-" + strconv.Itoa(i),
-				Command: []string{"stdin", strconv.Itoa(streamSize)},
-				Stdin:   &pattern{left: streamSize, buf: src},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := c.(orchestra.LogFollower).FollowLogs(ctx, &counter{}, &counter{}); err != nil {
-				b.Fatal(err)
-			}
-			st, err := c.Status(ctx)
-			if err != nil || !st.IsDone() || st.ExitCode() != 0 {
-				b.Fatalf("status %v, %v", st, err)
-			}
-		}
+		b.SetBytes(streamSize)
+		interleave(b, streamSize,
+			step{"baseline", func() (func(), error) { return nil, rawCopy('w', streamSize, chunk, buf) }},
+			step{"grpc-ceiling", func() (func(), error) {
+				return nil, grpcSink(ctx, conn, &pattern{left: streamSize, buf: src}, buf, streamSize)
+			}},
+			step{"plugin", func() (func(), error) {
+				i++
+				c, err := d.RunContainer(ctx, orchestra.Task{
+					ID:      "stdin-" + strconv.Itoa(i),
+					Command: []string{"stdin", strconv.Itoa(streamSize)},
+					Stdin:   &pattern{left: streamSize, buf: src},
+				})
+				if err != nil {
+					return nil, err
+				}
+				if err := c.(orchestra.LogFollower).FollowLogs(ctx, &counter{}, &counter{}); err != nil {
+					return nil, err
+				}
+				st, err := c.Status(ctx)
+				if err != nil {
+					return nil, err
+				}
+				if !st.IsDone() || st.ExitCode() != 0 {
+					return nil, fmt.Errorf("stdin task: done=%v exit=%d", st.IsDone(), st.ExitCode())
+				}
+				return nil, nil
+			}},
+		)
 	})
+}
+
+// echoStep runs `echo hello` on d with a fresh task ID each time.
+func echoStep(name string, d orchestra.Driver, image string) step {
+	i := 0
+	return step{name, func() (func(), error) {
+		i++
+		return nil, runEcho(context.Background(), d, name+"-"+strconv.Itoa(i), image)
+	}}
 }
 
 // BenchmarkEchoNative: `echo hello` end to end (run, follow, status, check,
 // cleanup). Baseline: the native driver in process.
 func BenchmarkEchoNative(b *testing.B) {
-	ctx := context.Background()
-	loop := func(b *testing.B, d orchestra.Driver) {
-		i := 0
-		for b.Loop() {
-			i++
-			if err := runEcho(ctx, d, "echo-"+strconv.Itoa(i), ""); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.Run("baseline", func(b *testing.B) { loop(b, nativeDriver(b, "echo-base")) })
-	b.Run("plugin", func(b *testing.B) {
+	b.Run("interleaved", func(b *testing.B) {
 		_, d := pluginDriver(b, newHost(b), "native", "echo-plugin")
-		loop(b, d)
+		interleave(b, 0, echoStep("baseline", nativeDriver(b, "echo-base"), ""), echoStep("plugin", d, ""))
 	})
 }
 
 // BenchmarkEchoDocker: `echo hello` end to end through the docker plugin.
 // Baseline: `docker run --rm busybox echo hello`.
 func BenchmarkEchoDocker(b *testing.B) {
-	ctx := context.Background()
-	b.Run("baseline", func(b *testing.B) {
-		requireDocker(b)
-		for b.Loop() {
-			out, err := exec.Command("docker", "run", "--rm", "busybox", "echo", "hello").Output()
-			if err != nil || string(out) != "hello\n" {
-				b.Fatalf("docker run: %q, %v", out, err)
-			}
-		}
-	})
-	b.Run("plugin", func(b *testing.B) {
+	b.Run("interleaved", func(b *testing.B) {
 		path := requireDocker(b)
 		h := newHost(b)
 		p, err := h.Load(path)
@@ -353,47 +313,58 @@ func BenchmarkEchoDocker(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer d.Close()
-		i := 0
-		for b.Loop() {
-			i++
-			if err := runEcho(ctx, d, "echo-"+strconv.Itoa(i), "busybox"); err != nil {
-				b.Fatal(err)
-			}
-		}
+		interleave(b, 0,
+			step{"baseline", func() (func(), error) {
+				out, err := exec.Command("docker", "run", "--rm", "busybox", "echo", "hello").Output()
+				if err != nil || string(out) != "hello\n" {
+					return nil, fmt.Errorf("docker run: %q, %v", out, err)
+				}
+				return nil, nil
+			}},
+			echoStep("plugin", d, "busybox"),
+		)
 	})
 }
 
-// BenchmarkTasks500: 500 `echo hello` tasks, 50 at a time, end to end.
-// Baseline: the native driver in process. Peak RSS of the host (this
-// process, peak reset before the run) and of the plugin process is reported.
-func BenchmarkTasks500(b *testing.B) {
+// run500 runs 500 `echo hello` tasks on d, 50 at a time.
+func run500(d orchestra.Driver, prefix string) error {
 	const tasks, parallel = 500, 50
 	ctx := context.Background()
-	loop := func(b *testing.B, d orchestra.Driver) {
-		round := 0
-		for b.Loop() {
-			round++
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, parallel)
-			errs := make(chan error, tasks)
-			for i := range tasks {
-				sem <- struct{}{}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					if err := runEcho(ctx, d, fmt.Sprintf("t%d-%d", round, i), ""); err != nil {
-						errs <- err
-					}
-				}()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	errs := make(chan error, tasks)
+	for i := range tasks {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := runEcho(ctx, d, fmt.Sprintf("%s-%d", prefix, i), ""); err != nil {
+				errs <- err
 			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				b.Fatal(err)
-			}
-		}
+		}()
 	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// BenchmarkTasks500: 500 `echo hello` tasks, 50 at a time, end to end.
+// Baseline: the native driver in process. "interleaved" gives the times;
+// "baseline" and "plugin" run alone to report peak RSS: of the host (this
+// process, its peak reset before the run) and of the plugin process.
+func BenchmarkTasks500(b *testing.B) {
+	rounds := 0
+	step500 := func(name string, d orchestra.Driver) step {
+		return step{name, func() (func(), error) {
+			rounds++
+			return nil, run500(d, fmt.Sprintf("%s%d", name, rounds))
+		}}
+	}
+	b.Run("interleaved", func(b *testing.B) {
+		_, d := pluginDriver(b, newHost(b), "native", "t500-plugin")
+		interleave(b, 0, step500("baseline", nativeDriver(b, "t500-base")), step500("plugin", d))
+	})
 	hostPeak := func(b *testing.B) func() {
 		debug.FreeOSMemory()
 		if err := resetHWM(); err != nil {
@@ -405,14 +376,22 @@ func BenchmarkTasks500(b *testing.B) {
 			}
 		}
 	}
+	loop := func(b *testing.B, d orchestra.Driver) {
+		s := step500("rss", d)
+		for b.Loop() {
+			if _, err := s.run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	b.Run("baseline", func(b *testing.B) {
-		d := nativeDriver(b, "t500-base")
+		d := nativeDriver(b, "t500-rss-base")
 		report := hostPeak(b)
 		loop(b, d)
 		report()
 	})
 	b.Run("plugin", func(b *testing.B) {
-		p, d := pluginDriver(b, newHost(b), "native", "t500-plugin")
+		p, d := pluginDriver(b, newHost(b), "native", "t500-rss-plugin")
 		report := hostPeak(b)
 		loop(b, d)
 		report()

@@ -55,7 +55,13 @@ function human(v, unit) {
 }
 /^Benchmark/ {
 	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
-	for (i = 3; i < NF; i += 2) vals[name "|" $(i + 1)] = vals[name "|" $(i + 1)] " " $i
+	for (i = 3; i < NF; i += 2) {
+		vals[name "|" $(i + 1)] = vals[name "|" $(i + 1)] " " $i
+		if ($(i + 1) ~ /-ns\/op$/) {
+			st1 = $(i + 1); sub(/-ns\/op$/, "", st1)
+			if (index(" " steps[name] " ", " " st1 " ") == 0) steps[name] = steps[name] " " st1
+		}
+	}
 	if (!(name in seen)) order[name] = ++norder
 	seen[name] = 1
 }
@@ -65,7 +71,9 @@ END {
 	n = split(rows, r, "\n")
 	for (k = 1; k <= n; k++) {
 		split(r[k], f, "|")
-		b = median(f[1] "/baseline|" f[3]); p = median(f[1] "/plugin|" f[3])
+		# Interleaved runs (baseline and plugin alternating) come first.
+		b = median(f[1] "/interleaved|baseline-" f[3]); p = median(f[1] "/interleaved|plugin-" f[3])
+		if (b == "" || p == "") { b = median(f[1] "/baseline|" f[3]); p = median(f[1] "/plugin|" f[3]) }
 		target = f[4]; strict = 0
 		if (substr(target, 1, 1) == "<") { strict = 1; target = substr(target, 2) }
 		if (b == "" || p == "" || b + 0 == 0) { ratio = "n/a"; met = "not run" }
@@ -80,21 +88,28 @@ END {
 		if (f[3] == "MB/s") tdesc = "≥ " f[4] "x"; else if (strict) tdesc = "< " target "x"; else tdesc = "≤ " f[4] "x"
 		printf "| %s | %s | %s | %s | %s | %s | %s |\n", f[2], f[5], human(b, f[3]), human(p, f[3]), ratio, tdesc, met
 	}
-	print "\nEvery measurement (median):\n"
-	print "| benchmark | time/op | MB/s | B/op | allocs/op |"
-	print "|---|---|---|---|---|"
+	print "\nEvery measurement (median; in an interleaved benchmark the steps alternate within each iteration):\n"
+	print "| benchmark | step | time/op | MB/s |"
+	print "|---|---|---|---|"
 	for (name in seen) names[++nn] = name
 	for (i = 1; i <= nn; i++) for (j = i + 1; j <= nn; j++) if (order[names[j]] < order[names[i]]) { t = names[i]; names[i] = names[j]; names[j] = t }
 	for (i = 1; i <= nn; i++) {
-		m = median(names[i] "|MB/s")
-		printf "| %s | %s | %s | %s | %s |\n", names[i], human(median(names[i] "|ns/op"), "ns"), (m == "" ? "" : sprintf("%.0f", m)), median(names[i] "|B/op"), median(names[i] "|allocs/op")
+		nm = names[i]
+		if (nm ~ /\/interleaved$/) {
+			bench = nm; sub(/\/interleaved$/, "", bench)
+			ns = split(steps[nm], st, " ")
+			for (k = 1; k <= ns; k++) {
+				m = median(nm "|" st[k] "-MB/s")
+				printf "| %s | %s | %s | %s |\n", bench, st[k], human(median(nm "|" st[k] "-ns/op"), "ns"), (m == "" ? "" : sprintf("%.0f", m))
+			}
+		} else {
+			bench = nm; stp = nm; sub(/\/[^\/]*$/, "", bench); sub(/^.*\//, "", stp)
+			m = median(nm "|MB/s")
+			printf "| %s | %s (alone) | %s | %s |\n", bench, stp, human(median(nm "|ns/op"), "ns"), (m == "" ? "" : sprintf("%.0f", m))
+		}
 	}
 	hb = median("Tasks500/baseline|host-peak-MiB"); hp = median("Tasks500/plugin|host-peak-MiB"); pp = median("Tasks500/plugin|plugin-peak-MiB")
 	if (hp != "") printf "\nPeak RSS (VmHWM) during 500 tasks: in process %.1f MiB; through the plugin host %.1f MiB + plugin %.1f MiB.\n", hb, hp, pp
-	ab = median("Logs256MiB/plugin|allocs/op"); bb = median("Logs256MiB/plugin|B/op")
-	if (bb != "") printf "Host-side allocation per 256 MiB through Logs: %.1f MiB in %d allocations.\n", bb / 1048576, ab
-	ab = median("Stdin256MiB/plugin|allocs/op"); bb = median("Stdin256MiB/plugin|B/op")
-	if (bb != "") printf "Host-side allocation per 256 MiB of stdin: %.1f MiB in %d allocations.\n", bb / 1048576, ab
 }' "$raw")
 
 echo
