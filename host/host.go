@@ -82,6 +82,23 @@ func New(cfg Config) (*Host, error) {
 	if h.stateFile != "" {
 		h.reattach()
 	}
+	debug, err := debugPlugins()
+	if err != nil {
+		os.RemoveAll(socketDir)
+		return nil, err
+	}
+	for name, entry := range debug {
+		p, ok := h.byName[name]
+		if !ok {
+			p = h.add(candidate{name: name, path: fmt.Sprintf("(run by hand, pid %d)", entry.PID)})
+		}
+		p.refused = nil
+		if err := p.reattach(entry); err != nil {
+			os.RemoveAll(socketDir)
+			return nil, fmt.Errorf("%s: plugin %s: %w", DebugEnv, name, err)
+		}
+		h.logger.Warn("using a plugin run by hand", "plugin", name, "pid", entry.PID, "addr", entry.Addr)
+	}
 	return h, nil
 }
 

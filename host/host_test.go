@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -48,7 +49,10 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	if code == 0 {
 		// Every host was closed: none of its goroutines may be left.
-		if err := goleak.Find(); err != nil {
+		// go-plugin watches a reattached process by polling its PID once a
+		// second; that goroutine ends with the process (TestDebugMode's
+		// plugin is stopped last).
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/hashicorp/go-plugin/internal/cmdrunner.pidWait")); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines leaked by the host: %v\n", err)
 			code = 1
 		}
@@ -745,5 +749,56 @@ func TestPreviousProtocolMinor(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("a 1.0 plugin that cannot detach must be stopped; %d is alive", pid)
+	}
+}
+
+// TestDebugMode runs a plugin by hand, as under a debugger, and points the
+// host at it: the host uses it instead of starting its own, and leaves it
+// running when it closes.
+func TestDebugMode(t *testing.T) {
+	cmd := exec.Command(fixture)
+	cmd.Env = append(os.Environ(), "POCKETCI_PLUGIN_DEBUG=1", "FAKEPLUGIN_NAME=debugged")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stdout)
+	var export string
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "export "+DebugEnv+"="); ok {
+			export = strings.Trim(v, "'")
+			break
+		}
+	}
+	if export == "" {
+		t.Fatal("the plugin in debug mode printed no ORCHESTRA_REATTACH_PLUGINS line")
+	}
+	t.Setenv(DebugEnv, export)
+	h, _ := newHost(t)
+	runEcho(t, h, "debugged")
+	p, _ := h.Plugin("debugged")
+	if p.PID() != cmd.Process.Pid {
+		t.Fatalf("the host runs plugin %d, want the one run by hand, %d", p.PID(), cmd.Process.Pid)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !alive(cmd.Process.Pid) {
+		t.Fatal("host Close stopped a plugin it did not start")
+	}
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a plugin in debug mode did not stop on interrupt")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/exec"
 	"strings"
@@ -70,6 +71,7 @@ type Plugin struct {
 	client  *plugin.Client
 	pid     int                             // the running process
 	adopted map[string]pluginsdk.OpenDriver // kept open across a host restart, by namespace
+	byHand  io.Closer                       // the connection to a plugin run by hand (DebugEnv)
 	rpc     *pluginsdk.Client
 	info    pluginsdk.Info
 	drivers map[*driver]struct{}
@@ -343,11 +345,14 @@ func (p *Plugin) stop() error {
 kill:
 	p.mu.Lock()
 	clear(p.drivers)
-	client := p.client
+	client, byHand := p.client, p.byHand
 	p.stopping.Store(true)
-	p.client = nil
+	p.client, p.byHand = nil, nil
 	p.mu.Unlock()
-	if client != nil {
+	if byHand != nil {
+		// A plugin run by hand is not the host's to stop: only disconnect.
+		byHand.Close()
+	} else if client != nil {
 		client.Kill()
 	}
 	return errors.Join(errs...)

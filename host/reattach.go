@@ -30,6 +30,38 @@ type statePlugin struct {
 	PID             int    `json:"pid"`
 	Addr            string `json:"addr"`
 	ProtocolVersion int    `json:"protocol_version"`
+	// Debug marks a plugin run by hand (see DebugEnv).
+	Debug bool `json:"-"`
+}
+
+// DebugEnv names plugins that a person runs by hand, for instance under a
+// debugger, for the host to use instead of starting its own: a JSON object
+// from plugin name to {"pid": …, "addr": …}, as the plugin prints it when
+// started with pluginsdk.DebugEnv set. The host neither watches nor stops
+// such a plugin.
+const DebugEnv = "ORCHESTRA_REATTACH_PLUGINS"
+
+// debugPlugins parses DebugEnv.
+func debugPlugins() (map[string]statePlugin, error) {
+	v := os.Getenv(DebugEnv)
+	if v == "" {
+		return nil, nil
+	}
+	var raw map[string]struct {
+		PID  int    `json:"pid"`
+		Addr string `json:"addr"`
+	}
+	if err := json.Unmarshal([]byte(v), &raw); err != nil {
+		return nil, fmt.Errorf("%s: want {\"<plugin>\": {\"pid\": N, \"addr\": \"/path/to/socket\"}}: %w", DebugEnv, err)
+	}
+	out := map[string]statePlugin{}
+	for name, r := range raw {
+		if r.PID <= 0 || r.Addr == "" {
+			return nil, fmt.Errorf("%s: plugin %q needs a pid and an addr", DebugEnv, name)
+		}
+		out[name] = statePlugin{Name: name, PID: r.PID, Addr: r.Addr, ProtocolVersion: pluginsdk.ProtocolMajor, Debug: true}
+	}
+	return out, nil
 }
 
 // Detach stops the host without stopping its plugins: each plugin that
@@ -158,6 +190,9 @@ func (p *Plugin) reattach(entry statePlugin) error {
 	if p.refused != nil {
 		return p.refused
 	}
+	if entry.Debug {
+		return p.connect(entry)
+	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", entry.PID))
 	if err != nil {
 		return fmt.Errorf("process %d: %w", entry.PID, err)
@@ -175,6 +210,12 @@ func (p *Plugin) reattach(entry statePlugin) error {
 			return fmt.Errorf("process %d runs an image with SHA-256 %s, but %s pins %s", entry.PID, got, SumsFile, p.sum)
 		}
 	}
+	return p.connect(entry)
+}
+
+// connect reattaches to the plugin process of entry. A debug entry is a
+// plugin a person runs by hand: the host neither watches nor stops it.
+func (p *Plugin) connect(entry statePlugin) error {
 	plugins, ok := pluginsdk.ClientPlugins()[entry.ProtocolVersion]
 	if !ok {
 		return fmt.Errorf("process %d speaks protocol %d, which this host does not", entry.PID, entry.ProtocolVersion)
@@ -191,6 +232,7 @@ func (p *Plugin) reattach(entry statePlugin) error {
 			ProtocolVersion: entry.ProtocolVersion,
 			Addr:            &net.UnixAddr{Net: "unix", Name: entry.Addr},
 			Pid:             entry.PID,
+			Test:            entry.Debug,
 		},
 		Logger:          hclogger(logger),
 		SyncStdout:      lineLogger{logger, "plugin stdout"},
@@ -223,9 +265,11 @@ func (p *Plugin) reattach(entry statePlugin) error {
 	if info.Name != p.Name {
 		return fail(fmt.Errorf("process %d reports the name %q", entry.PID, info.Name))
 	}
-	drivers, err := rpc.Attach(ctx, os.Getpid())
-	if err != nil {
-		return fail(err)
+	var drivers []pluginsdk.OpenDriver
+	if !entry.Debug {
+		if drivers, err = rpc.Attach(ctx, os.Getpid()); err != nil {
+			return fail(err)
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -233,6 +277,13 @@ func (p *Plugin) reattach(entry statePlugin) error {
 	p.started = time.Now()
 	p.stopping.Store(false)
 	p.client, p.pid, p.rpc, p.info = client, entry.PID, rpc, info
+	if entry.Debug {
+		// Closing go-plugin's client would ask the plugin to shut down;
+		// closing its connection only disconnects.
+		if gc, ok := proto.(*plugin.GRPCClient); ok {
+			p.byHand = gc.Conn
+		}
+	}
 	p.adopted = map[string]pluginsdk.OpenDriver{}
 	for _, d := range drivers {
 		p.adopted[d.Namespace] = d

@@ -23,6 +23,12 @@ import (
 // plugin the lowest log level it wants ("debug", "info", "warn", "error").
 const LogLevelEnv = "POCKETCI_PLUGIN_LOG_LEVEL"
 
+// DebugEnv, set in a plugin's environment, makes Serve run the plugin by
+// hand (for instance under a debugger): it serves until interrupted and
+// prints the ORCHESTRA_REATTACH_PLUGINS value with which orchestra uses it
+// instead of starting its own.
+const DebugEnv = "POCKETCI_PLUGIN_DEBUG"
+
 // parentPollInterval is how often a plugin checks that its host is alive.
 const parentPollInterval = 500 * time.Millisecond
 
@@ -40,6 +46,10 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 		o(&cfg)
 	}
 	hs := HandshakeConfig()
+	if os.Getenv(DebugEnv) != "" {
+		serveDebug(name, init, hs)
+		return
+	}
 	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
 		fmt.Fprintf(os.Stderr, "%s is the %q driver plugin for orchestra (pocketci); plugin version %s, SDK %s, protocol %d.%d.\n"+
 			"It is started by the orchestra host, not from a shell. To install it, copy it into a plugin directory\n"+
@@ -146,4 +156,35 @@ func recoverStream(logger *slog.Logger) grpc.StreamServerInterceptor {
 func panicError(logger *slog.Logger, method string, r any) error {
 	logger.Error("driver panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	return status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
+}
+
+// serveDebug serves the plugin for hosts that reattach to it by hand, until
+// SIGINT or SIGTERM.
+func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig) {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: levelFromEnv()}))
+	srv := newServer(name, version(), init, logger)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reattach := make(chan *plugin.ReattachConfig, 1)
+	closed := make(chan struct{})
+	go plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)))
+			return grpc.NewServer(opts...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, Level: hclog.Warn}),
+		Test:   &plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattach, CloseCh: closed},
+	})
+	select {
+	case rc := <-reattach:
+		fmt.Printf("%s serves in debug mode (pid %d). Point orchestra at it, in another shell:\n\n"+
+			"    export ORCHESTRA_REATTACH_PLUGINS='{\"%s\":{\"pid\":%d,\"addr\":\"%s\"}}'\n\n"+
+			"Interrupt (Ctrl-C) to stop; its open drivers are closed.\n", name, rc.Pid, name, rc.Pid, rc.Addr.String())
+	case <-closed:
+		return
+	}
+	<-closed
+	srv.closeAll()
 }
