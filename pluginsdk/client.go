@@ -11,7 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec logCodec wraps
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
@@ -263,12 +268,13 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	if follow {
 		op = "FollowLogs"
 	}
-	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow})
+	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow}, logCallOption)
 	if err != nil {
 		return c.driver.wrap(op, err)
 	}
 	for {
-		chunk, err := stream.Recv()
+		var chunk logChunk
+		err := stream.RecvMsg(&chunk)
 		if errors.Is(err, io.EOF) {
 			if follow {
 				c.cacheTrailer(stream.Trailer())
@@ -279,13 +285,94 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 			return c.driver.wrap(op, err)
 		}
 		w := stdout
-		if chunk.GetStream() == driverv1.LogChunk_STREAM_STDERR {
+		if chunk.stream == driverv1.LogChunk_STREAM_STDERR {
 			w = stderr
 		}
-		if _, err := w.Write(chunk.GetData()); err != nil {
+		_, err = w.Write(chunk.data)
+		chunk.free()
+		if err != nil {
 			return fmt.Errorf("plugin %s: %s: write output: %w", c.driver.client.name, op, err)
 		}
 	}
+}
+
+// logChunk is a driverv1.LogChunk whose data aliases a pooled buffer, so
+// that receiving logs allocates nothing per chunk: the generated message
+// would copy every chunk into a fresh, zeroed slice. Release it with free.
+type logChunk struct {
+	stream driverv1.LogChunk_Stream
+	data   []byte
+	buf    mem.Buffer
+}
+
+func (c *logChunk) free() {
+	if c.buf != nil {
+		c.buf.Free()
+	}
+}
+
+// logCodec is the proto codec, except that it decodes a *logChunk in
+// place. It is set on the Logs call only, so the request still goes
+// through the proto codec and the plugin sees nothing different.
+type logCodec struct{ encoding.CodecV2 }
+
+// logCallOption makes a Logs call decode into *logChunk.
+var logCallOption = grpc.ForceCodecV2(logCodec{encoding.GetCodecV2(protoCodecName)})
+
+// protoCodecName is the name of gRPC's proto codec, and so also the
+// content-subtype ForceCodecV2 sends: the plugin decodes as usual.
+const protoCodecName = "proto"
+
+func (c logCodec) Name() string { return protoCodecName }
+
+func (c logCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	chunk, ok := v.(*logChunk)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	if err := chunk.decode(buf.ReadOnlyData()); err != nil {
+		buf.Free()
+		return err
+	}
+	chunk.buf = buf
+	return nil
+}
+
+// decode parses the wire form of driverv1.LogChunk, keeping data as a
+// sub-slice of b. Unknown fields, which a later minor version may add, are
+// skipped.
+func (c *logChunk) decode(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("log chunk: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("log chunk stream: %w", protowire.ParseError(n))
+			}
+			c.stream = driverv1.LogChunk_Stream(v)
+			b = b[n:]
+		case num == 2 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("log chunk data: %w", protowire.ParseError(n))
+			}
+			c.data = v
+			b = b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("log chunk field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return nil
 }
 
 // cacheTrailer caches the final status a FollowLogs stream carries in its
