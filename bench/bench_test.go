@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime/debug"
@@ -13,6 +15,8 @@ import (
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
+	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
 // Every benchmark here has two halves run back to back in the same process:
@@ -58,20 +62,23 @@ func BenchmarkColdStart(b *testing.B) {
 }
 
 // BenchmarkNewDriver: opening a driver on a running plugin. Baseline: one
-// unary call (Info) to the same plugin binary.
+// unary call (Info) to the same plugin binary. plugin-mem: NewDriver on the
+// in-memory fixture plugin, whose init does nothing (the boundary's share).
+// native-open-inprocess: the plugin side of Open for the native driver (the
+// SDK server and native.New, which creates the namespace directory) called
+// in process, without gRPC (the driver's share).
 func BenchmarkNewDriver(b *testing.B) {
 	ctx := context.Background()
-	b.Run("baseline", func(b *testing.B) {
+	b.Run("interleaved", func(b *testing.B) {
 		rpc := startSDK(b, pluginDir+"/pocketci-driver-native")
-		for b.Loop() {
-			if _, err := rpc.Info(ctx, nil); err != nil {
-				b.Fatal(err)
+		h := newHost(b)
+		var drivers []orchestra.Driver
+		b.Cleanup(func() {
+			for _, d := range drivers {
+				_ = d.Close()
 			}
-		}
-	})
-	open := func(name string) func(b *testing.B) {
-		return func(b *testing.B) {
-			h := newHost(b)
+		})
+		open := func(name string) step {
 			p, err := h.Plugin(name)
 			if err != nil {
 				b.Fatal(err)
@@ -79,39 +86,38 @@ func BenchmarkNewDriver(b *testing.B) {
 			if _, err := p.Info(ctx); err != nil {
 				b.Fatal(err)
 			}
-			var drivers []orchestra.Driver
-			for b.Loop() {
-				d, err := p.NewDriver("nd-"+strconv.Itoa(len(drivers)), quiet)
-				if err != nil {
-					b.Fatal(err)
+			return step{"plugin", func() (func(), error) {
+				d, err := p.NewDriver(name+"-"+strconv.Itoa(len(drivers)), quiet)
+				if err == nil {
+					drivers = append(drivers, d)
 				}
-				drivers = append(drivers, d)
+				return nil, err
+			}}
+		}
+		mem := open("mem")
+		mem.name = "plugin-mem"
+		srv := pluginsdk.NewServer("native", native.New, slog.New(pluginsdk.NewLogHandler(io.Discard, slog.LevelInfo)))
+		var handles []uint64
+		b.Cleanup(func() {
+			for _, id := range handles {
+				_, _ = srv.Close(ctx, &driverv1.CloseRequest{Driver: id})
 			}
-			for _, d := range drivers {
-				if err := d.Close(); err != nil {
-					b.Fatal(err)
+		})
+		interleave(b, 0,
+			step{"baseline", func() (func(), error) {
+				_, err := rpc.Info(ctx, &driverv1.InfoRequest{})
+				return nil, err
+			}},
+			open("native"),
+			mem,
+			step{"native-open-inprocess", func() (func(), error) {
+				resp, err := srv.Open(ctx, &driverv1.OpenRequest{Namespace: "ndi-" + strconv.Itoa(len(handles))})
+				if err == nil {
+					handles = append(handles, resp.GetDriver())
 				}
-			}
-		}
-	}
-	b.Run("plugin", open("native"))
-	// The same through the in-memory fixture plugin, whose init does
-	// nothing: the boundary's share without the native driver's init
-	// (which creates the namespace directory).
-	b.Run("plugin-mem", open("mem"))
-	// The native driver's init alone, in process: its share of "plugin".
-	b.Run("native-init-inprocess", func(b *testing.B) {
-		var drivers []orchestra.Driver
-		for b.Loop() {
-			d, err := native.New("ndi-"+strconv.Itoa(len(drivers)), quiet)
-			if err != nil {
-				b.Fatal(err)
-			}
-			drivers = append(drivers, d)
-		}
-		for _, d := range drivers {
-			_ = d.Close()
-		}
+				return nil, err
+			}},
+		)
 	})
 }
 
