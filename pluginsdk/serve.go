@@ -88,7 +88,8 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			opts = append(opts,
 				grpc.ChainUnaryInterceptor(recoverUnary(logger)),
-				grpc.ChainStreamInterceptor(recoverStream(logger)))
+				grpc.ChainStreamInterceptor(recoverStream(logger)),
+				ServerCodec())
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: stderr, JSONFormat: true, Level: hclog.Warn}),
@@ -171,7 +172,7 @@ func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig)
 		HandshakeConfig:  hs,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)))
+			opts = append(opts, grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)), ServerCodec())
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, Level: hclog.Warn}),

@@ -10,9 +10,14 @@ import (
 	"strconv"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec stdinCodec wraps
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
@@ -253,12 +258,13 @@ func (inst *instance) serve(container orchestra.Container, taskID string, pipe *
 }
 
 func (s *server) WriteStdin(stream driverv1.Driver_WriteStdinServer) error {
-	first, err := stream.Recv()
-	if err != nil {
+	first := newStdinChunk()
+	if err := stream.RecvMsg(first); err != nil {
 		return status.Errorf(codes.InvalidArgument, "stdin stream ended before its first chunk: %v", err)
 	}
 	token := first.GetToken()
 	if token == "" {
+		first.free()
 		return status.Error(codes.InvalidArgument, "stdin stream: first chunk has no token")
 	}
 	pipe := s.stdinPipe(token)
@@ -266,13 +272,16 @@ func (s *server) WriteStdin(stream driverv1.Driver_WriteStdinServer) error {
 	chunk := first
 	for {
 		if data := chunk.GetData(); len(data) > 0 {
-			if _, err := pipe.w.Write(data); err != nil {
+			_, err := pipe.w.Write(data)
+			chunk.free()
+			if err != nil {
 				// The reader is gone (the task exited or was cleaned up):
 				// the rest of the input has nowhere to go.
 				return stream.SendAndClose(&driverv1.WriteStdinResponse{})
 			}
 		}
-		chunk, err = stream.Recv()
+		chunk = newStdinChunk()
+		err := stream.RecvMsg(chunk)
 		if errors.Is(err, io.EOF) {
 			pipe.w.Close()
 			return stream.SendAndClose(&driverv1.WriteStdinResponse{})
@@ -282,6 +291,81 @@ func (s *server) WriteStdin(stream driverv1.Driver_WriteStdinServer) error {
 			return err
 		}
 	}
+}
+
+// stdinChunk is a StdinChunk that stdinCodec decodes in place: its Data
+// aliases a pooled buffer, released with free once the pipe took it, so
+// that receiving stdin allocates nothing per chunk. Under any other codec
+// (a gRPC server built without ServerCodec) the embedded message is decoded
+// the usual way.
+type stdinChunk struct {
+	*driverv1.StdinChunk
+	buf mem.Buffer
+}
+
+func newStdinChunk() *stdinChunk { return &stdinChunk{StdinChunk: &driverv1.StdinChunk{}} }
+
+func (c *stdinChunk) free() {
+	if c.buf != nil {
+		c.buf.Free()
+		c.buf = nil
+	}
+}
+
+// ServerCodec is the gRPC server option Serve uses: gRPC's proto codec,
+// except that stdin chunks are decoded without a copy. A program serving
+// NewServer on its own gRPC server may add it; without it, stdin works the
+// same, with one allocation per chunk.
+func ServerCodec() grpc.ServerOption {
+	return grpc.ForceServerCodecV2(stdinCodec{encoding.GetCodecV2("proto")})
+}
+
+type stdinCodec struct{ encoding.CodecV2 }
+
+func (c stdinCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	chunk, ok := v.(*stdinChunk)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	if err := decodeStdinChunk(buf.ReadOnlyData(), chunk.StdinChunk); err != nil {
+		buf.Free()
+		return err
+	}
+	chunk.buf = buf
+	return nil
+}
+
+// decodeStdinChunk parses the wire form of StdinChunk into m, with m.Data a
+// sub-slice of b. Unknown fields, which a later minor version may add, are
+// skipped.
+func decodeStdinChunk(b []byte, m *driverv1.StdinChunk) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("stdin chunk: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == 1 || num == 2) {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("stdin chunk field %d: %w", num, protowire.ParseError(n))
+			}
+			if num == 1 {
+				m.Token = string(v)
+			} else {
+				m.Data = v
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return fmt.Errorf("stdin chunk field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 func (s *server) GetContainer(ctx context.Context, req *driverv1.GetContainerRequest) (*driverv1.RunContainerResponse, error) {
