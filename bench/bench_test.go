@@ -19,8 +19,10 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
-// Every benchmark here has two halves run back to back in the same process:
-// "baseline" and "plugin". scripts/bench.sh pairs them into a ratio.
+// Every benchmark here measures "baseline" and "plugin" in the same process:
+// interleaved within each iteration (see interleave) where a run takes
+// milliseconds, back to back as sub-benchmarks where it takes microseconds.
+// scripts/bench.sh pairs them into a ratio.
 
 const streamSize = 256 << 20
 
