@@ -4,7 +4,7 @@
 # writes BENCHMARKS.md. `make bench` calls it.
 #
 #   BENCHTIME  go test -benchtime (default 1s)
-#   COUNT      go test -count; the median of the runs is reported (default 3)
+#   COUNT      go test -count; the median of the runs is reported (default 5)
 #   BENCH      go test -bench pattern (default .)
 #   OUT        the markdown file to write (default BENCHMARKS.md at the repo root)
 #   STRICT=1   exit 1 when a target is missed
@@ -14,7 +14,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 GO=${GO:-go}
 BENCHTIME=${BENCHTIME:-1s}
-COUNT=${COUNT:-3}
+COUNT=${COUNT:-5}
 BENCH=${BENCH:-.}
 OUT=${OUT:-$root/BENCHMARKS.md}
 
