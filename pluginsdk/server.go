@@ -322,6 +322,19 @@ func ServerCodec() grpc.ServerOption {
 
 type stdinCodec struct{ encoding.CodecV2 }
 
+// Marshal hands a log chunk's ready wire form to gRPC, which frees it into
+// the pool once written; anything else is marshalled by the proto codec.
+func (c stdinCodec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(*wireLogChunk)
+	if !ok {
+		return c.CodecV2.Marshal(v)
+	}
+	w := m.chunk
+	wire := (*w.buf)[:wireHeader+w.n+wireFooter]
+	w.taken = true
+	return mem.BufferSlice{mem.NewBuffer(&wire, mem.DefaultBufferPool())}, nil
+}
+
 func (c stdinCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	chunk, ok := v.(*stdinChunk)
 	if !ok {
@@ -522,11 +535,15 @@ func taskToProto(t orchestra.Task) *driverv1.Task {
 // chunkSender turns a driver's writes to stdout and stderr into LogChunk
 // messages. Without follow it coalesces small writes into chunks of up to
 // chunkSize; with follow it sends each write at once so output is live.
+//
+// It copies writes straight into the wire form of a LogChunk, in a pooled
+// buffer that gRPC takes over and returns to the pool once written (see
+// wireChunk), so a chunk is copied once on its way to the socket, not twice.
 type chunkSender struct {
 	mu     sync.Mutex
 	stream driverv1.Driver_LogsServer
 	follow bool
-	bufs   [3][]byte
+	bufs   [3]*wireChunk
 	err    error
 }
 
@@ -550,23 +567,23 @@ func (w streamWriter) Write(p []byte) (int, error) {
 		return 0, w.c.err
 	}
 	n := len(p)
-	buf := w.c.bufs[w.stream]
-	if !w.c.follow && len(buf)+len(p) < chunkSize {
-		if buf == nil {
-			buf = make([]byte, 0, chunkSize)
-		}
-		w.c.bufs[w.stream] = append(buf, p...)
-		return n, nil
-	}
-	if err := w.c.sendLocked(w.stream); err != nil {
-		return 0, err
-	}
 	for len(p) > 0 {
-		size := min(len(p), chunkSize)
-		if err := w.c.send(w.stream, p[:size]); err != nil {
-			return 0, err
+		buf := w.c.bufs[w.stream]
+		if buf == nil {
+			size := chunkSize
+			if w.c.follow {
+				// Sent at once: a buffer the size of the write will do.
+				size = min(len(p), chunkSize)
+			}
+			buf = newWireChunk(w.stream, size)
+			w.c.bufs[w.stream] = buf
 		}
-		p = p[size:]
+		p = p[buf.fill(p):]
+		if buf.full() || w.c.follow {
+			if err := w.c.sendLocked(w.stream); err != nil {
+				return 0, err
+			}
+		}
 	}
 	return n, nil
 }
@@ -574,18 +591,13 @@ func (w streamWriter) Write(p []byte) (int, error) {
 // sendLocked sends what is buffered for stream.
 func (c *chunkSender) sendLocked(stream driverv1.LogChunk_Stream) error {
 	buf := c.bufs[stream]
-	if len(buf) == 0 {
+	if buf == nil || buf.empty() {
 		return nil
 	}
-	err := c.send(stream, buf)
-	c.bufs[stream] = buf[:0]
-	return err
-}
-
-// send marshals data into a message before it returns, so the caller may
-// reuse data afterwards.
-func (c *chunkSender) send(stream driverv1.LogChunk_Stream, data []byte) error {
-	if err := c.stream.Send(&driverv1.LogChunk{Stream: stream, Data: data}); err != nil {
+	c.bufs[stream] = nil
+	err := c.stream.SendMsg(buf.message())
+	buf.release()
+	if err != nil {
 		c.err = fmt.Errorf("send logs to host: %w", err)
 		return c.err
 	}
@@ -596,6 +608,12 @@ func (c *chunkSender) flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
+		for i, buf := range c.bufs {
+			if buf != nil {
+				buf.release()
+				c.bufs[i] = nil
+			}
+		}
 		return c.err
 	}
 	for _, s := range []driverv1.LogChunk_Stream{driverv1.LogChunk_STREAM_STDOUT, driverv1.LogChunk_STREAM_STDERR} {
@@ -604,4 +622,68 @@ func (c *chunkSender) flush() error {
 		}
 	}
 	return nil
+}
+
+// wireChunk is a LogChunk being built in its wire form: the data field's
+// tag, its length as a varint padded to lenBytes (a valid, non-minimal
+// varint, so the header is written before the length is known), the data,
+// then the stream field.
+type wireChunk struct {
+	buf    *[]byte
+	n      int // data bytes
+	size   int // room for data
+	stream driverv1.LogChunk_Stream
+	// taken is set when the codec handed buf to gRPC, which frees it.
+	taken bool
+}
+
+const (
+	lenBytes   = 4 // a varint of 4 bytes holds up to 2^28-1, far above chunkSize
+	wireHeader = 1 + lenBytes
+	wireFooter = 2 // the stream field: tag and a one-byte varint
+)
+
+// newWireChunk returns a chunk with room for size bytes of data.
+func newWireChunk(stream driverv1.LogChunk_Stream, size int) *wireChunk {
+	return &wireChunk{buf: mem.DefaultBufferPool().Get(wireHeader + size + wireFooter), size: size, stream: stream}
+}
+
+func (w *wireChunk) fill(p []byte) int {
+	k := copy((*w.buf)[wireHeader+w.n:wireHeader+w.size], p)
+	w.n += k
+	return k
+}
+
+func (w *wireChunk) full() bool  { return w.n == w.size }
+func (w *wireChunk) empty() bool { return w.n == 0 }
+
+// message returns what to send: a *wireLogChunk, which ServerCodec sends as
+// is and any other codec marshals from its LogChunk.
+func (w *wireChunk) message() *wireLogChunk {
+	b := *w.buf
+	b[0] = byte(protowire.EncodeTag(2, protowire.BytesType))
+	v := uint64(w.n)
+	for i := 1; i < lenBytes; i++ {
+		b[i] = byte(v&0x7f) | 0x80
+		v >>= 7
+	}
+	b[lenBytes] = byte(v)
+	end := wireHeader + w.n
+	b[end] = byte(protowire.EncodeTag(1, protowire.VarintType))
+	b[end+1] = byte(w.stream)
+	return &wireLogChunk{LogChunk: &driverv1.LogChunk{Stream: w.stream, Data: b[wireHeader:end]}, chunk: w}
+}
+
+// release returns the buffer to the pool unless gRPC took it.
+func (w *wireChunk) release() {
+	if !w.taken {
+		mem.DefaultBufferPool().Put(w.buf)
+	}
+	w.buf = nil
+}
+
+// wireLogChunk is a LogChunk whose wire form is already built.
+type wireLogChunk struct {
+	*driverv1.LogChunk
+	chunk *wireChunk
 }
