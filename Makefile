@@ -70,7 +70,7 @@ lint:
 
 ## bench: the plugin-boundary benchmarks
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./host/...
+	bash scripts/bench.sh
 
 clean:
 	rm -rf $(BIN)

@@ -38,7 +38,7 @@ const (
 
 	// chunkSize bounds every stdin and log message, well under gRPC's 4 MiB
 	// default message limit.
-	chunkSize = 256 << 10
+	chunkSize = 1 << 20
 )
 
 // HandshakeConfig is the go-plugin handshake shared by host and plugins. The
