@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -165,6 +166,10 @@ type container struct {
 	mu    sync.Mutex
 	inner orchestra.Container
 	gen   uint64
+
+	// done holds the final status once seen: done is final, so polling a
+	// finished container costs neither an RPC nor a lock.
+	done atomic.Pointer[orchestra.ContainerStatus]
 }
 
 // current returns the container in the running process. After a restart it
@@ -196,11 +201,18 @@ func (c *container) current(ctx context.Context) (orchestra.Container, error) {
 
 // Status reports the container's state.
 func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	if done := c.done.Load(); done != nil {
+		return *done, nil
+	}
 	inner, err := c.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return inner.Status(ctx)
+	st, err := inner.Status(ctx)
+	if err == nil && st.IsDone() {
+		c.done.Store(&st)
+	}
+	return st, err
 }
 
 // Logs writes the container's output from the start.
