@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,11 +248,27 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		return fail("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
+	p.useBulk(rpc, info, true)
 	p.gen++
 	p.started = time.Now()
 	p.client, p.pid, p.rpc, p.info = client, proc.pid, rpc, info
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
 	return rpc, p.gen, nil
+}
+
+// useBulk sends stdin and logs over the plugin's bulk socket when it has
+// one (protocol 1.2) and the channel is not meant to be encrypted. A plugin
+// this host started must put the socket in the private directory the host
+// gave it.
+func (p *Plugin) useBulk(rpc *pluginsdk.Client, info pluginsdk.Info, started bool) {
+	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, pluginsdk.CapabilityBulk) {
+		return
+	}
+	if started && !strings.HasPrefix(info.BulkAddr, p.host.socketDir+string(filepath.Separator)) {
+		p.logger.Warn("plugin's bulk socket is outside its private directory: not using it", "plugin", p.Name, "addr", info.BulkAddr)
+		return
+	}
+	rpc.UseBulk(info.BulkAddr)
 }
 
 // dialOptions are the gRPC options for the connection to the plugin.

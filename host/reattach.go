@@ -271,6 +271,7 @@ func (p *Plugin) connect(entry statePlugin) error {
 			return fail(err)
 		}
 	}
+	p.useBulk(rpc, info, false)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.gen++

@@ -31,6 +31,8 @@ const closeTimeout = 5 * time.Minute
 type Client struct {
 	name string
 	rpc  driverv1.DriverClient
+	// bulk is the plugin's bulk socket, when stdin and logs go over it.
+	bulk string
 }
 
 // NewClient wraps a connection to the plugin called name.
@@ -45,6 +47,8 @@ type Info struct {
 	SDKVersion      string   `json:"sdk_version"`
 	ProtocolVersion string   `json:"protocol_version"`
 	Capabilities    []string `json:"capabilities"`
+	// BulkAddr is the plugin's bulk socket, with capability "bulk".
+	BulkAddr string `json:"bulk_addr,omitempty"`
 }
 
 // Info asks the plugin to describe itself.
@@ -59,6 +63,7 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 		SDKVersion:      resp.GetSdkVersion(),
 		ProtocolVersion: resp.GetProtocolVersion(),
 		Capabilities:    resp.GetCapabilities(),
+		BulkAddr:        resp.GetBulkAddr(),
 	}, nil
 }
 
@@ -162,6 +167,10 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 // streamStdin copies r to the plugin in chunks. The plugin's pipe applies
 // back-pressure, so memory stays at one chunk whatever the input's size.
 func (d *driver) streamStdin(ctx context.Context, token string, r io.Reader) {
+	if d.client.bulk != "" {
+		d.bulkStdin(ctx, token, r)
+		return
+	}
 	stream, err := d.client.rpc.WriteStdin(ctx)
 	if err != nil {
 		return
@@ -267,6 +276,9 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	op := "Logs"
 	if follow {
 		op = "FollowLogs"
+	}
+	if c.driver.client.bulk != "" {
+		return c.bulkLogs(ctx, follow, stdout, stderr, op)
 	}
 	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow}, logCallOption)
 	if err != nil {
@@ -386,6 +398,11 @@ func (c *container) cacheTrailer(md metadata.MD) {
 	if err != nil {
 		return
 	}
+	c.cacheExit(code)
+}
+
+// cacheExit records the final exit code of a followed container.
+func (c *container) cacheExit(code int) {
 	c.mu.Lock()
 	if c.done == nil {
 		c.done = &containerStatus{done: true, exitCode: code}

@@ -98,7 +98,7 @@ func (s *server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driver
 	s.watch.mu.Lock()
 	s.watch.detached, s.watch.pid = false, pid
 	s.watch.mu.Unlock()
-	s.logs.attach()
+	s.logOut.attach()
 	resp := &driverv1.AttachResponse{}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 //	out N      Logs writes N bytes of a pattern to stdout in 32 KiB writes, and "done\n" to stderr
 //	cat        reads stdin to EOF; Logs writes "<bytes> <sha256>\n"; done when stdin ended
 //	block      Status blocks until its ctx ends
+//	blocklogs  Logs blocks until its ctx ends
 //	panic      RunContainer panics
 //	fail       RunContainer returns an error wrapping orchestra.ErrInvalidTask
 type fakeDriver struct {
@@ -109,8 +110,11 @@ func (c *fakeContainer) Status(ctx context.Context) (orchestra.ContainerStatus, 
 	}
 }
 
-func (c *fakeContainer) Logs(_ context.Context, stdout, stderr io.Writer) error {
+func (c *fakeContainer) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 	switch c.task.Command[0] {
+	case "blocklogs":
+		<-ctx.Done()
+		return fmt.Errorf("logs: %w", ctx.Err())
 	case "out":
 		n, err := strconv.Atoi(c.task.Command[1])
 		if err != nil {

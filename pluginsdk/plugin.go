@@ -32,7 +32,7 @@ const (
 	ProtocolMajor = 1
 	// ProtocolMinor is the wire protocol's minor version. A minor version only
 	// adds; see the compatibility rules in proto/driverv1/driver.proto.
-	ProtocolMinor = 1
+	ProtocolMinor = 2
 	// PluginKey is the name the driver service is dispensed under.
 	PluginKey = "driver"
 
@@ -55,6 +55,10 @@ func HandshakeConfig() plugin.HandshakeConfig {
 // Capabilities the SDK serves. The host calls an optional RPC only when the
 // plugin's Info lists its capability.
 var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach}
+
+// CapabilityBulk marks a plugin whose bulk socket carries stdin and logs
+// (protocol 1.2; see BulkRequest in the proto).
+const CapabilityBulk = "bulk"
 
 // CapabilityDetach marks a plugin that serves Detach and Attach (protocol 1.1).
 const CapabilityDetach = "detach"

@@ -50,7 +50,58 @@ func connect(t testing.TB) *Client {
 		conn.Close()
 		gs.Stop()
 	})
-	return NewClient("fake", driverv1.NewDriverClient(conn))
+	c := NewClient("fake", driverv1.NewDriverClient(conn))
+	if overBulk {
+		bl, err := srv.listenBulk(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bl.Close() })
+		c.UseBulk(srv.bulkAddr)
+	}
+	return c
+}
+
+// overBulk makes connect carry stdin and logs over the bulk socket.
+var overBulk bool
+
+// TestOverBulk runs the tests of stdin and logs again with the bulk socket
+// (protocol 1.2) carrying them instead of gRPC streams.
+func TestOverBulk(t *testing.T) {
+	overBulk = true
+	defer func() { overBulk = false }()
+	for name, test := range map[string]func(*testing.T){
+		"large logs":          TestLogsLargeOutputInChunks,
+		"stdin":               TestStdinStreamsAfterRunContainerAndItsContextEnd,
+		"second stdin":        TestSameTaskIDClosesTheSecondStdin,
+		"errors":              TestErrorsKeepTheirIdentity,
+		"logs context":        TestLogsContextCrossesTheWire,
+		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
+	} {
+		t.Run(name, test)
+	}
+}
+
+func TestLogsContextCrossesTheWire(t *testing.T) {
+	d := open(t, connect(t))
+	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "bl", Command: []string{"blocklogs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = c.(orchestra.LogFollower).FollowLogs(ctx, io.Discard, io.Discard)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("FollowLogs past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	// A container the plugin does not know: the sentinel crosses the logs path too.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Logs(context.Background(), io.Discard, io.Discard)
+	if !errors.Is(err, orchestra.ErrClosed) || !strings.Contains(err.Error(), "plugin fake") {
+		t.Fatalf("Logs after Close: %v, want ErrClosed naming the plugin", err)
+	}
 }
 
 func open(t testing.TB, c *Client) orchestra.Driver {
@@ -85,7 +136,7 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.1" {
+	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.2" {
 		t.Fatalf("info = %+v", info)
 	}
 }
@@ -184,11 +235,14 @@ func TestStdinStreamsAfterRunContainerAndItsContextEnd(t *testing.T) {
 	}
 	cancel() // stdin must keep flowing after RunContainer's ctx ended
 	h := sha256.New()
+	written := make(chan struct{})
 	go func() {
+		defer close(written)
 		_, err := io.Copy(io.MultiWriter(pw, h), &patternReader{left: size})
 		pw.CloseWithError(err)
 	}()
 	waitDone(t, c)
+	<-written
 	var out bytes.Buffer
 	if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
 		t.Fatal(err)

@@ -76,7 +76,10 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 	logs := &logOutput{w: stderr}
 	logger := slog.New(NewLogHandler(logs, levelFromEnv()))
 	srv := newServer(name, version(), init, logger)
-	srv.logs = logs
+	srv.logOut = logs
+	if stop := startBulk(srv, os.Getenv("PLUGIN_UNIX_SOCKET_DIR")); stop != nil {
+		defer stop()
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -164,6 +167,9 @@ func panicError(logger *slog.Logger, method string, r any) error {
 func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: levelFromEnv()}))
 	srv := newServer(name, version(), init, logger)
+	if stop := startBulk(srv, ""); stop != nil {
+		defer stop()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reattach := make(chan *plugin.ReattachConfig, 1)
@@ -188,4 +194,33 @@ func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig)
 	}
 	<-closed
 	srv.closeAll()
+}
+
+// startBulk opens the bulk socket in dir, go-plugin's private socket
+// directory, or in a new private directory when dir is empty. Without it the
+// plugin still works, over gRPC streams only. It returns what stops it.
+func startBulk(srv *server, dir string) func() {
+	own := ""
+	if dir == "" {
+		d, err := os.MkdirTemp("", "pocketci-bulk-")
+		if err != nil {
+			srv.logger.Warn("no bulk socket: stdin and logs go over gRPC", "err", err)
+			return nil
+		}
+		dir, own = d, d
+	}
+	l, err := srv.listenBulk(dir)
+	if err != nil {
+		srv.logger.Warn("no bulk socket: stdin and logs go over gRPC", "err", err)
+		if own != "" {
+			os.RemoveAll(own)
+		}
+		return nil
+	}
+	return func() {
+		l.Close()
+		if own != "" {
+			os.RemoveAll(own)
+		}
+	}
 }

@@ -33,8 +33,10 @@ type server struct {
 	init    orchestra.InitFunc
 	logger  *slog.Logger
 
-	watch hostWatch
-	logs  *logOutput
+	watch  hostWatch
+	logOut *logOutput
+	// bulkAddr is the bulk socket's path, when it listens (bulk_server.go).
+	bulkAddr string
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -85,7 +87,7 @@ func newServer(name, version string, init orchestra.InitFunc, logger *slog.Logge
 		drivers: map[uint64]*instance{},
 		stdins:  map[string]*stdinPipe{},
 		watch:   hostWatch{parent: os.Getppid()},
-		logs:    &logOutput{w: os.Stderr},
+		logOut:  &logOutput{w: os.Stderr},
 	}
 }
 
@@ -95,8 +97,17 @@ func (s *server) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoRes
 		PluginVersion:   s.version,
 		SdkVersion:      SDKVersion,
 		ProtocolVersion: fmt.Sprintf("%d.%d", ProtocolMajor, ProtocolMinor),
-		Capabilities:    sdkCapabilities,
+		Capabilities:    s.capabilities(),
+		BulkAddr:        s.bulkAddr,
 	}, nil
+}
+
+// capabilities are the SDK's, with "bulk" when the bulk socket listens.
+func (s *server) capabilities() []string {
+	if s.bulkAddr == "" {
+		return sdkCapabilities
+	}
+	return append(append([]string(nil), sdkCapabilities...), CapabilityBulk)
 }
 
 func (s *server) Open(_ context.Context, req *driverv1.OpenRequest) (*driverv1.OpenResponse, error) {
@@ -413,21 +424,9 @@ func (s *server) Status(ctx context.Context, ref *driverv1.ContainerRef) (*drive
 }
 
 func (s *server) Logs(req *driverv1.LogsRequest, stream driverv1.Driver_LogsServer) error {
-	c, err := s.container(req.GetContainer())
-	if err != nil {
-		return err
-	}
 	out := newChunkSender(stream, req.GetFollow())
 	stdout, stderr := out.writer(driverv1.LogChunk_STREAM_STDOUT), out.writer(driverv1.LogChunk_STREAM_STDERR)
-	if req.GetFollow() {
-		follower, ok := c.container.(orchestra.LogFollower)
-		if !ok {
-			return status.Errorf(codes.Unimplemented, "container of task %q does not implement orchestra.LogFollower", c.taskID)
-		}
-		err = follower.FollowLogs(stream.Context(), stdout, stderr)
-	} else {
-		err = c.container.Logs(stream.Context(), stdout, stderr)
-	}
+	c, err := s.logs(stream.Context(), req, stdout, stderr)
 	if ferr := out.flush(); err == nil {
 		err = ferr
 	}
@@ -435,6 +434,24 @@ func (s *server) Logs(req *driverv1.LogsRequest, stream driverv1.Driver_LogsServ
 		trailStatus(stream, c)
 	}
 	return toStatus(err)
+}
+
+// logs writes the output of the container req names to stdout and stderr:
+// Logs, or FollowLogs when req.Follow is set. Both the gRPC stream and the
+// bulk socket serve logs through it.
+func (s *server) logs(ctx context.Context, req *driverv1.LogsRequest, stdout, stderr io.Writer) (*served, error) {
+	c, err := s.container(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if !req.GetFollow() {
+		return c, c.container.Logs(ctx, stdout, stderr)
+	}
+	follower, ok := c.container.(orchestra.LogFollower)
+	if !ok {
+		return nil, status.Errorf(codes.Unimplemented, "container of task %q does not implement orchestra.LogFollower", c.taskID)
+	}
+	return c, follower.FollowLogs(ctx, stdout, stderr)
 }
 
 // statusTrailer is the trailer key in which a FollowLogs stream carries the
@@ -447,11 +464,18 @@ const statusTrailer = "pocketci-exit-code"
 // followed container has exited, so this is the Status the host would ask
 // for next; when the driver does not report it done, nothing is sent.
 func trailStatus(stream driverv1.Driver_LogsServer, c *served) {
-	st, err := c.container.Status(stream.Context())
-	if err != nil || st == nil || !st.IsDone() {
-		return
+	if code, ok := c.finalStatus(stream.Context()); ok {
+		stream.SetTrailer(metadata.Pairs(statusTrailer, strconv.Itoa(code)))
 	}
-	stream.SetTrailer(metadata.Pairs(statusTrailer, strconv.Itoa(st.ExitCode())))
+}
+
+// finalStatus is the exit code of a container that is done.
+func (c *served) finalStatus(ctx context.Context) (int, bool) {
+	st, err := c.container.Status(ctx)
+	if err != nil || st == nil || !st.IsDone() {
+		return 0, false
+	}
+	return st.ExitCode(), true
 }
 
 func (s *server) Cleanup(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.CleanupResponse, error) {

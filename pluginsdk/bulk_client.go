@@ -1,0 +1,120 @@
+package pluginsdk
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"google.golang.org/genproto/googleapis/rpc/status"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// UseBulk makes the client carry stdin and logs over the plugin's bulk
+// socket at addr (Info.BulkAddr) instead of gRPC streams. The host does so
+// when the plugin has the "bulk" capability and the channel is not meant to
+// be encrypted (the bulk socket is a plain unix socket in the same private
+// directory as the gRPC one, so it is not used with AutoMTLS).
+func (c *Client) UseBulk(addr string) { c.bulk = addr }
+
+// dialBulk opens a bulk connection that asks for req. It is closed when ctx
+// ends.
+func (c *Client) dialBulk(ctx context.Context, req *driverv1.BulkRequest) (net.Conn, func() bool, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.bulk)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bulk socket: %w", err)
+	}
+	if err := writeBulkRequest(conn, req); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, context.AfterFunc(ctx, func() { conn.Close() }), nil
+}
+
+// bulkStdin copies r to the plugin over the bulk socket.
+func (d *driver) bulkStdin(ctx context.Context, token string, r io.Reader) {
+	conn, stop, err := d.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_StdinToken{StdinToken: token}})
+	if err != nil {
+		return
+	}
+	defer stop()
+	defer conn.Close()
+	if _, err := io.CopyBuffer(conn, r, make([]byte, 256<<10)); err != nil {
+		return
+	}
+	if uc, ok := conn.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	// The plugin hangs up once the task's stdin took the last byte.
+	io.Copy(io.Discard, conn)
+}
+
+// bulkLogs reads the container's output frames from the bulk socket.
+func (c *container) bulkLogs(ctx context.Context, follow bool, stdout, stderr io.Writer, op string) error {
+	conn, stop, err := c.driver.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Logs{
+		Logs: &driverv1.LogsRequest{Container: c.ref, Follow: follow},
+	}})
+	if err != nil {
+		return c.driver.wrap(op, err)
+	}
+	defer stop()
+	defer conn.Close()
+	r := bufio.NewReaderSize(conn, 256<<10)
+	var h [frameHeader]byte
+	buf := make([]byte, 0, 64<<10)
+	for {
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return c.bulkError(ctx, op, err)
+		}
+		size := binary.BigEndian.Uint32(h[1:])
+		if size > chunkSize {
+			return fmt.Errorf("plugin %s: %s: a bulk frame of %d bytes is over the %d limit", c.driver.client.name, op, size, chunkSize)
+		}
+		if cap(buf) < int(size) {
+			buf = make([]byte, size)
+		}
+		payload := buf[:size]
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return c.bulkError(ctx, op, err)
+		}
+		switch h[0] {
+		case frameStdout, frameStderr:
+			w := stdout
+			if h[0] == frameStderr {
+				w = stderr
+			}
+			if _, err := w.Write(payload); err != nil {
+				return fmt.Errorf("plugin %s: %s: write output: %w", c.driver.client.name, op, err)
+			}
+		case frameExit:
+			if len(payload) == 4 {
+				c.cacheExit(int(int32(binary.BigEndian.Uint32(payload))))
+			}
+		case frameEnd:
+			st := &status.Status{}
+			if err := proto.Unmarshal(payload, st); err != nil {
+				return fmt.Errorf("plugin %s: %s: bad end of logs: %w", c.driver.client.name, op, err)
+			}
+			return c.driver.wrap(op, grpcstatus.ErrorProto(st))
+		default:
+			return fmt.Errorf("plugin %s: %s: unknown bulk frame type %d", c.driver.client.name, op, h[0])
+		}
+	}
+}
+
+func (c *container) bulkError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("plugin %s: %s: %w", c.driver.client.name, op, ctx.Err())
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("plugin %s: %s: the plugin hung up before the end of the logs", c.driver.client.name, op)
+	}
+	return fmt.Errorf("plugin %s: %s: %w", c.driver.client.name, op, err)
+}

@@ -1,0 +1,174 @@
+package pluginsdk
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// listenBulk opens the bulk socket in dir, which must be private to the
+// host's user (go-plugin's socket directory), and serves it until l closes.
+func (s *server) listenBulk(dir string) (net.Listener, error) {
+	addr := filepath.Join(dir, fmt.Sprintf("bulk-%d.sock", os.Getpid()))
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, fmt.Errorf("bulk socket: %w", err)
+	}
+	s.bulkAddr = addr
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go s.serveBulk(conn)
+		}
+	}()
+	return l, nil
+}
+
+func (s *server) serveBulk(conn net.Conn) {
+	defer conn.Close()
+	req, err := readBulkRequest(conn)
+	if err != nil {
+		s.logger.Warn("bad bulk connection", "err", err)
+		return
+	}
+	switch kind := req.GetKind().(type) {
+	case *driverv1.BulkRequest_StdinToken:
+		s.bulkStdin(conn, kind.StdinToken)
+	case *driverv1.BulkRequest_Logs:
+		s.bulkLogs(conn, kind.Logs)
+	default:
+		s.logger.Warn("bulk connection asks for nothing known")
+	}
+}
+
+// bulkStdin copies the connection into the task's stdin pipe.
+func (s *server) bulkStdin(conn net.Conn, token string) {
+	if token == "" {
+		return
+	}
+	pipe := s.stdinPipe(token)
+	defer s.dropStdin(token)
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := conn.Read(buf)
+		if n > 0 {
+			if _, err := pipe.w.Write(buf[:n]); err != nil {
+				// The reader is gone: the rest of the input has nowhere to go.
+				return
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			pipe.w.Close()
+			return
+		}
+		if rerr != nil {
+			pipe.w.CloseWithError(fmt.Errorf("stdin from host: %w", rerr))
+			return
+		}
+	}
+}
+
+// bulkLogs writes the container's output as frames, then the end frame. The
+// host cancels by closing the connection.
+func (s *server) bulkLogs(conn net.Conn, req *driverv1.LogsRequest) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		var b [1]byte
+		conn.Read(b[:]) // the host sends nothing more: a read ends when it hangs up
+		cancel()
+	}()
+	fw := &frameWriter{w: bufio.NewWriterSize(conn, 256<<10), follow: req.GetFollow()}
+	c, err := s.logs(ctx, req, fw.stream(frameStdout), fw.stream(frameStderr))
+	if err == nil && req.GetFollow() {
+		if code, ok := c.finalStatus(ctx); ok {
+			fw.frame(frameExit, binary.BigEndian.AppendUint32(nil, uint32(int32(code))))
+		}
+	}
+	end, merr := proto.Marshal(status.Convert(toStatus(err)).Proto())
+	if merr != nil {
+		end = nil
+	}
+	fw.frame(frameEnd, end)
+	fw.flush()
+}
+
+// frameWriter turns writes to stdout and stderr into frames. With follow it
+// flushes each write, so output is live.
+type frameWriter struct {
+	mu     sync.Mutex
+	w      *bufio.Writer
+	follow bool
+	err    error
+}
+
+func (f *frameWriter) stream(kind byte) io.Writer {
+	return frameStream{f, kind}
+}
+
+type frameStream struct {
+	f    *frameWriter
+	kind byte
+}
+
+func (s frameStream) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), chunkSize)
+		if err := s.f.frame(s.kind, p[:k]); err != nil {
+			return 0, err
+		}
+		p = p[k:]
+	}
+	if s.f.follow {
+		if err := s.f.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+func (f *frameWriter) frame(kind byte, payload []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	var h [frameHeader]byte
+	h[0] = kind
+	binary.BigEndian.PutUint32(h[1:], uint32(len(payload)))
+	if _, err := f.w.Write(h[:]); err != nil {
+		f.err = fmt.Errorf("send logs to host: %w", err)
+		return f.err
+	}
+	if _, err := f.w.Write(payload); err != nil {
+		f.err = fmt.Errorf("send logs to host: %w", err)
+	}
+	return f.err
+}
+
+func (f *frameWriter) flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		if err := f.w.Flush(); err != nil {
+			f.err = fmt.Errorf("send logs to host: %w", err)
+		}
+	}
+	return f.err
+}
