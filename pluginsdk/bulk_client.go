@@ -66,9 +66,9 @@ func (c *container) bulkLogs(ctx context.Context, follow bool, stdout, stderr io
 	}
 	defer stop()
 	defer conn.Close()
-	r := bufio.NewReaderSize(conn, 256<<10)
+	r := bufio.NewReaderSize(conn, 32<<10)
 	var h [frameHeader]byte
-	buf := make([]byte, 0, 64<<10)
+	var buf []byte
 	for {
 		if _, err := io.ReadFull(r, h[:]); err != nil {
 			return c.bulkError(ctx, op, err)

@@ -93,7 +93,7 @@ func (s *server) bulkLogs(conn net.Conn, req *driverv1.LogsRequest) {
 		conn.Read(b[:]) // the host sends nothing more: a read ends when it hangs up
 		cancel()
 	}()
-	fw := &frameWriter{w: bufio.NewWriterSize(conn, 256<<10), follow: req.GetFollow()}
+	fw := &frameWriter{w: bufio.NewWriterSize(conn, 32<<10), follow: req.GetFollow()}
 	c, err := s.logs(ctx, req, fw.stream(frameStdout), fw.stream(frameStderr))
 	if err == nil && req.GetFollow() {
 		if code, ok := c.finalStatus(ctx); ok {

@@ -277,7 +277,11 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	if follow {
 		op = "FollowLogs"
 	}
-	if c.driver.client.bulk != "" {
+	// Logs (everything from the start, often large) goes over the bulk
+	// socket; FollowLogs stays on the gRPC stream, whose connection already
+	// exists: live output comes in small pieces, and a new connection per
+	// follow costs short tasks more than the socket's speed gains them.
+	if c.driver.client.bulk != "" && !follow {
 		return c.bulkLogs(ctx, follow, stdout, stderr, op)
 	}
 	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow}, logCallOption)
