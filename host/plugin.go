@@ -231,22 +231,9 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		}
 		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
 	}
-	raw, err := proto.Dispense(pluginsdk.PluginKey)
-	if err != nil {
-		return fail("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
-	}
-	rpcClient, ok := raw.(driverv1.DriverClient)
-	if !ok {
-		return fail("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
-	}
-	rpc := pluginsdk.NewClient(p.Name, rpcClient)
-	info, err := rpc.Info(ctx)
+	rpc, info, err := p.handshake(ctx, proto)
 	if err != nil {
 		return fail("%w", err)
-	}
-	if info.Name != p.Name {
-		return fail("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
-			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	p.useBulk(rpc, info, true)
 	p.gen++
@@ -254,6 +241,29 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	p.client, p.pid, p.rpc, p.info = client, proc.pid, rpc, info
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
 	return rpc, p.gen, nil
+}
+
+// handshake gets the driver client from a connected plugin and checks, with
+// Info, that the plugin is the one its file name says.
+func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*pluginsdk.Client, pluginsdk.Info, error) {
+	raw, err := proto.Dispense(pluginsdk.PluginKey)
+	if err != nil {
+		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
+	}
+	rpcClient, ok := raw.(driverv1.DriverClient)
+	if !ok {
+		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
+	}
+	rpc := pluginsdk.NewClient(p.Name, rpcClient)
+	info, err := rpc.Info(ctx)
+	if err != nil {
+		return nil, pluginsdk.Info{}, err
+	}
+	if info.Name != p.Name {
+		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
+			p.Name, p.Path, info.Name, Prefix, p.Name)
+	}
+	return rpc, info, nil
 }
 
 // useBulk sends stdin and logs over the plugin's bulk socket when it has

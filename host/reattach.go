@@ -13,7 +13,6 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/jtarchie/pocketci/pluginsdk"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
 // state is what a detached host leaves for the next one: the plugins still
@@ -247,23 +246,11 @@ func (p *Plugin) connect(entry statePlugin) error {
 	if err != nil {
 		return fail(fmt.Errorf("connect: %w", err))
 	}
-	raw, err := proto.Dispense(pluginsdk.PluginKey)
-	if err != nil {
-		return fail(fmt.Errorf("dispense: %w", err))
-	}
-	rpcClient, ok := raw.(driverv1.DriverClient)
-	if !ok {
-		return fail(fmt.Errorf("dispensed %T, not a driver client", raw))
-	}
-	rpc := pluginsdk.NewClient(p.Name, rpcClient)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	info, err := rpc.Info(ctx)
+	rpc, info, err := p.handshake(ctx, proto)
 	if err != nil {
-		return fail(err)
-	}
-	if info.Name != p.Name {
-		return fail(fmt.Errorf("process %d reports the name %q", entry.PID, info.Name))
+		return fail(fmt.Errorf("process %d: %w", entry.PID, err))
 	}
 	var drivers []pluginsdk.OpenDriver
 	if !entry.Debug {
