@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	fixture = filepath.Join(dir, "fakeplugin")
+	// The fixture is the native driver: keep its namespaces (also those a
+	// hostile fixture never closes) in the test's own directory.
+	os.Setenv("POCKETCI_NATIVE_ROOT", filepath.Join(dir, "native"))
 	out, err := exec.Command("go", "build", "-o", fixture, "./testdata/fakeplugin").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build fixture plugin: %v\n%s", err, out)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -130,4 +131,16 @@ func (o *logOutput) attach() {
 	o.mu.Lock()
 	o.w = os.Stderr
 	o.mu.Unlock()
+}
+
+// removeSocketDir removes the private directory go-plugin gave the plugin
+// for its sockets, and the host's directory around it when that is left
+// empty: the host that would have removed them is gone.
+func removeSocketDir() {
+	dir := os.Getenv("PLUGIN_UNIX_SOCKET_DIR")
+	if dir == "" {
+		return
+	}
+	os.RemoveAll(dir)
+	os.Remove(filepath.Dir(dir))
 }
