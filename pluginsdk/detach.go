@@ -70,6 +70,7 @@ func watchHost(ctx context.Context, srv *server, logger *slog.Logger, keep bool)
 				logger.Warn(why + ": closing every driver and exiting")
 				srv.closeAll()
 			}
+			removeSocketDir()
 			os.Exit(1)
 		}
 	}
