@@ -515,7 +515,8 @@ func TestHostDeathTakesPluginsAndTasksDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "HOST_TEST_HELPER_DIR="+dir)
+	tmp := t.TempDir()
+	cmd.Env = append(os.Environ(), "HOST_TEST_HELPER_DIR="+dir, "TMPDIR="+tmp)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -544,6 +545,10 @@ func TestHostDeathTakesPluginsAndTasksDown(t *testing.T) {
 	left, err := native.Leaks("host-death")
 	if err != nil || len(left) > 0 {
 		t.Fatalf("the orphaned plugin left %v (%v)", left, err)
+	}
+	// The dead host's socket directory: the orphaned plugin removes it.
+	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
+		t.Fatalf("left in the dead host's temporary directory: %v", entries)
 	}
 }
 
