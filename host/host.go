@@ -60,7 +60,7 @@ func New(cfg Config) (*Host, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	socketDir, err := os.MkdirTemp("", "pocketci-plugins-")
+	socketDir, err := os.MkdirTemp(socketBase(), "pocketci-plugins-")
 	if err != nil {
 		return nil, fmt.Errorf("create plugin socket directory: %w", err)
 	}
@@ -217,4 +217,18 @@ func lowestLevel(logger *slog.Logger) slog.Level {
 		}
 	}
 	return slog.LevelError
+}
+
+// socketBase is where the host makes its private socket directory: the
+// temporary directory, unless it is so long that the sockets go-plugin and
+// the plugins put two levels below it would pass the 108-byte limit of a
+// unix socket path; then /tmp.
+func socketBase() string {
+	base := os.TempDir()
+	if len(base) > 40 {
+		if info, err := os.Stat("/tmp"); err == nil && info.IsDir() {
+			return "/tmp"
+		}
+	}
+	return base
 }

@@ -515,7 +515,12 @@ func TestHostDeathTakesPluginsAndTasksDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	tmp := t.TempDir()
+	// A short directory: unix socket paths are limited to 108 bytes.
+	tmp, err := os.MkdirTemp("", "hd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	cmd.Env = append(os.Environ(), "HOST_TEST_HELPER_DIR="+dir, "TMPDIR="+tmp)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
