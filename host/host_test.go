@@ -815,3 +815,18 @@ func TestDebugMode(t *testing.T) {
 		t.Fatal("a plugin in debug mode did not stop on interrupt")
 	}
 }
+
+func TestLongTMPDIRKeepsSocketPathsShort(t *testing.T) {
+	long := filepath.Join(t.TempDir(), strings.Repeat("d", 60))
+	if err := os.MkdirAll(long, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", long)
+	dir := privateDir(t)
+	install(t, dir, "short", 0o755)
+	h, _ := newHost(t, dir)
+	if len(h.socketDir) > 40 {
+		t.Fatalf("socket directory %s: too long for go-plugin's sockets below it", h.socketDir)
+	}
+	runEcho(t, h, "short")
+}
