@@ -18,7 +18,7 @@ func BenchmarkPluginStartAutoMTLS(b *testing.B) {
 			name = "on"
 		}
 		b.Run(name, func(b *testing.B) {
-			installB(b, dir, "bench")
+			install(b, dir, "bench", 0o755)
 			for b.Loop() {
 				h, err := New(Config{Dirs: []string{dir}, AutoMTLS: mtls, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 				if err != nil {

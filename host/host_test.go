@@ -63,21 +63,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// installB is install for benchmarks.
-func installB(b *testing.B, dir, name string) {
-	b.Helper()
-	data, err := os.ReadFile(fixture)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, Prefix+name), data, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-}
-
 // install copies the fixture into dir as pocketci-driver-name.
-func install(t *testing.T, dir, name string, mode os.FileMode) string {
+func install(t testing.TB, dir, name string, mode os.FileMode) string {
 	t.Helper()
 	data, err := os.ReadFile(fixture)
 	if err != nil {

@@ -56,10 +56,11 @@ func (d *driver) bulkStdin(ctx context.Context, token string, r io.Reader) {
 	io.Copy(io.Discard, conn)
 }
 
-// bulkLogs reads the container's output frames from the bulk socket.
-func (c *container) bulkLogs(ctx context.Context, follow bool, stdout, stderr io.Writer, op string) error {
+// bulkLogs reads the container's output, from the start, as frames from the
+// bulk socket. (The host follows logs over gRPC; see container.logs.)
+func (c *container) bulkLogs(ctx context.Context, stdout, stderr io.Writer, op string) error {
 	conn, stop, err := c.driver.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Logs{
-		Logs: &driverv1.LogsRequest{Container: c.ref, Follow: follow},
+		Logs: &driverv1.LogsRequest{Container: c.ref},
 	}})
 	if err != nil {
 		return c.driver.wrap(op, err)
@@ -92,10 +93,6 @@ func (c *container) bulkLogs(ctx context.Context, follow bool, stdout, stderr io
 			}
 			if _, err := w.Write(payload); err != nil {
 				return fmt.Errorf("plugin %s: %s: write output: %w", c.driver.client.name, op, err)
-			}
-		case frameExit:
-			if len(payload) == 4 {
-				c.cacheExit(int(int32(binary.BigEndian.Uint32(payload))))
 			}
 		case frameEnd:
 			st := &status.Status{}

@@ -282,7 +282,7 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	// exists: live output comes in small pieces, and a new connection per
 	// follow costs short tasks more than the socket's speed gains them.
 	if c.driver.client.bulk != "" && !follow {
-		return c.bulkLogs(ctx, follow, stdout, stderr, op)
+		return c.bulkLogs(ctx, stdout, stderr, op)
 	}
 	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow}, logCallOption)
 	if err != nil {
