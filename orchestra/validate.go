@@ -6,39 +6,38 @@ import (
 	"strings"
 )
 
-// Limits on names, checked by ValidateNamespace and ValidateTask.
-const (
-	// MaxNamespaceLen is the longest namespace accepted.
-	MaxNamespaceLen = 64
-	// MaxIDLen is the longest task ID or volume name accepted.
-	MaxIDLen = 128
-)
-
-// ValidateNamespace reports whether namespace is usable on every platform:
-// 1 to MaxNamespaceLen characters from [A-Za-z0-9._-], starting with a
-// letter or digit. The error wraps ErrInvalidTask and names the problem.
+// ValidateNamespace reports whether namespace is usable: not empty and
+// without NUL bytes. Drivers turn it into a platform name with SafeName.
+// The error wraps ErrInvalidTask and names the problem.
 func ValidateNamespace(namespace string) error {
-	return validateName("namespace", namespace, MaxNamespaceLen)
+	return validateName("namespace", namespace)
 }
 
 // ValidateVolumeName reports whether name is a usable volume name; the rules
 // are those of a task ID.
 func ValidateVolumeName(name string) error {
-	return validateName("volume name", name, MaxIDLen)
+	return validateName("volume name", name)
 }
 
-// ValidateTaskID reports whether id is a usable task ID: 1 to MaxIDLen
-// characters from [A-Za-z0-9._-], starting with a letter or digit.
+// ValidateTaskID reports whether id is a usable task ID: any non-empty
+// string without NUL bytes. pocketci's runtime builds IDs from job and task
+// names and its tests use nanoid IDs, which may start with '_' or '-';
+// drivers make platform names from them with SafeName.
 func ValidateTaskID(id string) error {
-	return validateName("task ID", id, MaxIDLen)
+	return validateName("task ID", id)
 }
 
-// ValidateTask checks a task before it reaches a driver. Each error wraps
-// ErrInvalidTask and names the field that is wrong:
-//   - ID: 1 to MaxIDLen characters from [A-Za-z0-9._-], starting with a letter or digit;
+// ValidateTask checks a task before it reaches a driver. Drivers call it
+// in RunContainer, and the plugin host calls it before a task crosses the
+// wire, so a task is accepted or refused the same way in process and
+// through a plugin. Each error wraps ErrInvalidTask and names the field
+// that is wrong:
+//   - ID: not empty, no NUL bytes;
 //   - Command: at least one element, the first not empty, no NUL bytes;
 //   - Env: keys not empty, without '=' or NUL; values without NUL;
-//   - Mounts: valid volume names, absolute clean paths other than "/", without "..", each path once;
+//   - Mounts: valid volume names; paths absolute or relative to the working
+//     directory (see MountPath), not empty, not "/" or ".", without ".." or
+//     control characters, each path once;
 //   - ContainerLimits: not negative;
 //   - Image and User: no whitespace or control characters.
 func ValidateTask(task Task) error {
@@ -65,25 +64,24 @@ func ValidateTask(task Task) error {
 	}
 	seen := map[string]bool{}
 	for i, m := range task.Mounts {
-		if err := validateName(fmt.Sprintf("task %q: Mounts[%d].Name", task.ID, i), m.Name, MaxIDLen); err != nil {
+		if err := validateName(fmt.Sprintf("task %q: Mounts[%d].Name", task.ID, i), m.Name); err != nil {
 			return err
 		}
 		p := m.Path
+		clean := path.Clean(p)
 		switch {
-		case !path.IsAbs(p):
-			return invalid("task %q: Mounts[%d].Path %q is not absolute", task.ID, i, p)
-		case strings.ContainsRune(p, 0) || hasControl(p):
+		case p == "":
+			return invalid("task %q: Mounts[%d].Path is empty", task.ID, i)
+		case hasControl(p):
 			return invalid("task %q: Mounts[%d].Path %q contains control characters", task.ID, i, p)
 		case containsDotDot(p):
 			return invalid("task %q: Mounts[%d].Path %q contains ..", task.ID, i, p)
-		case path.Clean(p) != p:
-			return invalid("task %q: Mounts[%d].Path %q is not clean (want %q)", task.ID, i, p, path.Clean(p))
-		case p == "/":
-			return invalid("task %q: Mounts[%d].Path is the root directory", task.ID, i)
-		case seen[p]:
+		case clean == "/" || clean == ".":
+			return invalid("task %q: Mounts[%d].Path %q is the root or working directory itself", task.ID, i, p)
+		case seen[clean]:
 			return invalid("task %q: Mounts[%d].Path %q is mounted twice", task.ID, i, p)
 		}
-		seen[p] = true
+		seen[clean] = true
 	}
 	if task.ContainerLimits.CPU < 0 {
 		return invalid("task %q: ContainerLimits.CPU %d is negative", task.ID, task.ContainerLimits.CPU)
@@ -100,18 +98,12 @@ func ValidateTask(task Task) error {
 	return nil
 }
 
-func validateName(what, s string, max int) error {
+func validateName(what, s string) error {
 	switch {
 	case s == "":
 		return invalid("%s is empty", what)
-	case len(s) > max:
-		return invalid("%s %.20q... is %d bytes, longer than %d", what, s, len(s), max)
-	}
-	for i, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || (i > 0 && (r == '.' || r == '_' || r == '-'))
-		if !ok {
-			return invalid("%s %q: character %q at byte %d is not allowed (want [A-Za-z0-9._-], starting with a letter or digit)", what, s, r, i)
-		}
+	case strings.IndexByte(s, 0) >= 0:
+		return invalid("%s %q contains a NUL byte", what, s)
 	}
 	return nil
 }
