@@ -41,6 +41,9 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.D
 // current returns the instance in the running process, reopening it there if
 // the process it lived in died.
 func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) {
+	if err := d.plugin.host.checkOpen(ctx, d.plugin.Name); err != nil {
+		return nil, 0, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.plugin.alive(d.gen) {
@@ -83,14 +86,16 @@ func (d *driver) Name() string { return d.name }
 
 // Close closes the instance (in a restarted process if its own died, so the
 // namespace is cleaned all the same). It is idempotent.
-func (d *driver) Close() error {
+func (d *driver) Close() error { return d.close(context.Background()) }
+
+func (d *driver) close(ctx context.Context) error {
 	d.mu.Lock()
 	closed := d.closed
 	d.mu.Unlock()
 	if closed {
 		return d.closeErr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	inner, _, err := d.current(ctx)
 	if err == nil {
@@ -177,6 +182,9 @@ type container struct {
 // (its state died with the process) gives an error wrapping
 // orchestra.ErrContainerNotFound.
 func (c *container) current(ctx context.Context) (orchestra.Container, error) {
+	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.driver.plugin.alive(c.gen) {
@@ -201,6 +209,9 @@ func (c *container) current(ctx context.Context) (orchestra.Container, error) {
 
 // Status reports the container's state.
 func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
+		return nil, err
+	}
 	if done := c.done.Load(); done != nil {
 		return *done, nil
 	}
@@ -265,6 +276,9 @@ func (v *volume) Name() string { return v.name }
 
 // Cleanup removes the volume.
 func (v *volume) Cleanup(ctx context.Context) error {
+	if err := v.driver.plugin.host.checkOpen(ctx, v.driver.plugin.Name); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.driver.plugin.alive(v.gen) {

@@ -70,6 +70,7 @@ type Plugin struct {
 
 	mu      sync.Mutex
 	client  *plugin.Client
+	proc    *pluginRunner                   // the running process, when this host started it
 	pid     int                             // the running process
 	adopted map[string]pluginsdk.OpenDriver // kept open across a host restart, by namespace
 	byHand  io.Closer                       // the connection to a plugin run by hand (DebugEnv)
@@ -162,8 +163,14 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	if p.refused != nil {
 		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, p.refused)
 	}
+	if err := p.host.checkOpen(ctx, p.Name); err != nil {
+		return nil, 0, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.host.checkOpen(ctx, p.Name); err != nil {
+		return nil, 0, err
+	}
 	if p.client != nil && !p.client.Exited() {
 		return p.rpc, p.gen, nil
 	}
@@ -220,10 +227,18 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	})
 	fail := func(format string, args ...any) (*pluginsdk.Client, uint64, error) {
 		p.stopping.Store(true)
-		client.Kill()
+		if proc != nil {
+			// Killed with its group before go-plugin's Kill, which would
+			// first ask a plugin that failed to start to shut down.
+			_ = proc.Kill(context.Background())
+		}
+		killClient(client, proc, p.host.shutdownTimeout)
 		return nil, 0, fmt.Errorf(format, args...)
 	}
-	proto, err := client.Client()
+	proto, err := connect(ctx, client, func() *pluginRunner { return proc })
+	if ctx.Err() != nil && err != nil {
+		return fail("plugin %s (%s): start: %w", p.Name, p.Path, ctx.Err())
+	}
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
@@ -238,7 +253,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	p.useBulk(rpc, info, true)
 	p.gen++
 	p.started = time.Now()
-	p.client, p.pid, p.rpc, p.info = client, proc.pid, rpc, info
+	p.client, p.proc, p.pid, p.rpc, p.info = client, proc, proc.pid, rpc, info
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
 	return rpc, p.gen, nil
 }
@@ -354,7 +369,7 @@ func (p *Plugin) stop() error {
 
 	errc := make(chan error, len(drivers))
 	for _, d := range drivers {
-		go func() { errc <- d.Close() }()
+		go func() { errc <- d.close(hostClosing(context.Background())) }()
 	}
 	var errs []error
 	timeout := time.After(p.host.closeTimeout)
@@ -372,15 +387,93 @@ func (p *Plugin) stop() error {
 kill:
 	p.mu.Lock()
 	clear(p.drivers)
-	client, byHand := p.client, p.byHand
+	client, proc, byHand := p.client, p.proc, p.byHand
 	p.stopping.Store(true)
-	p.client, p.byHand = nil, nil
+	p.client, p.proc, p.byHand = nil, nil, nil
 	p.mu.Unlock()
 	if byHand != nil {
 		// A plugin run by hand is not the host's to stop: only disconnect.
 		byHand.Close()
 	} else if client != nil {
-		client.Kill()
+		if err := killClient(client, proc, p.host.shutdownTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("plugin %s: %w", p.Name, err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// kill kills the plugin's process group at once, without closing its
+// drivers: the host's last resort (a second Ctrl-C).
+func (p *Plugin) kill() {
+	p.mu.Lock()
+	proc, pid, reattached := p.proc, p.pid, p.client != nil && p.proc == nil && p.byHand == nil
+	p.stopping.Store(true)
+	p.mu.Unlock()
+	switch {
+	case proc != nil:
+		_ = proc.Kill(context.Background())
+	case reattached && pid > 0:
+		killReattached(pid)
+	}
+}
+
+// connect waits for go-plugin to connect to the plugin, or for ctx to end:
+// then the plugin is killed with its group, which ends go-plugin's wait.
+func connect(ctx context.Context, client *plugin.Client, proc func() *pluginRunner) (plugin.ClientProtocol, error) {
+	type result struct {
+		proto plugin.ClientProtocol
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		proto, err := client.Client()
+		done <- result{proto, err}
+	}()
+	select {
+	case r := <-done:
+		return r.proto, r.err
+	case <-ctx.Done():
+		if r := proc(); r != nil {
+			_ = r.Kill(context.Background())
+		}
+		r := <-done
+		if r.err == nil {
+			r.err = ctx.Err()
+		}
+		return r.proto, r.err
+	}
+}
+
+// killClient stops a plugin through go-plugin, which first asks it to shut
+// down over gRPC with no deadline of its own: after timeout the plugin's
+// process group is killed, which ends that call. The wait for go-plugin to
+// finish is bounded too.
+func killClient(client *plugin.Client, proc *pluginRunner, timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		client.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+		if proc != nil {
+			proc.disarm()
+		}
+		return nil
+	case <-time.After(timeout):
+	}
+	if proc != nil {
+		_ = proc.Kill(context.Background())
+	} else if rc := client.ReattachConfig(); rc != nil && rc.Pid > 0 {
+		killReattached(rc.Pid)
+	}
+	select {
+	case <-done:
+		if proc != nil {
+			proc.disarm()
+		}
+		return fmt.Errorf("did not shut down within %s: killed its process group", timeout)
+	case <-time.After(timeout):
+		return fmt.Errorf("did not shut down within %s, and is still not gone %s after SIGKILL", timeout, timeout)
+	}
 }
