@@ -28,8 +28,14 @@ type driver struct {
 // newDriver wraps inner, opened in the current process, and tracks it so the
 // host closes it on exit.
 func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.Driver {
+	if name := inner.Name(); name != p.Name {
+		// The served name is the one callers asked for, and the one the
+		// registry knows: it wins, and the disagreement is reported.
+		p.logger.Warn("driver's Name() disagrees with the name it is served under: using the served name",
+			"plugin", p.Name, "served", p.Name, "driver_name", name)
+	}
 	p.mu.Lock()
-	d := &driver{plugin: p, namespace: namespace, name: inner.Name(), inner: inner, gen: p.gen}
+	d := &driver{plugin: p, namespace: namespace, name: p.Name, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
 	p.mu.Unlock()
 	if _, ok := inner.(orchestra.ContainerFinder); ok {
@@ -95,7 +101,7 @@ func (d *driver) close(ctx context.Context) error {
 	if closed {
 		return d.closeErr
 	}
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.plugin.host.startTimeout)
 	defer cancel()
 	inner, _, err := d.current(ctx)
 	if err == nil {

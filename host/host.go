@@ -34,6 +34,9 @@ type Config struct {
 	// CloseTimeout bounds how long Close waits for a plugin to close its
 	// drivers before it kills the plugin. Defaults to 2 minutes.
 	CloseTimeout time.Duration
+	// StartTimeout bounds a plugin's start, from its exec to the end of its
+	// handshake. Defaults to 30 seconds.
+	StartTimeout time.Duration
 	// ShutdownTimeout bounds how long a plugin has to exit once asked to,
 	// after its drivers are closed (or CloseTimeout passed): then its whole
 	// process group is killed. Defaults to 5 seconds.
@@ -51,6 +54,7 @@ type Host struct {
 	level        slog.Level
 	autoMTLS     bool
 	closeTimeout time.Duration
+	startTimeout time.Duration
 	// shutdownTimeout: see Config.ShutdownTimeout.
 	shutdownTimeout time.Duration
 	socketDir       string
@@ -58,8 +62,8 @@ type Host struct {
 	// returns orchestra.ErrClosed.
 	closed atomic.Bool
 	// closeRan is set once Close ran.
-	closeRan atomic.Bool
-	stateFile    string
+	closeRan  atomic.Bool
+	stateFile string
 	// oldSocketDirs belong to plugins reattached from a detached host.
 	oldSocketDirs []string
 	plugins       []*Plugin
@@ -87,6 +91,10 @@ func New(cfg Config) (*Host, error) {
 	}
 	if h.closeTimeout <= 0 {
 		h.closeTimeout = 2 * time.Minute
+	}
+	h.startTimeout = cfg.StartTimeout
+	if h.startTimeout <= 0 {
+		h.startTimeout = defaultStartTimeout
 	}
 	h.shutdownTimeout = cfg.ShutdownTimeout
 	if h.shutdownTimeout <= 0 {

@@ -23,8 +23,9 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
-// startTimeout bounds a plugin's start and handshake.
-const startTimeout = 30 * time.Second
+// defaultStartTimeout bounds a plugin's start and handshake, unless
+// Config.StartTimeout says otherwise.
+const defaultStartTimeout = 30 * time.Second
 
 // Restart policy: a plugin that dies within stableAfter of its start waits
 // restartDelay, doubled for each further early death up to maxRestartDelay,
@@ -140,7 +141,7 @@ func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
 // so a plugin registers like an in-process driver. The plugin's own logs
 // reach the host's logger; logger is not used.
 func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.host.startTimeout)
 	defer cancel()
 	rpc, _, err := p.start(ctx)
 	if err != nil {
@@ -206,7 +207,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		Stderr:           p.stderr,
 		SyncStdout:       lineLogger{logger, "plugin stdout"},
 		SyncStderr:       lineLogger{logger, "plugin stderr"},
-		StartTimeout:     startTimeout,
+		StartTimeout:     p.host.startTimeout,
 		AutoMTLS:         p.host.autoMTLS,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: p.host.socketDir},
 		// go-plugin lets a plugin send the host messages of up to 2 GiB;
@@ -274,11 +275,43 @@ func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*p
 	if err != nil {
 		return nil, pluginsdk.Info{}, err
 	}
+	info = p.boundInfo(info)
 	if info.Name != p.Name {
 		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	return rpc, info, nil
+}
+
+// Limits on what a plugin says about itself, which the host keeps and prints.
+const (
+	maxInfoString   = 256
+	maxCapabilities = 64
+	maxCapability   = 64
+)
+
+// boundInfo cuts the strings of a plugin's Info to their limits, and says so.
+func (p *Plugin) boundInfo(info pluginsdk.Info) pluginsdk.Info {
+	cut := func(field string, s string, limit int) string {
+		if len(s) <= limit {
+			return s
+		}
+		p.logger.Warn("plugin's Info field too long: truncated", "plugin", p.Name, "field", field, "bytes", len(s), "limit", limit)
+		return strings.ToValidUTF8(s[:limit], "") + truncMarker
+	}
+	info.PluginVersion = cut("plugin_version", info.PluginVersion, maxInfoString)
+	info.SDKVersion = cut("sdk_version", info.SDKVersion, maxInfoString)
+	info.ProtocolVersion = cut("protocol_version", info.ProtocolVersion, maxInfoString)
+	if len(info.Capabilities) > maxCapabilities {
+		p.logger.Warn("plugin lists too many capabilities: keeping the first", "plugin", p.Name, "count", len(info.Capabilities), "limit", maxCapabilities)
+		info.Capabilities = info.Capabilities[:maxCapabilities]
+	}
+	caps := make([]string, len(info.Capabilities))
+	for i, c := range info.Capabilities {
+		caps[i] = cut("capabilities", c, maxCapability)
+	}
+	info.Capabilities = caps
+	return info
 }
 
 // useBulk sends stdin and logs over the plugin's bulk socket when it has

@@ -20,7 +20,7 @@ const orphanGrace = 5 * time.Second
 // kills its process group. A plugin's own watch for its host cannot help
 // when the plugin is stopped (SIGSTOP): SIGKILL still ends it. It ignores
 // the terminal's SIGINT and SIGHUP, which are the host's to handle.
-const reaperScript = `trap '' HUP INT; read _; sleep "$1"; kill -KILL -- "-$2" 2>/dev/null`
+const reaperScript = `trap '' HUP INT; read _; sleep "$1"; kill -9 "-$2" 2>/dev/null`
 
 // reaper is a tiny process beside a plugin that kills the plugin's group
 // once the host is gone. The host disarms it when it stops the plugin
