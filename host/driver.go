@@ -2,10 +2,12 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -17,6 +19,7 @@ type driver struct {
 	plugin    *Plugin
 	namespace string
 	name      string
+	opts      OpenOptions
 
 	mu       sync.Mutex
 	inner    orchestra.Driver // the instance in process generation gen
@@ -27,7 +30,7 @@ type driver struct {
 
 // newDriver wraps inner, opened in the current process, and tracks it so the
 // host closes it on exit.
-func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.Driver {
+func (p *Plugin) newDriver(namespace string, inner orchestra.Driver, opts OpenOptions) orchestra.Driver {
 	if name := inner.Name(); name != p.Name {
 		// The served name is the one callers asked for, and the one the
 		// registry knows: it wins, and the disagreement is reported.
@@ -35,7 +38,7 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.D
 			"plugin", p.Name, "served", p.Name, "driver_name", name)
 	}
 	p.mu.Lock()
-	d := &driver{plugin: p, namespace: namespace, name: p.Name, inner: inner, gen: p.gen}
+	d := &driver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
 	p.mu.Unlock()
 	if _, ok := inner.(orchestra.ContainerFinder); ok {
@@ -59,7 +62,7 @@ func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) 
 	if err != nil {
 		return nil, 0, err
 	}
-	inner, err := rpc.Open(ctx, d.namespace)
+	inner, err := d.plugin.openNamespace(ctx, rpc, d.namespace, d.opts)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reopen namespace %q after the plugin restarted: %w", d.namespace, err)
 	}
@@ -105,13 +108,30 @@ func (d *driver) close(ctx context.Context) error {
 	defer cancel()
 	inner, _, err := d.current(ctx)
 	if err == nil {
-		err = inner.Close()
+		err = d.closeBounded(inner)
 	}
 	d.mu.Lock()
 	d.closed, d.closeErr = true, err
 	d.mu.Unlock()
 	d.forget()
 	return err
+}
+
+// errCloseTimeout marks a driver Close that the host stopped waiting for.
+var errCloseTimeout = errors.New("close timed out")
+
+// closeBounded closes inner, waiting at most the host's CloseTimeout: a
+// plugin that never answers cannot hold up its caller (Close has no ctx).
+func (d *driver) closeBounded(inner orchestra.Driver) error {
+	errc := make(chan error, 1)
+	go func() { errc <- inner.Close() }()
+	timeout := d.plugin.host.closeTimeout
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("plugin %s: Close of namespace %q did not return within %s: %w", d.plugin.Name, d.namespace, timeout, errCloseTimeout)
+	}
 }
 
 // CreateVolume creates or finds a volume.

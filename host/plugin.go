@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -139,22 +140,58 @@ func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
 // NewDriver opens a driver instance for namespace in the plugin, starting the
 // plugin if it is not running. It has the signature of orchestra.InitFunc,
 // so a plugin registers like an in-process driver. The plugin's own logs
-// reach the host's logger; logger is not used.
+// reach the host's logger; logger is not used. The namespace is not
+// ephemeral (see OpenOptions).
 func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.host.startTimeout)
 	defer cancel()
+	return p.Open(ctx, namespace, OpenOptions{})
+}
+
+// OpenOptions say how a namespace is opened.
+type OpenOptions struct {
+	// Ephemeral declares that nothing in the namespace may outlive this
+	// host: when the host dies without closing the driver, the plugin closes
+	// it, even a plugin that leaves its resources to the platform on host
+	// exit (pluginsdk.KeepOnHostExit, as docker does so that a new host can
+	// reattach). The CLI's throwaway namespaces are ephemeral. It needs a
+	// plugin whose protocol carries it (OpenRequest.ephemeral); to an older
+	// plugin the namespace is opened as before, and a warning says so.
+	Ephemeral bool
+}
+
+// Open opens a driver instance for namespace in the plugin, starting the
+// plugin under ctx if it is not running.
+func (p *Plugin) Open(ctx context.Context, namespace string, opts OpenOptions) (orchestra.Driver, error) {
 	rpc, _, err := p.start(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if od, ok := p.adopt(namespace); ok {
-		return p.newDriver(namespace, rpc.Adopt(od)), nil
+		return p.newDriver(namespace, rpc.Adopt(od), opts), nil
 	}
-	inner, err := rpc.Open(ctx, namespace)
+	inner, err := p.openNamespace(ctx, rpc, namespace, opts)
 	if err != nil {
 		return nil, err
 	}
-	return p.newDriver(namespace, inner), nil
+	return p.newDriver(namespace, inner, opts), nil
+}
+
+// ephemeralOpener is the client call that opens a namespace with
+// OpenRequest.ephemeral set, when the wire layer has it.
+type ephemeralOpener interface {
+	OpenEphemeral(ctx context.Context, namespace string) (orchestra.Driver, error)
+}
+
+// openNamespace opens namespace in the running plugin, as opts say.
+func (p *Plugin) openNamespace(ctx context.Context, rpc *pluginsdk.Client, namespace string, opts OpenOptions) (orchestra.Driver, error) {
+	if opts.Ephemeral {
+		if eo, ok := any(rpc).(ephemeralOpener); ok {
+			return eo.OpenEphemeral(ctx, namespace)
+		}
+		p.logger.Debug("the wire cannot mark a namespace ephemeral: a plugin that keeps resources on host exit keeps this one's", "plugin", p.Name, "namespace", namespace)
+	}
+	return rpc.Open(ctx, namespace)
 }
 
 // start returns a client for the running plugin and the generation of its
@@ -226,6 +263,8 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 			return r, err
 		},
 	})
+	// fail kills the plugin with its group, and waits for it (bounded), so
+	// that its last stderr lines are in: then it builds the error.
 	fail := func(format string, args ...any) (*pluginsdk.Client, uint64, error) {
 		p.stopping.Store(true)
 		if proc != nil {
@@ -236,16 +275,18 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		killClient(client, proc, p.host.shutdownTimeout)
 		return nil, 0, fmt.Errorf(format, args...)
 	}
+	start := time.Now()
 	proto, err := connect(ctx, client, func() *pluginRunner { return proc })
 	if ctx.Err() != nil && err != nil {
-		return fail("plugin %s (%s): start: %w", p.Name, p.Path, ctx.Err())
+		return fail("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
+			time.Since(start).Round(time.Millisecond), ctx.Err(), lazy(p.lastStderr))
 	}
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
 				p.Name, p.Path, err, pluginsdk.ProtocolMajor, pluginsdk.ProtocolMinor, pluginsdk.SDKVersion)
 		}
-		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
+		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
 	}
 	rpc, info, err := p.handshake(ctx, proto)
 	if err != nil {
@@ -366,6 +407,11 @@ func (p *Plugin) exited(err error) {
 		"err", err, "stderr", strings.Join(p.stderr.Lines(), "\n"))
 }
 
+// lazy is a string computed when it is formatted.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
+
 func (p *Plugin) lastStderr() string {
 	lines := p.stderr.Lines()
 	if len(lines) == 0 {
@@ -388,7 +434,7 @@ func (p *Plugin) stop() error {
 	p.mu.Unlock()
 	for _, ns := range unclaimed {
 		if od, ok := p.adopt(ns); ok && p.rpc != nil {
-			p.newDriver(ns, p.rpc.Adopt(od))
+			p.newDriver(ns, p.rpc.Adopt(od), OpenOptions{})
 		}
 	}
 	p.mu.Lock()
@@ -411,6 +457,10 @@ func (p *Plugin) stop() error {
 		case err := <-errc:
 			if err != nil {
 				errs = append(errs, err)
+			}
+			if errors.Is(err, errCloseTimeout) {
+				errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
+				goto kill
 			}
 		case <-timeout:
 			errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
@@ -509,4 +559,42 @@ func killClient(client *plugin.Client, proc *pluginRunner, timeout time.Duration
 	case <-time.After(timeout):
 		return fmt.Errorf("did not shut down within %s, and is still not gone %s after SIGKILL", timeout, timeout)
 	}
+}
+
+// Interfaces the host can tell a driver implements, beside orchestra.Driver.
+const (
+	ImplementsContainerFinder = "ContainerFinder"
+	ImplementsLogFollower     = "LogFollower"
+)
+
+// followReporter is what a wire-level driver implements when its protocol
+// says, per driver, whether it follows logs (today the wire says so per
+// container only).
+type followReporter interface {
+	FollowsLogs() bool
+}
+
+// Implements opens a throwaway, ephemeral namespace in the plugin and
+// reports which optional orchestra interfaces its driver implements: true
+// or false, or absent when the plugin's protocol does not say.
+func (p *Plugin) Implements(ctx context.Context) (map[string]bool, error) {
+	ns := fmt.Sprintf("orchestra-probe-%d-%d", os.Getpid(), time.Now().UnixNano())
+	d, err := p.Open(ctx, ns, OpenOptions{Ephemeral: true})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	inner, _, err := d.(interface {
+		current(context.Context) (orchestra.Driver, uint64, error)
+	}).current(ctx)
+	if err == nil {
+		_, out[ImplementsContainerFinder] = inner.(orchestra.ContainerFinder)
+		if fr, ok := inner.(followReporter); ok {
+			out[ImplementsLogFollower] = fr.FollowsLogs()
+		}
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return out, err
 }
