@@ -73,6 +73,23 @@ func readPID(t *testing.T, file string) int {
 	return 0
 }
 
+// stop sends SIGSTOP to pid and waits until it is stopped.
+func stop(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if strings.Contains(string(stat), ") T ") {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("process %d did not stop", pid)
+}
+
 // TestStoppedPlugin freezes a plugin with SIGSTOP in the middle of its
 // work: calls end at their deadline, and Close kills it within its bounds.
 func TestStoppedPlugin(t *testing.T) {
@@ -86,9 +103,7 @@ func TestStoppedPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := p.PID()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, pid)
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -122,7 +137,7 @@ func TestStoppedPluginShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := p.PID()
-	syscall.Kill(pid, syscall.SIGSTOP)
+	stop(t, pid)
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	start := time.Now()
 	err := h.Close()
@@ -359,7 +374,7 @@ func TestKilledHostStoppedPlugin(t *testing.T) {
 				t.Fatalf("read the plugin PID: %v", err)
 			}
 			if tt.stop {
-				syscall.Kill(pid, syscall.SIGSTOP)
+				stop(t, pid)
 			}
 			cmd.Process.Kill()
 			cmd.Wait()

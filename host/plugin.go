@@ -24,6 +24,15 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
+// execFD is how the plugin process runs the open, checked file: its fd 3
+// (cmd.ExtraFiles[0]) in the new process.
+const execFD = "/proc/self/fd/3"
+
+// ExeFDEnv tells a plugin that its fd (3) is the open file of its own
+// binary, which the host ran: the plugin may close it (pluginsdk does), so
+// that the processes it starts do not inherit it.
+const ExeFDEnv = "POCKETCI_PLUGIN_EXE_FD"
+
 // defaultStartTimeout bounds a plugin's start and handshake, unless
 // Config.StartTimeout says otherwise.
 const defaultStartTimeout = 30 * time.Second
@@ -229,9 +238,14 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 			return nil, 0, fmt.Errorf("plugin %s: waiting %s to restart after %d crashes: %w", p.Name, delay, p.crashes, ctx.Err())
 		}
 	}
-	if err := p.checkSum(); err != nil {
-		return nil, 0, err
+	// The file is opened once and checked (trust, and the SHA256SUMS pin)
+	// as it is open; the process runs that open file, so nothing can be
+	// swapped in between.
+	exe, err := openTrusted(p.Path, p.sum)
+	if err != nil {
+		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, err)
 	}
+	defer exe.Close()
 	p.stopping.Store(false)
 
 	logger := p.logger.With("plugin", p.Name)
@@ -253,8 +267,10 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		GRPCDialOptions: p.dialOptions(),
 		// go-plugin hands over a template command carrying its environment.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
-			cmd := exec.Command(p.Path)
-			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
+			cmd := exec.Command(execFD)
+			cmd.Args[0] = p.Path
+			cmd.ExtraFiles = []*os.File{exe}
+			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
 			// The plugin gets no stdin: only the task it runs may read the
 			// host's, through the protocol.
 			cmd.Stdin = nil
@@ -380,22 +396,6 @@ func (p *Plugin) alive(gen uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.client != nil && !p.client.Exited() && p.gen == gen
-}
-
-// checkSum verifies the binary against its directory's SHA256SUMS, right
-// before it runs.
-func (p *Plugin) checkSum() error {
-	if p.sum == "" {
-		return nil
-	}
-	got, err := fileSHA256(p.Path)
-	if err != nil {
-		return fmt.Errorf("plugin %s: %w", p.Name, err)
-	}
-	if got != p.sum {
-		return fmt.Errorf("plugin %s: %s has SHA-256 %s but %s pins %s: refusing to run it", p.Name, p.Path, got, SumsFile, p.sum)
-	}
-	return nil
 }
 
 // exited is called the moment the plugin process ends.

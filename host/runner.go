@@ -157,7 +157,7 @@ func (r *pluginRunner) Start(context.Context) error {
 	if err != nil {
 		r.stderr.f.Close()
 		r.rawOut.f.Close()
-		return fmt.Errorf("start %s: %w", r.cmd.Path, err)
+		return fmt.Errorf("start %s: %w", r.cmd.Args[0], err)
 	}
 	r.pid = r.cmd.Process.Pid
 	if r.reaper, err = startReaper(r.pid); err != nil {
@@ -239,11 +239,11 @@ func (r *pluginRunner) exitedCh() <-chan struct{} { return r.done }
 
 func (r *pluginRunner) Stdout() io.ReadCloser { return r.stdout }
 func (r *pluginRunner) Stderr() io.ReadCloser { return r.stderr }
-func (r *pluginRunner) Name() string          { return r.cmd.Path }
+func (r *pluginRunner) Name() string          { return r.cmd.Args[0] }
 func (r *pluginRunner) ID() string            { return strconv.Itoa(r.pid) }
 
 func (r *pluginRunner) Diagnose(context.Context) string {
-	return fmt.Sprintf("%s did not complete the plugin handshake: is it a pocketci-driver built with pluginsdk.Serve?", r.cmd.Path)
+	return fmt.Sprintf("%s did not complete the plugin handshake: is it a pocketci-driver built with pluginsdk.Serve?", r.cmd.Args[0])
 }
 
 func (r *pluginRunner) PluginToHost(network, addr string) (string, string, error) {

@@ -235,6 +235,9 @@ func TestSecondInterruptKills(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the task runs
 	syscall.Kill(plugin, syscall.SIGSTOP)
 	defer syscall.Kill(plugin, syscall.SIGKILL)
+	for stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", plugin)); !strings.Contains(string(stat), ") T "); stat, _ = os.ReadFile(fmt.Sprintf("/proc/%d/stat", plugin)) {
+		time.Sleep(time.Millisecond)
+	}
 	cmd.Process.Signal(os.Interrupt)
 	time.Sleep(300 * time.Millisecond)
 	if cmd.ProcessState != nil {
