@@ -44,6 +44,38 @@ func BenchmarkEchoTask(b *testing.B) {
 	}
 }
 
+// BenchmarkEchoTaskFollow is BenchmarkEchoTask with the output followed:
+// RunContainer, FollowLogs (which reads the finished log once more for what
+// the engine's follow stream missed), Status, Cleanup.
+func BenchmarkEchoTaskFollow(b *testing.B) {
+	d, _ := newTestDriver(b, "benchf")
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		i++
+		c, err := d.RunContainer(ctx, orchestra.Task{ID: fmt.Sprintf("echo-%d", i), Image: testImage, Command: []string{"echo", "hello"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, nil); err != nil || out.String() != "hello\n" {
+			b.Fatalf("logs %q, %v", out.String(), err)
+		}
+		if st, err := c.Status(ctx); err != nil || !st.IsDone() {
+			b.Fatalf("status after FollowLogs: %v %v", st, err)
+		}
+		if err := c.Cleanup(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDockerCLIRunInit is the baseline with the engine's init, as the
+// driver runs every task: `docker run --rm --init busybox echo hello`.
+func BenchmarkDockerCLIRunInit(b *testing.B) {
+	benchCLI(b, "run", "--rm", "--init", testImage, "echo", "hello")
+}
+
 // BenchmarkDockerCLIRun is the baseline: `docker run --rm busybox echo hello`.
 func BenchmarkDockerCLIRun(b *testing.B) {
 	benchCLI(b, "run", "--rm", testImage, "echo", "hello")

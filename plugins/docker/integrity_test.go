@@ -117,7 +117,14 @@ func TestFollowLogsLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	out, errOut := follow(ctx, t, c)
+	followed := time.Since(start)
+	start = time.Now()
+	if err := c.Logs(ctx, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FollowLogs of 8 MiB (run and re-read included) took %s; one Logs of the finished log %s", followed, time.Since(start))
 	var wantErr strings.Builder
 	for i := 1; i <= 1000; i++ {
 		fmt.Fprintf(&wantErr, "%d\n", i)
