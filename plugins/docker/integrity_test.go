@@ -104,9 +104,6 @@ func TestFollowLogsTrailingPartialLine(t *testing.T) {
 // TestFollowLogsLarge follows 8 MiB of stdout (ending without a newline)
 // and some stderr, and compares both byte for byte.
 func TestFollowLogsLarge(t *testing.T) {
-	if testing.Short() {
-		t.Skip("8 MiB through the engine's log takes a while")
-	}
 	d, _ := newTestDriver(t, "large")
 	ctx := testContext(t)
 	const size = 8 << 20
