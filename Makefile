@@ -6,7 +6,7 @@ PLUGINS := native docker qemu
 MODULES := . plugins/docker plugins/qemu
 PROTO := pluginsdk/proto/driverv1/driver.proto
 
-.PHONY: all build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean
+.PHONY: all deps build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean
 
 all: build
 
@@ -22,14 +22,18 @@ build:
 run: build
 	$(BIN)/orchestra run --driver native -e GREETING=hello -- sh -c 'echo "$$GREETING from pid $$$$, a child of $$(readlink /proc/$$PPID/exe)"'
 
+## deps: the Debian packages the tests need (installed as root, else the command is printed)
+deps:
+	bash scripts/deps.sh
+
 ## images: offline test images (busybox for docker, the qemu guest)
-images:
+images: deps
 	bash plugins/docker/scripts/busybox-image.sh
 	bash plugins/qemu/guest/build.sh
 
 ## test: everything the tests need, then every module's tests with -race,
 ## a short run of every fuzz target, and the third-party template check
-test: build images proto-check lint test-go fuzz template-check
+test: deps build images proto-check lint test-go fuzz template-check
 
 test-go:
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -short -count=1 -timeout 40m ./...); done
@@ -51,13 +55,13 @@ fuzz:
 template-check: build
 	bash scripts/template-check.sh
 
-## proto: regenerate the wire code with the pinned protoc plugins
+## proto: regenerate the wire code with the pinned protoc plugins and a
+## Go-built compiler (tools/protoc-lite): no system protoc needed
 proto:
 	@mkdir -p $(BIN)/tools
-	cd tools && GOWORK=off $(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	protoc --plugin=protoc-gen-go=$(BIN)/tools/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
-		--go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTO)
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc ./protoc-lite
+	$(BIN)/tools/protoc-lite -I . -plugin go=$(BIN)/tools/protoc-gen-go -plugin go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
+		-opt go=paths=source_relative -opt go-grpc=paths=source_relative -out . $(PROTO)
 
 ## proto-check: fail when the committed generated code is stale
 proto-check: proto

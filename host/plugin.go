@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
@@ -70,11 +71,11 @@ type Plugin struct {
 
 	mu      sync.Mutex
 	client  *plugin.Client
-	pid     int                             // the running process
-	adopted map[string]pluginsdk.OpenDriver // kept open across a host restart, by namespace
-	byHand  io.Closer                       // the connection to a plugin run by hand (DebugEnv)
-	rpc     *pluginsdk.Client
-	info    pluginsdk.Info
+	pid     int                        // the running process
+	adopted map[string]wire.OpenDriver // kept open across a host restart, by namespace
+	byHand  io.Closer                  // the connection to a plugin run by hand (DebugEnv)
+	rpc     *wire.Client
+	info    wire.Info
 	drivers map[*driver]struct{}
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
@@ -125,9 +126,9 @@ func (p *Plugin) SHA256() (string, error) {
 }
 
 // Info starts the plugin if needed and returns what it reports about itself.
-func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
+func (p *Plugin) Info(ctx context.Context) (wire.Info, error) {
 	if _, _, err := p.start(ctx); err != nil {
-		return pluginsdk.Info{}, err
+		return wire.Info{}, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -158,7 +159,7 @@ func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, 
 // start returns a client for the running plugin and the generation of its
 // process, starting (or, after it died, restarting) the process. A plugin
 // that keeps dying soon after its start is restarted with a growing delay.
-func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
+func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if p.refused != nil {
 		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, p.refused)
 	}
@@ -192,8 +193,8 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	logger := p.logger.With("plugin", p.Name)
 	var proc *pluginRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  pluginsdk.HandshakeConfig(),
-		VersionedPlugins: pluginsdk.ClientPlugins(),
+		HandshakeConfig:  wire.HandshakeConfig(),
+		VersionedPlugins: wire.ClientPlugins(),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclogger(logger),
 		Stderr:           p.stderr,
@@ -218,7 +219,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 			return r, err
 		},
 	})
-	fail := func(format string, args ...any) (*pluginsdk.Client, uint64, error) {
+	fail := func(format string, args ...any) (*wire.Client, uint64, error) {
 		p.stopping.Store(true)
 		client.Kill()
 		return nil, 0, fmt.Errorf(format, args...)
@@ -227,7 +228,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
-				p.Name, p.Path, err, pluginsdk.ProtocolMajor, pluginsdk.ProtocolMinor, pluginsdk.SDKVersion)
+				p.Name, p.Path, err, wire.ProtocolMajor, wire.ProtocolMinor, pluginsdk.SDKVersion)
 		}
 		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
 	}
@@ -245,22 +246,22 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 
 // handshake gets the driver client from a connected plugin and checks, with
 // Info, that the plugin is the one its file name says.
-func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*pluginsdk.Client, pluginsdk.Info, error) {
-	raw, err := proto.Dispense(pluginsdk.PluginKey)
+func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*wire.Client, wire.Info, error) {
+	raw, err := proto.Dispense(wire.PluginKey)
 	if err != nil {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
 	}
 	rpcClient, ok := raw.(driverv1.DriverClient)
 	if !ok {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
 	}
-	rpc := pluginsdk.NewClient(p.Name, rpcClient)
+	rpc := wire.NewClient(p.Name, rpcClient)
 	info, err := rpc.Info(ctx)
 	if err != nil {
-		return nil, pluginsdk.Info{}, err
+		return nil, wire.Info{}, err
 	}
 	if info.Name != p.Name {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
+		return nil, wire.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	return rpc, info, nil
@@ -270,8 +271,8 @@ func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*p
 // one (protocol 1.2) and the channel is not meant to be encrypted. A plugin
 // this host started must put the socket in the private directory the host
 // gave it.
-func (p *Plugin) useBulk(rpc *pluginsdk.Client, info pluginsdk.Info, started bool) {
-	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, pluginsdk.CapabilityBulk) {
+func (p *Plugin) useBulk(rpc *wire.Client, info wire.Info, started bool) {
+	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, wire.CapabilityBulk) {
 		return
 	}
 	if started && !strings.HasPrefix(info.BulkAddr, p.host.socketDir+string(filepath.Separator)) {
