@@ -134,13 +134,18 @@ func (c *Container) reap(ctl *os.File) {
 		c.driver.logger.Warn("wait for task", "task", c.id, "err", err)
 	}
 	if line == "" { // the shim died without a report
-		code = -1
+		code, failure = -1, "the task's shim died without reporting"
 		if ps := c.cmd.ProcessState; ps != nil {
 			if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
 				code = exitCode(ws)
+				if ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+					// A kill reached the shim before it set up its
+					// handler, which it does before it starts the
+					// command: nothing else ran.
+					code, failure = 128+int(syscall.SIGKILL), c.stdinFail
+				}
 			}
 		}
-		failure = "the task's shim died without reporting"
 	}
 	if failure != "" && code == 0 {
 		code = 1

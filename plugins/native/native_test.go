@@ -126,6 +126,40 @@ func TestConformanceCatchesFaults(t *testing.T) {
 	}
 }
 
+// plainDriver hides the optional interfaces of native's containers.
+type plainDriver struct{ orchestra.Driver }
+
+func (p plainDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	c, err := p.Driver.RunContainer(ctx, task)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ orchestra.Container }{c}, nil
+}
+
+// TestConformanceSkipsWhatTheDriverLacks: a case that needs LogFollower is
+// reported skipped, with the reason, for a driver without it.
+func TestConformanceSkipsWhatTheDriverLacks(t *testing.T) {
+	useRoot(t)
+	results := conformance.RunAll(t.Context(), conformance.Options{
+		New: func(ns string) (orchestra.Driver, error) {
+			d, err := New(ns, testLogger(t))
+			return plainDriver{d}, err
+		},
+		Leaks: Leaks,
+		Run:   regexp.MustCompile(`^(no final newline follow|stream order)$`),
+	}, nil)
+	if len(results) != 2 {
+		t.Fatalf("expected 2 results, got %d", len(results))
+	}
+	if r := results[0]; !r.Skipped || r.Passed || !strings.Contains(r.Error, "orchestra.LogFollower") {
+		t.Fatalf("no final newline follow: expected skipped for the missing LogFollower, got %+v", r)
+	}
+	if r := results[1]; !r.Passed || r.Skipped {
+		t.Fatalf("stream order: expected it to pass on Logs alone, got %+v", r)
+	}
+}
+
 func waitDone(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

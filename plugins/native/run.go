@@ -178,11 +178,12 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 		return nil, fmt.Errorf("native: task %q: control pipe: %w", task.ID, err)
 	}
 	defer ctlW.Close() // the shim has its copy
+	argv, env := shimArgs(path, task.Command, taskEnv(task.Env))
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
-		Args:       append([]string{shimArg0, path}, task.Command...),
+		Args:       argv,
 		Dir:        work,
-		Env:        taskEnv(task.Env),
+		Env:        env,
 		Stdout:     files[0],
 		Stderr:     files[1],
 		ExtraFiles: []*os.File{ctlW, lock}, // fds 3 and 4 (shimControlFD, shimLockFD)

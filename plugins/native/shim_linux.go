@@ -1,3 +1,5 @@
+//go:build linux
+
 package native
 
 import (
@@ -8,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,15 +44,32 @@ const (
 // prSetChildSubreaper is PR_SET_CHILD_SUBREAPER from <linux/prctl.h>.
 const prSetChildSubreaper = 36
 
+// shimRaceEnv is what a -race build adds to the shim's environment (and the
+// shim takes out again before it starts the command).
+const shimRaceEnv = "GORACE=atexit_sleep_ms=0"
+
 func init() {
-	if len(os.Args) >= 3 && os.Args[0] == shimArg0 {
-		os.Exit(shimMain(os.Args[1], os.Args[2:]))
+	// argv: shimArg0, "drop" (an environment entry the driver added for
+	// the shim alone, or "-"), the command's path, its argv.
+	if len(os.Args) >= 4 && os.Args[0] == shimArg0 {
+		os.Exit(shimMain(os.Args[1], os.Args[2], os.Args[3:]))
 	}
+}
+
+// shimArgs is the shim's argv and environment for a command path with
+// argv args and environment env.
+func shimArgs(path string, args, env []string) (argv, shimEnv []string) {
+	drop := "-"
+	if raceEnabled && !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GORACE=") }) {
+		drop = shimRaceEnv
+		env = append(slices.Clip(env), shimRaceEnv)
+	}
+	return append([]string{shimArg0, drop, path}, args...), env
 }
 
 // shimMain runs the command path with argv args and returns the shim's exit
 // code. It writes "<code>\n" or "<code> <failure>\n" to the control pipe.
-func shimMain(path string, args []string) int {
+func shimMain(drop, path string, args []string) int {
 	ctl := os.NewFile(shimControlFD, "control")
 	report := func(code int, failure string) int {
 		line := strconv.Itoa(code)
@@ -73,7 +93,8 @@ func shimMain(path string, args []string) int {
 	if err != nil {
 		return report(126, fmt.Sprintf("shim: stderr pipe: %v", err))
 	}
-	cmd := &exec.Cmd{Path: path, Args: args, Env: os.Environ(), Stdin: os.Stdin, Stdout: outW, Stderr: errW}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return kv == drop })
+	cmd := &exec.Cmd{Path: path, Args: args, Env: env, Stdin: os.Stdin, Stdout: outW, Stderr: errW}
 	if err := cmd.Start(); err != nil {
 		return report(127, fmt.Sprintf("start %q: %v", path, err))
 	}
