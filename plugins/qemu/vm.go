@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,10 +34,6 @@ const (
 	// quitGrace is how long Close waits for qemu after QMP quit before SIGKILL.
 	quitGrace = 3 * time.Second
 )
-
-// kvmBroken is set when a KVM boot failed on this host, so later boots go
-// straight to TCG (some sandboxes expose a /dev/kvm that cannot run a guest).
-var kvmBroken atomic.Bool
 
 // vm is one running qemu process and its agent connection.
 type vm struct {
@@ -144,13 +139,18 @@ func bootVM(ctx context.Context, namespace string, logger *slog.Logger) (*vm, er
 	if err != nil {
 		return nil, err
 	}
-	accel := cfg.accel
+	accel, key := cfg.accel, ""
 	if accel == "auto" {
 		accel = "tcg"
 		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
 			_ = f.Close()
-			if !kvmBroken.Load() {
+			if key, err = kvmKeyCached(ctx, cfg.binary); err != nil {
+				logger.Debug("qemu: cannot tell the host's KVM memo apart, trying KVM", "err", err)
+			}
+			if key == "" || !kvmKnownBroken(key) {
 				accel = "kvm"
+			} else {
+				logger.Debug("qemu: KVM is known not to work on this host, using TCG", "memo", kvmMemoPath(key))
 			}
 		}
 	}
@@ -158,13 +158,21 @@ func bootVM(ctx context.Context, namespace string, logger *slog.Logger) (*vm, er
 	if err != nil && accel == "kvm" && cfg.accel == "auto" && errors.Is(err, errEarlyExit) {
 		kvmErr := err
 		v, err = startVM(ctx, namespace, logger, cfg, "tcg")
-		if err == nil {
-			// Only now is KVM to blame (a bad kernel fails both ways).
-			logger.Warn("qemu: KVM boot failed but TCG works: using TCG for the rest of this process", "err", kvmErr)
-			kvmBroken.Store(true)
+		if err == nil && key != "" {
+			// Only now is KVM to blame (a bad kernel fails both ways). Said
+			// once per host: later processes read the memo.
+			rememberKVMBroken(key, kvmErr.Error(), logger)
+			logger.Info("qemu: KVM cannot boot the guest on this host, TCG can: using TCG from now on (delete the memo to try KVM again)",
+				"memo", kvmMemoPath(key), "err", firstLine(kvmErr.Error()))
 		}
 	}
 	return v, err
+}
+
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // errEarlyExit marks a boot whose qemu process exited on its own.
@@ -255,6 +263,9 @@ func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg con
 			return v, fmt.Errorf("boot the guest (%s): %w%s", accel, ctx.Err(), v.diagnostics())
 		}
 		return v, fmt.Errorf("boot the guest (%s): no answer from the guest agent within %s: %w%s", accel, cfg.bootTimeout, err, v.diagnostics())
+	}
+	if err := v.runOK(bootCtx, "set up the guest", setupScript); err != nil {
+		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
 	}
 	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
 	return v, nil
