@@ -499,7 +499,7 @@ func TestCloseDuringBoot(t *testing.T) {
 	}()
 	// Wait until qemu runs, then close while the guest boots.
 	for {
-		if left, _ := Leaks(d.namespace); len(left) > 0 {
+		if left, _ := Leaks(d.namespace); len(left) > 0 && strings.Contains(strings.Join(left, " "), "qemu process") {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
