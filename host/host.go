@@ -206,11 +206,13 @@ func (h *Host) Plugin(name string) (*Plugin, error) {
 }
 
 // Register adds every usable plugin to the orchestra registry, so
-// orchestra.Get(name) returns the plugin's NewDriver.
+// orchestra.Get(name) returns the plugin's NewDriver. A plugin takes the
+// place of a driver of the same name compiled into the program
+// (orchestra.Replace).
 func (h *Host) Register() {
 	for _, p := range h.plugins {
 		if p.refused == nil {
-			orchestra.Add(p.Name, p.NewDriver)
+			orchestra.Replace(p.Name, p.NewDriver)
 		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/wire"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
@@ -81,12 +83,12 @@ type Plugin struct {
 
 	mu      sync.Mutex
 	client  *plugin.Client
-	proc    *pluginRunner                   // the running process, when this host started it
-	pid     int                             // the running process
-	adopted map[string]pluginsdk.OpenDriver // kept open across a host restart, by namespace
-	byHand  io.Closer                       // the connection to a plugin run by hand (DebugEnv)
-	rpc     *pluginsdk.Client
-	info    pluginsdk.Info
+	proc    *pluginRunner              // the running process, when this host started it
+	pid     int                        // the running process
+	adopted map[string]wire.OpenDriver // kept open across a host restart, by namespace
+	byHand  io.Closer                  // the connection to a plugin run by hand (DebugEnv)
+	rpc     *wire.Client
+	info    wire.Info
 	drivers map[*driver]struct{}
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
@@ -137,9 +139,9 @@ func (p *Plugin) SHA256() (string, error) {
 }
 
 // Info starts the plugin if needed and returns what it reports about itself.
-func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
+func (p *Plugin) Info(ctx context.Context) (wire.Info, error) {
 	if _, _, err := p.start(ctx); err != nil {
-		return pluginsdk.Info{}, err
+		return wire.Info{}, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -193,7 +195,7 @@ type ephemeralOpener interface {
 }
 
 // openNamespace opens namespace in the running plugin, as opts say.
-func (p *Plugin) openNamespace(ctx context.Context, rpc *pluginsdk.Client, namespace string, opts OpenOptions) (orchestra.Driver, error) {
+func (p *Plugin) openNamespace(ctx context.Context, rpc *wire.Client, namespace string, opts OpenOptions) (orchestra.Driver, error) {
 	if opts.Ephemeral {
 		if eo, ok := any(rpc).(ephemeralOpener); ok {
 			return eo.OpenEphemeral(ctx, namespace)
@@ -206,7 +208,7 @@ func (p *Plugin) openNamespace(ctx context.Context, rpc *pluginsdk.Client, names
 // start returns a client for the running plugin and the generation of its
 // process, starting (or, after it died, restarting) the process. A plugin
 // that keeps dying soon after its start is restarted with a growing delay.
-func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
+func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if p.refused != nil {
 		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, p.refused)
 	}
@@ -251,8 +253,8 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	logger := p.logger.With("plugin", p.Name)
 	var proc *pluginRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  pluginsdk.HandshakeConfig(),
-		VersionedPlugins: pluginsdk.ClientPlugins(),
+		HandshakeConfig:  wire.HandshakeConfig(),
+		VersionedPlugins: wire.ClientPlugins(),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclogger(logger),
 		Stderr:           p.stderr,
@@ -281,7 +283,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	})
 	// fail kills the plugin with its group, and waits for it (bounded), so
 	// that its last stderr lines are in: then it builds the error.
-	fail := func(format string, args ...any) (*pluginsdk.Client, uint64, error) {
+	fail := func(format string, args ...any) (*wire.Client, uint64, error) {
 		p.stopping.Store(true)
 		if proc != nil {
 			// Killed with its group before go-plugin's Kill, which would
@@ -300,7 +302,7 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
-				p.Name, p.Path, err, pluginsdk.ProtocolMajor, pluginsdk.ProtocolMinor, pluginsdk.SDKVersion)
+				p.Name, p.Path, err, wire.ProtocolMajor, wire.ProtocolMinor, pluginsdk.SDKVersion)
 		}
 		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
 	}
@@ -318,23 +320,23 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 
 // handshake gets the driver client from a connected plugin and checks, with
 // Info, that the plugin is the one its file name says.
-func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*pluginsdk.Client, pluginsdk.Info, error) {
-	raw, err := proto.Dispense(pluginsdk.PluginKey)
+func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*wire.Client, wire.Info, error) {
+	raw, err := proto.Dispense(wire.PluginKey)
 	if err != nil {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
 	}
 	rpcClient, ok := raw.(driverv1.DriverClient)
 	if !ok {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
 	}
-	rpc := pluginsdk.NewClient(p.Name, rpcClient)
+	rpc := wire.NewClient(p.Name, rpcClient)
 	info, err := rpc.Info(ctx)
 	if err != nil {
-		return nil, pluginsdk.Info{}, err
+		return nil, wire.Info{}, err
 	}
 	info = p.boundInfo(info)
 	if info.Name != p.Name {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
+		return nil, wire.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	return rpc, info, nil
@@ -348,7 +350,7 @@ const (
 )
 
 // boundInfo cuts the strings of a plugin's Info to their limits, and says so.
-func (p *Plugin) boundInfo(info pluginsdk.Info) pluginsdk.Info {
+func (p *Plugin) boundInfo(info wire.Info) wire.Info {
 	cut := func(field string, s string, limit int) string {
 		if len(s) <= limit {
 			return s
@@ -375,8 +377,8 @@ func (p *Plugin) boundInfo(info pluginsdk.Info) pluginsdk.Info {
 // one (protocol 1.2) and the channel is not meant to be encrypted. A plugin
 // this host started must put the socket in the private directory the host
 // gave it.
-func (p *Plugin) useBulk(rpc *pluginsdk.Client, info pluginsdk.Info, started bool) {
-	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, pluginsdk.CapabilityBulk) {
+func (p *Plugin) useBulk(rpc *wire.Client, info wire.Info, started bool) {
+	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, wire.CapabilityBulk) {
 		return
 	}
 	if started && !strings.HasPrefix(info.BulkAddr, p.host.socketDir+string(filepath.Separator)) {

@@ -67,7 +67,10 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 			return
 		}
 		mark := "PASS"
-		if !r.Passed {
+		switch {
+		case r.Skipped:
+			mark = "SKIP"
+		case !r.Passed:
 			mark = "FAIL"
 		}
 		fmt.Fprintf(stdout, "--- %s  %-32s %8s\n", mark, r.Name, r.Duration.Round(time.Millisecond))
@@ -79,20 +82,23 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "conformance: %s (%s)\n", p.Name, p.Path)
 	}
 	results := conformance.RunAll(ctx, opts, report)
-	failed := 0
+	failed, skippedN := 0, 0
 	for _, r := range results {
-		if !r.Passed {
+		switch {
+		case r.Skipped:
+			skippedN++
+		case !r.Passed:
 			failed++
 		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"plugin": p.Name, "path": p.Path, "results": results, "passed": len(results) - failed, "failed": failed}); err != nil {
+		if err := enc.Encode(map[string]any{"plugin": p.Name, "path": p.Path, "results": results, "passed": len(results) - failed - skippedN, "failed": failed, "skipped": skippedN}); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
+		fmt.Fprintf(stdout, "%d passed, %d failed, %d skipped\n", len(results)-failed-skippedN, failed, skippedN)
 	}
 	if failed > 0 {
 		return exitError{1}

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
 	"github.com/jtarchie/pocketci/pluginsdk"
@@ -65,11 +66,11 @@ func main() {
 		pluginsdk.Serve(name, native.New)
 	case "escapes":
 		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(pluginsdk.ProtocolMajor, escapes{pluginsdk.NewServer(name, native.New, logger)})
+		serveRaw(wire.ProtocolMajor, escapes{wire.NewServer(name, native.New, logger)})
 	case "deaf":
 		signal.Ignore(syscall.SIGHUP)
 		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(pluginsdk.ProtocolMajor, pluginsdk.NewServer(name, native.New, logger))
+		serveRaw(wire.ProtocolMajor, wire.NewServer(name, native.New, logger))
 	case "misnamed":
 		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
 			d, err := native.New(ns, l)
@@ -86,12 +87,12 @@ func main() {
 			return native.New(ns, l)
 		})
 	case "oversize":
-		serveRaw(pluginsdk.ProtocolMajor, &oversize{})
+		serveRaw(wire.ProtocolMajor, &oversize{})
 	case "protocol2":
 		serveRaw(2, &oversize{})
 	case "v1.0":
 		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(pluginsdk.ProtocolMajor, v10{pluginsdk.NewServer(name, native.New, logger)})
+		serveRaw(wire.ProtocolMajor, v10{wire.NewServer(name, native.New, logger)})
 	default:
 		pluginsdk.Serve(name, native.New)
 	}
@@ -142,8 +143,8 @@ func (oversize) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoResp
 // serveRaw serves srv with go-plugin directly, under protocol version.
 func serveRaw(version int, srv driverv1.DriverServer) {
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  pluginsdk.HandshakeConfig(),
-		VersionedPlugins: map[int]plugin.PluginSet{version: {pluginsdk.PluginKey: &raw{srv: srv}}},
+		HandshakeConfig:  wire.HandshakeConfig(),
+		VersionedPlugins: map[int]plugin.PluginSet{version: {wire.PluginKey: &raw{srv: srv}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts, grpc.MaxSendMsgSize(64<<20))...)
 		},

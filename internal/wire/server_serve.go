@@ -1,4 +1,4 @@
-package pluginsdk
+package wire
 
 import (
 	"context"
@@ -40,11 +40,10 @@ const parentPollInterval = 500 * time.Millisecond
 // is and how to install it, and exits with status 1. When the host dies
 // without stopping the plugin, the plugin closes every driver it opened (so
 // their containers, processes and VMs go with it) and exits.
-func Serve(name string, init orchestra.InitFunc, opts ...Option) {
-	var cfg serveConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
+//
+// keepOnHostExit is pluginsdk.KeepOnHostExit: when the host dies, the plugin
+// exits without closing its drivers.
+func Serve(name string, init orchestra.InitFunc, keepOnHostExit bool) {
 	hs := HandshakeConfig()
 	if os.Getenv(DebugEnv) != "" {
 		serveDebug(name, init, hs)
@@ -83,7 +82,7 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go watchHost(ctx, srv, logger, cfg.keepOnHostExit)
+	go watchHost(ctx, srv, logger, keepOnHostExit)
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  hs,
@@ -99,23 +98,6 @@ func Serve(name string, init orchestra.InitFunc, opts ...Option) {
 	})
 	// The host stopped the plugin. Drivers it left open stay as they are: a
 	// host may release a namespace on purpose so its volumes outlive it.
-}
-
-// Option changes how Serve runs a plugin.
-type Option func(*serveConfig)
-
-type serveConfig struct {
-	keepOnHostExit bool
-}
-
-// KeepOnHostExit is for drivers whose resources belong to a platform that
-// outlives the plugin (a container engine, a cloud): when the host dies, the
-// plugin exits without closing its drivers, so their containers keep running
-// and a new host finds them again by task ID (orchestra.ContainerFinder).
-// Without it, the plugin closes every driver first, so processes and VMs it
-// owns go with it.
-func KeepOnHostExit() Option {
-	return func(c *serveConfig) { c.keepOnHostExit = true }
 }
 
 func version() string {

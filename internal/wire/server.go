@@ -1,4 +1,4 @@
-package pluginsdk
+package wire
 
 import (
 	"context"
@@ -96,7 +96,7 @@ func (s *server) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoRes
 		Name:            s.name,
 		PluginVersion:   s.version,
 		SdkVersion:      SDKVersion,
-		ProtocolVersion: fmt.Sprintf("%d.%d", ProtocolMajor, ProtocolMinor),
+		ProtocolVersion: ProtocolVersion,
 		Capabilities:    s.capabilities(),
 		BulkAddr:        s.bulkAddr,
 	}, nil

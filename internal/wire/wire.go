@@ -1,18 +1,11 @@
-// Package pluginsdk turns an orchestra driver into a plugin binary, and gives
-// the host the client half of the same protocol.
+// Package wire is the orchestra driver protocol's implementation, shared by
+// the host (package host) and the plugin SDK (package pluginsdk): the
+// go-plugin handshake and plugin set, the error mapping, the codecs, the bulk
+// socket's framing, and its two halves in mirrored files named for their
+// side: client_*.go (the host's half) and server_*.go (the plugin's half).
 //
-// A driver written to the orchestra guide becomes a plugin with a three-line
-// main:
-//
-//	func main() {
-//		pluginsdk.Serve("mydriver", mydriver.New)
-//	}
-//
-// Build it as pocketci-driver-mydriver and put it in a plugin directory; the
-// orchestra host (package host) finds it, starts it once, and opens one driver
-// instance per namespace inside it. The plugin speaks HashiCorp go-plugin over
-// gRPC (the service in proto/driverv1).
-package pluginsdk
+// The wire format itself is the public package pluginsdk/proto/driverv1.
+package wire
 
 import (
 	"context"
@@ -33,6 +26,8 @@ const (
 	// ProtocolMinor is the wire protocol's minor version. A minor version only
 	// adds; see the compatibility rules in proto/driverv1/driver.proto.
 	ProtocolMinor = 2
+	// ProtocolVersion is ProtocolMajor.ProtocolMinor, as Info reports it.
+	ProtocolVersion = "1.2"
 	// PluginKey is the name the driver service is dispensed under.
 	PluginKey = "driver"
 

@@ -1,4 +1,4 @@
-package pluginsdk
+package wire
 
 import (
 	"encoding/binary"

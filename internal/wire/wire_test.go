@@ -1,4 +1,4 @@
-package pluginsdk
+package wire
 
 import (
 	"bytes"
@@ -396,18 +396,18 @@ func TestBadInputNeverReachesThePlugin(t *testing.T) {
 		call  func() error
 		field string
 	}{
-		{"namespace with slash", func() error { _, err := c.Open(ctx, "a/b"); return err }, "namespace"},
+		{"namespace with NUL", func() error { _, err := c.Open(ctx, "a\x00b"); return err }, "namespace"},
 		{"empty task ID", func() error {
 			_, err := d.RunContainer(ctx, orchestra.Task{Command: []string{"panic"}})
 			return err
 		}, "task ID"},
-		{"relative mount", func() error {
-			_, err := d.RunContainer(ctx, orchestra.Task{ID: "x", Command: []string{"panic"}, Mounts: orchestra.Mounts{{Name: "v", Path: "rel"}}})
+		{"mount path with ..", func() error {
+			_, err := d.RunContainer(ctx, orchestra.Task{ID: "x", Command: []string{"panic"}, Mounts: orchestra.Mounts{{Name: "v", Path: "a/../b"}}})
 			return err
 		}, "Mounts[0].Path"},
-		{"volume name with dots", func() error { _, err := d.CreateVolume(ctx, "../v", 0); return err }, "volume name"},
-		{"GetContainer with space", func() error {
-			_, err := d.(orchestra.ContainerFinder).GetContainer(ctx, "a b")
+		{"empty volume name", func() error { _, err := d.CreateVolume(ctx, "", 0); return err }, "volume name"},
+		{"GetContainer with NUL", func() error {
+			_, err := d.(orchestra.ContainerFinder).GetContainer(ctx, "a\x00b")
 			return err
 		}, "task ID"},
 	}
