@@ -61,6 +61,8 @@ func TestMain(m *testing.M) {
 		// plugin is stopped last).
 		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/hashicorp/go-plugin/internal/cmdrunner.pidWait")); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines leaked by the host: %v\n", err)
+			out, _ := exec.Command("ps", "-o", "pid,stat,args", "--ppid", fmt.Sprint(os.Getpid())).CombinedOutput()
+			fmt.Fprintf(os.Stderr, "child processes:\n%s", out)
 			code = 1
 		}
 	}

@@ -251,7 +251,10 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	p.stopping.Store(false)
 
 	logger := p.logger.With("plugin", p.Name)
-	var proc *pluginRunner
+	var (
+		proc   *pluginRunner
+		procMu sync.Mutex // proc is set in go-plugin's goroutine
+	)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  wire.HandshakeConfig(),
 		VersionedPlugins: wire.ClientPlugins(),
@@ -277,7 +280,9 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 			// host's, through the protocol.
 			cmd.Stdin = nil
 			r, err := newRunner(cmd, logger, p.exited)
+			procMu.Lock()
 			proc = r
+			procMu.Unlock()
 			return r, err
 		},
 	})
@@ -294,7 +299,11 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		return nil, 0, fmt.Errorf(format, args...)
 	}
 	start := time.Now()
-	proto, err := connect(ctx, client, func() *pluginRunner { return proc })
+	proto, err := connect(ctx, client, func() *pluginRunner {
+		procMu.Lock()
+		defer procMu.Unlock()
+		return proc
+	})
 	if ctx.Err() != nil && err != nil {
 		return fail("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
 			time.Since(start).Round(time.Millisecond), ctx.Err(), lazy(p.lastStderr))
