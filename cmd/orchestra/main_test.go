@@ -17,7 +17,7 @@ import (
 
 // bins holds the orchestra binary and the plugins the tests use, built once.
 var bins struct {
-	orchestra, native, fake, docker string
+	orchestra, native, fake string
 }
 
 func TestMain(m *testing.M) {
@@ -385,26 +385,44 @@ func dockerPlugin(t *testing.T) string {
 		}
 		t.Skipf("no Docker Engine (%v); set ORCHESTRA_REQUIRE_DOCKER=1 to fail instead", err)
 	}
-	dockerOnce.Do(func() {
-		out := filepath.Join(filepath.Dir(bins.orchestra), "docker")
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/pocketci-driver-docker")
-		cmd.Dir = "../../plugins/docker"
-		if b, err := cmd.CombinedOutput(); err != nil {
-			dockerErr = fmt.Errorf("build the docker plugin: %v\n%s", err, b)
-			return
+	return buildPlugin(t, "docker")
+}
+
+// qemuPlugin builds the qemu plugin, or skips (fails under
+// ORCHESTRA_REQUIRE_QEMU=1) when QEMU is not installed.
+func qemuPlugin(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("ORCHESTRA_REQUIRE_QEMU") == "1" {
+			t.Fatalf("ORCHESTRA_REQUIRE_QEMU=1 but %v", err)
 		}
-		bins.docker = out
-	})
-	if dockerErr != nil {
-		t.Fatal(dockerErr)
+		t.Skipf("qemu-system-x86_64 not installed; set ORCHESTRA_REQUIRE_QEMU=1 to fail instead")
 	}
-	return bins.docker
+	return buildPlugin(t, "qemu")
 }
 
 var (
-	dockerOnce sync.Once
-	dockerErr  error
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
+
+// buildPlugin builds plugins/<name>, its own module, once.
+func buildPlugin(t *testing.T, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if out, ok := built[name]; ok {
+		return out
+	}
+	out := filepath.Join(filepath.Dir(bins.orchestra), name)
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/pocketci-driver-"+name)
+	cmd.Dir = "../../plugins/" + name
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the %s plugin: %v\n%s", name, err, b)
+	}
+	built[name] = out
+	return out
+}
 
 // containers lists the docker containers of namespaces starting with prefix.
 func containers(t *testing.T, namespace string) []string {
@@ -416,17 +434,31 @@ func containers(t *testing.T, namespace string) []string {
 	return strings.Fields(string(out))
 }
 
-// TestDockerStderrCarriesOnlyTheTask: the same as for native, through docker.
-func TestDockerStderrCarriesOnlyTheTask(t *testing.T) {
-	dir := pluginDir(t, "docker", dockerPlugin(t))
-	cmd := cli(t, nil, "run", "--plugin-dir", dir, "--driver", "docker", "--", "sh", "-c", "echo o; echo e >&2")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
-	if stdout.String() != "o\n" || stderr.String() != "e\n" {
-		t.Fatalf("stdout %q, stderr %q; want exactly o and e", stdout.String(), stderr.String())
+// TestPlatformStderrCarriesOnlyTheTask: the same as for native, through
+// docker and qemu (whose plugin warns on a host without KVM).
+func TestPlatformStderrCarriesOnlyTheTask(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		build func(*testing.T) string
+	}{{"docker", dockerPlugin}, {"qemu", qemuPlugin}} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := pluginDir(t, tt.name, tt.build(t))
+			var env []string
+			if home, err := os.UserHomeDir(); err == nil && os.Getenv("POCKETCI_QEMU_IMAGE_DIR") == "" {
+				// cli gives orchestra a HOME of its own; the guest image is
+				// in the real one's cache.
+				env = append(env, "POCKETCI_QEMU_IMAGE_DIR="+filepath.Join(home, ".cache", "pocketci", "qemu"))
+			}
+			cmd := cli(t, env, "run", "--plugin-dir", dir, "--driver", tt.name, "--", "sh", "-c", "echo o; echo e >&2")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("run: %v\n%s", err, stderr.String())
+			}
+			if stdout.String() != "o\n" || stderr.String() != "e\n" {
+				t.Fatalf("stdout %q, stderr %q; want exactly o and e", stdout.String(), stderr.String())
+			}
+		})
 	}
 }
 
