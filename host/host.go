@@ -61,6 +61,9 @@ type Host struct {
 	// closed is set once Close, Kill or Detach began: every later call
 	// returns orchestra.ErrClosed.
 	closed atomic.Bool
+	// noReaper starts plugins without a reaper (for the benchmark that
+	// measures its cost).
+	noReaper bool
 	// closeRan is set once Close ran.
 	closeRan  atomic.Bool
 	stateFile string

@@ -93,6 +93,9 @@ type Plugin struct {
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
 	crashes int       // consecutive early deaths, for the restart delay
+	// final is set once the host stopped or killed the plugin for good: no
+	// call, not even one Close itself makes, starts it again.
+	final bool
 
 	// stopping is set while the host itself stops the process, so its exit
 	// is not reported as a crash. It is atomic: the exit callback runs while
@@ -220,6 +223,9 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if err := p.host.checkOpen(ctx, p.Name); err != nil {
 		return nil, 0, err
 	}
+	if p.final {
+		return nil, 0, fmt.Errorf("plugin %s: stopped by the host: %w", p.Name, orchestra.ErrClosed)
+	}
 	if p.running() {
 		return p.rpc, p.gen, nil
 	}
@@ -280,6 +286,9 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 			// host's, through the protocol.
 			cmd.Stdin = nil
 			r, err := newRunner(cmd, logger, p.exited)
+			if r != nil {
+				r.noReaper = p.host.noReaper
+			}
 			procMu.Lock()
 			proc = r
 			procMu.Unlock()
@@ -431,7 +440,8 @@ func (p *Plugin) running() bool {
 // made again in a restarted process. A connection that broke is seen
 // before the exit of the process behind it, so this waits a little for it.
 func (p *Plugin) diedDuring(gen uint64, err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, errCloseTimeout) || errors.Is(err, orchestra.ErrClosed) {
 		return false
 	}
 	p.mu.Lock()
@@ -529,6 +539,7 @@ kill:
 	clear(p.drivers)
 	client, proc, byHand := p.client, p.proc, p.byHand
 	p.stopping.Store(true)
+	p.final = true
 	p.client, p.proc, p.byHand = nil, nil, nil
 	p.mu.Unlock()
 	if byHand != nil {
@@ -548,6 +559,7 @@ func (p *Plugin) kill() {
 	p.mu.Lock()
 	proc, pid, reattached := p.proc, p.pid, p.client != nil && p.proc == nil && p.byHand == nil
 	p.stopping.Store(true)
+	p.final = true
 	p.mu.Unlock()
 	switch {
 	case proc != nil:

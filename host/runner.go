@@ -44,6 +44,8 @@ type pluginRunner struct {
 	logger *slog.Logger
 	exited func(error)
 	pid    int
+	// noReaper: see Host.noReaper.
+	noReaper bool
 
 	done    chan struct{} // closed when the process has exited and been reaped
 	waitErr error
@@ -172,7 +174,9 @@ func (r *pluginRunner) Start(context.Context) error {
 	}
 	r.pid = r.cmd.Process.Pid
 	r.started = true
-	if r.reaper, err = startReaper(r.pid); err != nil {
+	if r.noReaper {
+		r.logger.Debug("plugin started without a reaper")
+	} else if r.reaper, err = startReaper(r.pid); err != nil {
 		r.logger.Warn("no reaper for the plugin: if the host is killed while the plugin is stopped, the plugin stays", "err", err)
 	}
 	go r.watch()
