@@ -359,7 +359,13 @@ func TestKilledHostStoppedPlugin(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(exe, "-test.run=^$")
-			cmd.Env = append(os.Environ(), "HOST_TEST_ORPHAN_DIR="+dir, "FAKEPLUGIN_MODE="+tt.mode)
+			// A short directory: unix socket paths are limited to 108 bytes.
+			tmp, err := os.MkdirTemp("", "ko-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(tmp) })
+			cmd.Env = append(os.Environ(), "HOST_TEST_ORPHAN_DIR="+dir, "FAKEPLUGIN_MODE="+tt.mode, "TMPDIR="+tmp)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -380,6 +386,19 @@ func TestKilledHostStoppedPlugin(t *testing.T) {
 			cmd.Wait()
 			took := waitGone(t, pid, orphanGrace+3*time.Second)
 			t.Logf("plugin gone %s after SIGKILL of its host (reaper grace %s)", took.Round(time.Millisecond), orphanGrace)
+			// The dead host's socket directory goes too (the reaper removes
+			// it after the plugin).
+			deadline := time.Now().Add(orphanGrace + 3*time.Second)
+			for {
+				entries, _ := os.ReadDir(tmp)
+				if len(entries) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("left in the dead host's temporary directory: %v", entries)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		})
 	}
 }

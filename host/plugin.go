@@ -93,6 +93,9 @@ type Plugin struct {
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
 	crashes int       // consecutive early deaths, for the restart delay
+	// ephemeral counts the open drivers of each ephemeral namespace, which
+	// the reaper cleans up if the host dies (see Config.OrphanCleanup).
+	ephemeral map[string]int
 	// final is set once the host stopped or killed the plugin for good: no
 	// call, not even one Close itself makes, starts it again.
 	final bool
@@ -288,6 +291,7 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 			r, err := newRunner(cmd, logger, p.exited)
 			if r != nil {
 				r.noReaper = p.host.noReaper
+				r.ephemeralList, r.plugin, r.cleanup = p.ephemeralList(), p.Name, p.host.orphanCleanup
 			}
 			procMu.Lock()
 			proc = r

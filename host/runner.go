@@ -46,6 +46,10 @@ type pluginRunner struct {
 	pid    int
 	// noReaper: see Host.noReaper.
 	noReaper bool
+	// For the reaper: the file listing the plugin's ephemeral namespaces,
+	// the plugin's name, and the command that cleans one up.
+	ephemeralList, plugin string
+	cleanup               []string
 
 	done    chan struct{} // closed when the process has exited and been reaped
 	waitErr error
@@ -176,7 +180,7 @@ func (r *pluginRunner) Start(context.Context) error {
 	r.started = true
 	if r.noReaper {
 		r.logger.Debug("plugin started without a reaper")
-	} else if r.reaper, err = startReaper(r.pid); err != nil {
+	} else if r.reaper, err = startReaper(r.pid, r.ephemeralList, r.plugin, r.cleanup); err != nil {
 		r.logger.Warn("no reaper for the plugin: if the host is killed while the plugin is stopped, the plugin stays", "err", err)
 	}
 	go r.watch()

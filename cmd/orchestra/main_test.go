@@ -550,3 +550,49 @@ func processesBelow(dir string) []int {
 	}
 	return out
 }
+
+// TestKilledCLILeavesNoContainer: orchestra is killed with SIGKILL while a
+// docker task runs in its throwaway namespace. The docker plugin keeps
+// containers on host exit (for hosts that reattach), but this namespace was
+// to die with orchestra: the plugin's reaper cleans it up.
+func TestKilledCLILeavesNoContainer(t *testing.T) {
+	dir := pluginDir(t, "docker", dockerPlugin(t))
+	id := fmt.Sprintf("killed-%d", time.Now().UnixNano())
+	cmd := cli(t, nil, "run", "--plugin-dir", dir, "--driver", "docker", "--id", id, "--", "sh", "-c", "echo started; exec sleep 1000")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "started\n" {
+		cmd.Process.Kill()
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	byID := func() []string {
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=pocketci.task-id="+id).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(out))
+	}
+	if len(byID()) != 1 {
+		t.Fatalf("want the task's container, docker ps says %v", byID())
+	}
+	t.Cleanup(func() {
+		for _, c := range byID() {
+			exec.Command("docker", "rm", "-f", c).Run()
+		}
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	start := time.Now()
+	for len(byID()) > 0 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("container of a killed orchestra's throwaway namespace still there %s later", time.Since(start).Round(time.Second))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("container removed %s after SIGKILL of orchestra", time.Since(start).Round(100*time.Millisecond))
+}
