@@ -253,9 +253,11 @@ func (h *Host) Close() error {
 
 // Kill kills every plugin the host started, with its process group, at
 // once: no driver is closed and no plugin is asked to shut down. It is the
-// last resort for a caller that cannot wait (a second Ctrl-C); Close is
-// still needed afterwards to remove the host's directory. After Kill every
-// call returns orchestra.ErrClosed.
+// last resort for a caller that is about to exit and cannot wait (a second
+// Ctrl-C): each plugin's reaper stays armed, and once the host process has
+// exited it runs Config.OrphanCleanup for the ephemeral namespaces and
+// removes the host's directory. After Kill every call returns
+// orchestra.ErrClosed.
 func (h *Host) Kill() {
 	h.closed.Store(true)
 	for _, p := range h.plugins {

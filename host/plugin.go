@@ -567,7 +567,7 @@ func (p *Plugin) kill() {
 	p.mu.Unlock()
 	switch {
 	case proc != nil:
-		_ = proc.Kill(context.Background())
+		proc.killLeavingReaper()
 	case reattached && pid > 0:
 		killReattached(pid)
 	}

@@ -63,6 +63,10 @@ type pluginRunner struct {
 	mu      sync.Mutex
 	started bool
 	killed  bool
+	// keepReaper leaves the reaper armed after the plugin's exit: the host
+	// killed it as a last resort (Host.Kill) and exits, and the reaper
+	// cleans up after both (Config.OrphanCleanup).
+	keepReaper bool
 }
 
 func newRunner(cmd *exec.Cmd, logger *slog.Logger, exited func(error)) (*pluginRunner, error) {
@@ -200,7 +204,12 @@ func (r *pluginRunner) disarm() {
 func (r *pluginRunner) watch() {
 	waitExited(r.pid)
 	r.killGroup()
-	r.disarm()
+	r.mu.Lock()
+	keep := r.keepReaper
+	r.mu.Unlock()
+	if !keep {
+		r.disarm()
+	}
 	r.waitErr = r.cmd.Wait()
 	close(r.done)
 	if r.exited != nil {
@@ -256,6 +265,15 @@ func (r *pluginRunner) Kill(context.Context) error {
 		return fmt.Errorf("kill plugin %d: %w", r.pid, err)
 	}
 	return nil
+}
+
+// killLeavingReaper kills the plugin's group and leaves its reaper armed,
+// to clean up once the host is gone.
+func (r *pluginRunner) killLeavingReaper() {
+	r.mu.Lock()
+	r.keepReaper = true
+	r.mu.Unlock()
+	_ = r.Kill(context.Background())
 }
 
 // exitedCh is closed when the process has exited.
