@@ -60,7 +60,7 @@ func (d *driver) bulkStdin(ctx context.Context, token string, r io.Reader) {
 // bulk socket. (The host follows logs over gRPC; see container.logs.)
 func (c *container) bulkLogs(ctx context.Context, stdout, stderr io.Writer, op string) error {
 	conn, stop, err := c.driver.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Logs{
-		Logs: &driverv1.LogsRequest{Container: c.ref},
+		Logs: &driverv1.LogsRequest{Container: c.ref, DeadlineUnixNano: deadlineOf(ctx)},
 	}})
 	if err != nil {
 		return c.driver.wrap(op, err)

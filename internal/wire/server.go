@@ -132,7 +132,16 @@ func (s *server) Open(_ context.Context, req *driverv1.OpenRequest) (*driverv1.O
 		volumes:    map[uint64]orchestra.Volume{},
 	}
 	s.mu.Unlock()
-	return &driverv1.OpenResponse{Driver: id, Name: driver.Name(), ContainerFinder: finder}, nil
+	return &driverv1.OpenResponse{Driver: id, Name: driver.Name(), ContainerFinder: finder, Implements: implements(finder)}, nil
+}
+
+// implements lists the optional interfaces a driver implements, for
+// OpenResponse.implements.
+func implements(finder bool) []string {
+	if finder {
+		return []string{"ContainerFinder"}
+	}
+	return nil
 }
 
 func (s *server) Close(_ context.Context, req *driverv1.CloseRequest) (*driverv1.CloseResponse, error) {
@@ -336,12 +345,12 @@ type stdinCodec struct{ encoding.CodecV2 }
 // Marshal hands a log chunk's ready wire form to gRPC, which frees it into
 // the pool once written; anything else is marshalled by the proto codec.
 func (c stdinCodec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(*wireLogChunk)
+	m, ok := v.(builtMessage)
 	if !ok {
 		return c.CodecV2.Marshal(v)
 	}
-	w := m.chunk
-	wire := (*w.buf)[:wireHeader+w.n+wireFooter]
+	w := m.built()
+	wire := (*w.buf)[:w.end]
 	w.taken = true
 	return mem.BufferSlice{mem.NewBuffer(&wire, chunkPool)}, nil
 }
@@ -565,13 +574,18 @@ func taskToProto(t orchestra.Task) *driverv1.Task {
 // wireChunk), so a chunk is copied once on its way to the socket, not twice.
 type chunkSender struct {
 	mu     sync.Mutex
-	stream driverv1.Driver_LogsServer
+	stream msgSender
 	follow bool
-	bufs   [3]*wireChunk
-	err    error
+	// run sends RunEvent output events (a Run stream) instead of LogChunks.
+	run  bool
+	bufs [3]*wireChunk
+	err  error
 }
 
-func newChunkSender(stream driverv1.Driver_LogsServer, follow bool) *chunkSender {
+// msgSender is the sending half of a gRPC stream.
+type msgSender interface{ SendMsg(any) error }
+
+func newChunkSender(stream msgSender, follow bool) *chunkSender {
 	return &chunkSender{stream: stream, follow: follow}
 }
 
@@ -594,12 +608,12 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		buf := w.c.bufs[w.stream]
 		if buf == nil {
-			size := chunkSize - wireHeader - wireFooter
+			size := chunkSize - runPrefix - wireHeader - wireFooter
 			if w.c.follow {
 				// Sent at once: a buffer the size of the write will do.
 				size = min(len(p), size)
 			}
-			buf = newWireChunk(w.stream, size)
+			buf = newWireChunk(w.stream, size, w.c.run)
 			w.c.bufs[w.stream] = buf
 		}
 		p = p[buf.fill(p):]
@@ -652,11 +666,17 @@ func (c *chunkSender) flush() error {
 // tag, its length as a varint padded to lenBytes (a valid, non-minimal
 // varint, so the header is written before the length is known), the data,
 // then the stream field.
+//
+// A chunk for a Run stream is the output field of a RunEvent: the same
+// LogChunk after runPrefix bytes that hold the field's tag and padded length.
 type wireChunk struct {
 	buf    *[]byte
 	n      int // data bytes
 	size   int // room for data
+	prefix int // runPrefix for a RunEvent, else 0
 	stream driverv1.LogChunk_Stream
+	// end is where the wire form ends, once message built it.
+	end int
 	// taken is set when the codec handed buf to gRPC, which frees it.
 	taken bool
 }
@@ -665,6 +685,9 @@ const (
 	lenBytes   = 4 // a varint of 4 bytes holds up to 2^28-1, far above chunkSize
 	wireHeader = 1 + lenBytes
 	wireFooter = 2 // the stream field: tag and a one-byte varint
+	runPrefix  = 1 + lenBytes
+	// framing is the most a chunk adds to its data.
+	framing = runPrefix + wireHeader + wireFooter
 )
 
 // chunkPool holds the buffers log chunks are built in. Its sizes are the
@@ -674,21 +697,28 @@ const (
 // plugin, most of it empty.
 var chunkPool = mem.NewTieredBufferPool(
 	256,
-	4<<10+wireHeader+wireFooter,
-	16<<10+wireHeader+wireFooter,
-	32<<10+wireHeader+wireFooter,
-	64<<10+wireHeader+wireFooter,
-	256<<10+wireHeader+wireFooter,
+	4<<10+framing,
+	16<<10+framing,
+	32<<10+framing,
+	64<<10+framing,
+	256<<10+framing,
 	chunkSize,
 )
 
-// newWireChunk returns a chunk with room for size bytes of data.
-func newWireChunk(stream driverv1.LogChunk_Stream, size int) *wireChunk {
-	return &wireChunk{buf: chunkPool.Get(wireHeader + size + wireFooter), size: size, stream: stream}
+// newWireChunk returns a chunk with room for size bytes of data, for a Run
+// stream when run is set.
+func newWireChunk(stream driverv1.LogChunk_Stream, size int, run bool) *wireChunk {
+	w := &wireChunk{size: size, stream: stream}
+	if run {
+		w.prefix = runPrefix
+	}
+	w.buf = chunkPool.Get(w.prefix + wireHeader + size + wireFooter)
+	return w
 }
 
 func (w *wireChunk) fill(p []byte) int {
-	k := copy((*w.buf)[wireHeader+w.n:wireHeader+w.size], p)
+	start := w.prefix + wireHeader
+	k := copy((*w.buf)[start+w.n:start+w.size], p)
 	w.n += k
 	return k
 }
@@ -696,21 +726,35 @@ func (w *wireChunk) fill(p []byte) int {
 func (w *wireChunk) full() bool  { return w.n == w.size }
 func (w *wireChunk) empty() bool { return w.n == 0 }
 
-// message returns what to send: a *wireLogChunk, which ServerCodec sends as
-// is and any other codec marshals from its LogChunk.
-func (w *wireChunk) message() *wireLogChunk {
+// message returns what to send: a *wireLogChunk (or, for a Run stream, a
+// *wireRunEvent), which ServerCodec sends as is and any other codec
+// marshals from its message.
+func (w *wireChunk) message() any {
 	b := *w.buf
-	b[0] = byte(protowire.EncodeTag(2, protowire.BytesType))
-	v := uint64(w.n)
+	p := w.prefix
+	putField(b[p:], 2, w.n)
+	end := p + wireHeader + w.n
+	b[end] = byte(protowire.EncodeTag(1, protowire.VarintType))
+	b[end+1] = byte(w.stream)
+	w.end = end + wireFooter
+	chunk := &driverv1.LogChunk{Stream: w.stream, Data: b[p+wireHeader : end]}
+	if p == 0 {
+		return &wireLogChunk{LogChunk: chunk, chunk: w}
+	}
+	putField(b, 2, w.end-runPrefix)
+	return &wireRunEvent{RunEvent: &driverv1.RunEvent{Kind: &driverv1.RunEvent_Output{Output: chunk}}, chunk: w}
+}
+
+// putField writes the tag of bytes field num and the length n as a varint
+// padded to lenBytes.
+func putField(b []byte, num protowire.Number, n int) {
+	b[0] = byte(protowire.EncodeTag(num, protowire.BytesType))
+	v := uint64(n)
 	for i := 1; i < lenBytes; i++ {
 		b[i] = byte(v&0x7f) | 0x80
 		v >>= 7
 	}
 	b[lenBytes] = byte(v)
-	end := wireHeader + w.n
-	b[end] = byte(protowire.EncodeTag(1, protowire.VarintType))
-	b[end+1] = byte(w.stream)
-	return &wireLogChunk{LogChunk: &driverv1.LogChunk{Stream: w.stream, Data: b[wireHeader:end]}, chunk: w}
 }
 
 // release returns the buffer to the pool unless gRPC took it.
@@ -726,3 +770,15 @@ type wireLogChunk struct {
 	*driverv1.LogChunk
 	chunk *wireChunk
 }
+
+// wireRunEvent is a RunEvent with output whose wire form is already built.
+type wireRunEvent struct {
+	*driverv1.RunEvent
+	chunk *wireChunk
+}
+
+func (m *wireLogChunk) built() *wireChunk { return m.chunk }
+func (m *wireRunEvent) built() *wireChunk { return m.chunk }
+
+// builtMessage is a message whose wire form is built (see wireChunk).
+type builtMessage interface{ built() *wireChunk }

@@ -41,6 +41,13 @@ func (s *server) listenBulk(dir string) (net.Listener, error) {
 
 func (s *server) serveBulk(conn net.Conn) {
 	defer conn.Close()
+	// A driver panic on this goroutine must not kill the plugin; the host
+	// sees the connection end without its end frame.
+	defer func() {
+		if p := recover(); p != nil {
+			_ = panicError(s.logger, "bulk", p)
+		}
+	}()
 	req, err := readBulkRequest(conn)
 	if err != nil {
 		s.logger.Warn("bad bulk connection", "err", err)
@@ -51,6 +58,8 @@ func (s *server) serveBulk(conn net.Conn) {
 		s.bulkStdin(conn, kind.StdinToken)
 	case *driverv1.BulkRequest_Logs:
 		s.bulkLogs(conn, kind.Logs)
+	case *driverv1.BulkRequest_Run:
+		s.serveRunBulk(conn, kind.Run)
 	default:
 		s.logger.Warn("bulk connection asks for nothing known")
 	}
@@ -86,7 +95,9 @@ func (s *server) bulkStdin(conn net.Conn, token string) {
 // bulkLogs writes the container's output as frames, then the end frame. The
 // host cancels by closing the connection.
 func (s *server) bulkLogs(conn net.Conn, req *driverv1.LogsRequest) {
-	ctx, cancel := context.WithCancel(context.Background())
+	// The caller's deadline comes in the request (1.3); its cancellation
+	// comes as the host hanging up.
+	ctx, cancel := withDeadline(context.Background(), req.GetDeadlineUnixNano())
 	defer cancel()
 	go func() {
 		var b [1]byte

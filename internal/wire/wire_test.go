@@ -51,6 +51,13 @@ func connect(t testing.TB) *Client {
 		gs.Stop()
 	})
 	c := NewClient("fake", driverv1.NewDriverClient(conn))
+	if _, err := c.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if asProtocol12 {
+		// A 1.2 host: RunContainer is a unary call.
+		c.run = false
+	}
 	if overBulk {
 		bl, err := srv.listenBulk(t.TempDir())
 		if err != nil {
@@ -64,6 +71,27 @@ func connect(t testing.TB) *Client {
 
 // overBulk makes connect carry stdin and logs over the bulk socket.
 var overBulk bool
+
+// asProtocol12 makes connect's client start tasks as protocol 1.2 did, with
+// the unary RunContainer instead of the Run stream.
+var asProtocol12 bool
+
+// TestAsProtocol12 runs the tests of the task lifecycle again over the
+// unary RunContainer of protocol 1.2, which a 1.2 plugin serves.
+func TestAsProtocol12(t *testing.T) {
+	asProtocol12 = true
+	defer func() { asProtocol12 = false }()
+	for name, test := range map[string]func(*testing.T){
+		"stdin":               TestStdinStreamsAfterRunContainerAndItsContextEnd,
+		"second stdin":        TestSameTaskIDClosesTheSecondStdin,
+		"errors":              TestErrorsKeepTheirIdentity,
+		"logs context":        TestLogsContextCrossesTheWire,
+		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
+		"fields":              TestTaskFieldsCrossTheWire,
+	} {
+		t.Run(name, test)
+	}
+}
 
 // TestOverBulk runs the tests of stdin and logs again with the bulk socket
 // (protocol 1.2) carrying them instead of gRPC streams.
@@ -136,7 +164,7 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.2" {
+	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.3" {
 		t.Fatalf("info = %+v", info)
 	}
 }
