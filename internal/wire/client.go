@@ -189,65 +189,47 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
 	}
 	req := &driverv1.RunContainerRequest{Driver: d.handle, Task: taskToProto(task)}
-	var cancelStdin context.CancelFunc
+	stopStdin := func() {}
 	if task.Stdin != nil {
 		token, err := newToken()
 		if err != nil {
 			return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
 		}
 		req.StdinToken = token
+		// The stdin stream outlives RunContainer's ctx, until the input ends,
+		// the container is cleaned up or the driver closes. It opens before
+		// the task starts: a task whose stdin cannot reach it never runs.
 		stdinCtx, cancel := context.WithCancel(d.stdinCtx)
-		cancelStdin = cancel
+		sink, err := d.openStdin(stdinCtx, token)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("plugin %s: RunContainer: stdin: %w", d.client.name, err)
+		}
 		go func() {
 			defer cancel()
-			d.streamStdin(stdinCtx, token, task.Stdin)
+			copyStdin(sink, task.Stdin)
 		}()
+		stopStdin = cancel
 	}
+	var c *container
+	var err error
 	if d.client.run {
-		c, err := d.runContainer(ctx, req)
-		if err != nil && cancelStdin != nil {
-			cancelStdin()
+		c, err = d.runContainer(ctx, req)
+	} else {
+		var resp *driverv1.RunContainerResponse
+		resp, err = d.client.rpc.RunContainer(ctx, req)
+		if err != nil {
+			err = d.wrap("RunContainer", err)
+		} else {
+			c = d.newContainer(resp)
 		}
-		return c, err
 	}
-	resp, err := d.client.rpc.RunContainer(ctx, req)
 	if err != nil {
-		if cancelStdin != nil {
-			cancelStdin()
-		}
-		return nil, d.wrap("RunContainer", err)
+		stopStdin()
+		return nil, err
 	}
-	return d.newContainer(resp).public(), nil
-}
-
-// streamStdin copies r to the plugin in chunks. The plugin's pipe applies
-// back-pressure, so memory stays at one chunk whatever the input's size.
-func (d *driver) streamStdin(ctx context.Context, token string, r io.Reader) {
-	if d.client.bulk != "" {
-		d.bulkStdin(ctx, token, r)
-		return
-	}
-	stream, err := d.client.rpc.WriteStdin(ctx)
-	if err != nil {
-		return
-	}
-	if err := stream.Send(&driverv1.StdinChunk{Token: token}); err != nil {
-		return
-	}
-	buf := make([]byte, chunkSize)
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			// Send marshals before it returns, so buf may be reused.
-			if err := stream.Send(&driverv1.StdinChunk{Data: buf[:n]}); err != nil {
-				return
-			}
-		}
-		if rerr != nil {
-			break
-		}
-	}
-	_, _ = stream.CloseAndRecv()
+	c.stopStdin = stopStdin
+	return c.public(), nil
 }
 
 func newToken() (string, error) {
@@ -300,6 +282,10 @@ type container struct {
 	follower bool
 	// run is the Run stream that started it, if any (protocol 1.3).
 	run *runClient
+	// stopStdin stops the task's stdin stream, on Cleanup.
+	stopStdin func()
+	// cleaned is set once Cleanup succeeded.
+	cleaned atomic.Bool
 
 	mu   sync.Mutex
 	done *containerStatus
@@ -349,7 +335,9 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	// exists: live output comes in small pieces, and a new connection per
 	// follow costs short tasks more than the socket's speed gains them.
 	if c.driver.client.bulk != "" && !follow {
-		return c.bulkLogs(ctx, stdout, stderr, op)
+		if err := c.bulkLogs(ctx, stdout, stderr, op); !errors.Is(err, errBulkUnreachable) {
+			return err
+		}
 	}
 	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow}, logCallOption)
 	if err != nil {
@@ -486,14 +474,29 @@ func (c *container) cacheExit(code int) {
 
 // Cleanup removes the container in the plugin, and ends the Run stream
 // that started it.
+//
+// The plugin forgets a container once it is cleaned up; cleaning it up again
+// is a no-op here, as the contract asks (it is idempotent).
 func (c *container) Cleanup(ctx context.Context) error {
+	if c.cleaned.Load() {
+		return nil
+	}
+	if c.stopStdin != nil {
+		defer c.stopStdin()
+	}
+	var err error
 	if c.run.acquire() {
-		return c.cleanupRun(ctx)
+		err = c.cleanupRun(ctx)
+	} else {
+		if c.run != nil {
+			defer c.run.end()
+		}
+		err = c.cleanupUnary(ctx)
 	}
-	if c.run != nil {
-		defer c.run.end()
+	if err == nil {
+		c.cleaned.Store(true)
 	}
-	return c.cleanupUnary(ctx)
+	return err
 }
 
 func (c *container) cleanupUnary(ctx context.Context) error {
@@ -514,16 +517,25 @@ func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writ
 
 // volume is an orchestra.Volume that lives in a plugin.
 type volume struct {
-	driver *driver
-	ref    *driverv1.VolumeRef
+	driver  *driver
+	ref     *driverv1.VolumeRef
+	cleaned atomic.Bool
 }
 
 // Name is the volume's name.
 func (v *volume) Name() string { return v.ref.GetName() }
 
 // Cleanup removes the volume in the plugin.
+// The plugin forgets the volume's handle once it is removed; removing it
+// again is a no-op here (it is idempotent).
 func (v *volume) Cleanup(ctx context.Context) error {
+	if v.cleaned.Load() {
+		return nil
+	}
 	_, err := v.driver.client.rpc.CleanupVolume(ctx, v.ref)
+	if err == nil {
+		v.cleaned.Store(true)
+	}
 	return v.driver.wrap("CleanupVolume", err)
 }
 

@@ -34,7 +34,7 @@ import (
 const deadlineGrace = 100 * time.Millisecond
 
 // runContainer starts task over a Run stream.
-func (d *driver) runContainer(ctx context.Context, req *driverv1.RunContainerRequest) (orchestra.Container, error) {
+func (d *driver) runContainer(ctx context.Context, req *driverv1.RunContainerRequest) (*container, error) {
 	req.DeadlineUnixNano = deadlineOf(ctx)
 	sctx, end := context.WithCancel(context.WithoutCancel(ctx))
 	var started atomic.Bool
@@ -52,7 +52,9 @@ func (d *driver) runContainer(ctx context.Context, req *driverv1.RunContainerReq
 	var err error
 	if d.client.bulk != "" {
 		t, err = d.client.dialRun(sctx, req)
-	} else {
+	}
+	if t == nil {
+		// Without a bulk socket, or when it cannot be reached: gRPC.
 		t, err = d.client.grpcRun(sctx, req)
 	}
 	if err != nil {
@@ -88,7 +90,7 @@ func (d *driver) runContainer(ctx context.Context, req *driverv1.RunContainerReq
 	}
 	c := d.newContainer(resp)
 	c.run = r
-	return c.public(), nil
+	return c, nil
 }
 
 // runConn is the host's end of a Run stream: the gRPC stream or a bulk

@@ -27,6 +27,13 @@ import (
 // client for it.
 func connect(t testing.TB) *Client {
 	t.Helper()
+	c, _ := connectServer(t)
+	return c
+}
+
+// connectServer is connect, also returning the plugin's side.
+func connectServer(t testing.TB) (*Client, *server) {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := newServer("fake", "test", func(ns string, _ *slog.Logger) (orchestra.Driver, error) {
 		if ns == "bad" {
@@ -39,7 +46,7 @@ func connect(t testing.TB) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)))
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)), ServerCodec())
 	driverv1.RegisterDriverServer(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -66,7 +73,7 @@ func connect(t testing.TB) *Client {
 		t.Cleanup(func() { bl.Close() })
 		c.UseBulk(srv.bulkAddr)
 	}
-	return c
+	return c, srv
 }
 
 // overBulk makes connect carry stdin and logs over the bulk socket.
