@@ -54,6 +54,8 @@ type Info struct {
 	Capabilities    []string `json:"capabilities"`
 	// BulkAddr is the plugin's bulk socket, with capability "bulk".
 	BulkAddr string `json:"bulk_addr,omitempty"`
+	// Goroutines is the plugin's goroutine count when it answered (1.3).
+	Goroutines int64 `json:"goroutines,omitempty"`
 }
 
 // Info asks the plugin to describe itself.
@@ -70,6 +72,7 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 		ProtocolVersion: resp.GetProtocolVersion(),
 		Capabilities:    resp.GetCapabilities(),
 		BulkAddr:        resp.GetBulkAddr(),
+		Goroutines:      resp.GetGoroutines(),
 	}, nil
 }
 
