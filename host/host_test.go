@@ -418,10 +418,10 @@ func TestPluginLogsReachTheHostLogger(t *testing.T) {
 	install(t, dir, "chatty", 0o755)
 	h, logs := newHost(t, dir)
 	p, _ := h.Plugin("chatty")
-	d, err := p.NewDriver("bad/namespace", nil)
+	d, err := p.NewDriver("bad\x00namespace", nil)
 	if err == nil {
 		d.Close()
-		t.Fatal("a namespace with a slash must be refused")
+		t.Fatal("a namespace with a NUL byte must be refused")
 	}
 	if !strings.Contains(err.Error(), "plugin chatty") || !strings.Contains(err.Error(), "namespace") {
 		t.Fatalf("error %q should name the plugin and the bad field", err)
