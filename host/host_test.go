@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 		helperHost(dir)
 		return
 	}
+	if dir := os.Getenv("HOST_TEST_ORPHAN_DIR"); dir != "" {
+		orphanHost(dir)
+		return
+	}
 	if dir := os.Getenv("HOST_TEST_DETACH_DIR"); dir != "" {
 		detachingHost(dir, os.Getenv("HOST_TEST_STATE"))
 		return

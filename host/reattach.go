@@ -80,6 +80,8 @@ func (h *Host) Detach(timeout time.Duration) error {
 	if h.autoMTLS {
 		return errors.New("detach: go-plugin cannot reattach to plugins started with AutoMTLS; use Close")
 	}
+	h.closed.Store(true)
+	h.closeRan.Store(true)
 	st := state{HostPID: os.Getpid(), SocketDir: h.socketDir}
 	var errs []error
 	for _, p := range h.plugins {
@@ -132,9 +134,13 @@ func (p *Plugin) detach(timeout time.Duration) (*statePlugin, error) {
 		return nil, err
 	}
 	entry := &statePlugin{Name: p.Name, Path: p.Path, PID: p.pid, Addr: rc.Addr.String(), ProtocolVersion: p.client.NegotiatedVersion()}
-	// Let go of the process: its exit is no longer this host's to report.
+	// Let go of the process: its exit is no longer this host's to report,
+	// and its reaper must not kill it when this host exits.
 	p.stopping.Store(true)
-	p.client = nil
+	if p.proc != nil {
+		p.proc.disarm()
+	}
+	p.client, p.proc = nil, nil
 	clear(p.drivers)
 	return entry, nil
 }

@@ -37,7 +37,10 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		opts.Run = re
 	}
-	h, err := c.host(stderr)
+	// The case timeout also bounds each driver's Close and the plugin's
+	// shutdown, so that a plugin that stops answering cannot hold up the
+	// report, nor the deferred Close.
+	h, err := c.host(ctx, stderr, host.Config{CloseTimeout: *timeout, ShutdownTimeout: min(*timeout, 5*time.Second), StartTimeout: *timeout})
 	if err != nil {
 		return err
 	}
@@ -51,7 +54,10 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	if _, err := p.Info(ctx); err != nil {
+	ictx, cancel := context.WithTimeout(ctx, *timeout)
+	_, err = p.Info(ictx)
+	cancel()
+	if err != nil {
 		return err
 	}
 	opts.New = func(namespace string) (orchestra.Driver, error) { return p.NewDriver(namespace, nil) }
@@ -69,7 +75,7 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		fmt.Fprintf(stdout, "--- %s  %-32s %8s\n", mark, r.Name, r.Duration.Round(time.Millisecond))
 		if r.Error != "" {
-			fmt.Fprintf(stdout, "      %s\n", r.Error)
+			fmt.Fprintf(stdout, "      %s\n", escape(r.Error))
 		}
 	}
 	if !*asJSON {

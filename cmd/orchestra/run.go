@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strings"
 	"time"
 
@@ -34,7 +33,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	cpu := fs.Int64("cpu", 0, "CPU `shares` (0: unlimited)")
 	var envs, volumes stringList
 	fs.Var(&envs, "e", "environment variable `KEY=VALUE` (repeatable)")
-	fs.Var(&volumes, "v", "volume `NAME:/path` (repeatable)")
+	fs.Var(&volumes, "v", "volume `NAME:PATH` (repeatable; a relative PATH is below the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,8 +62,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	for _, v := range volumes {
 		name, p, ok := strings.Cut(v, ":")
-		if !ok || name == "" || !path.IsAbs(p) {
-			return fmt.Errorf("run: -v %q: want NAME:/absolute/path", v)
+		if !ok || name == "" || p == "" {
+			return fmt.Errorf("run: -v %q: want NAME:PATH", v)
 		}
 		task.Mounts = append(task.Mounts, orchestra.Mount{Name: name, Path: p})
 	}
@@ -80,7 +79,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		ns = "run-" + randomHex(4)
 	}
 
-	h, err := c.host(stderr)
+	h, err := c.host(ctx, stderr, host.Config{})
 	if err != nil {
 		return err
 	}
@@ -93,7 +92,13 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	driver, err := p.NewDriver(ns, nil)
+	// Started under ctx, so that Ctrl-C ends a slow start.
+	if _, err := p.Info(ctx); err != nil {
+		return err
+	}
+	// A throwaway namespace dies with orchestra, also when it is killed:
+	// a plugin that keeps its resources on host exit must not keep it.
+	driver, err := p.Open(ctx, ns, host.OpenOptions{Ephemeral: !keep})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ type Driver struct {
 
 	mu         sync.Mutex
 	closed     bool
+	dir        string // private directory, made on the first boot; holds the share
 	vm         *vm
 	containers map[string]*Container // by task ID
 	volumes    map[string]*Volume    // by name
@@ -86,7 +87,8 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 			if v.alive() {
 				return v, nil
 			}
-			return nil, fmt.Errorf("qemu driver %s: the VM stopped unexpectedly: %v%s", d.namespace, v.waitErr, v.diagnostics())
+			d.replaceDead(v)
+			continue
 		}
 		d.mu.Unlock()
 
@@ -102,9 +104,14 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 			<-d.bootSem
 			continue
 		}
+		dir, err := d.privateDir()
+		if err != nil {
+			<-d.bootSem
+			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, err)
+		}
 		bootCtx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(d.closing, cancel)
-		v, err := bootVM(bootCtx, d.namespace, d.logger)
+		v, err := bootVM(bootCtx, d.namespace, dir, d.logger)
 		stop()
 		cancel()
 		if err != nil {
@@ -126,6 +133,47 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 		<-d.bootSem
 		return v, nil
 	}
+}
+
+// replaceDead forgets a VM whose qemu exited without Close (killed, or
+// crashed). Its running tasks end with 137 (their pollers see it gone); the
+// share, with the volumes and the finished tasks' output, stays, so the next
+// boot shares it again.
+func (d *Driver) replaceDead(v *vm) {
+	d.mu.Lock()
+	if d.vm != v {
+		d.mu.Unlock()
+		return // another caller replaced it already
+	}
+	d.vm = nil
+	volumes := len(d.volumes)
+	d.mu.Unlock()
+	d.logger.Warn("qemu: the VM died; booting a new one and sharing the volumes with it again",
+		"exit", fmt.Sprint(v.waitErr), "volumes", volumes, "console", tailFile(v.consolePath(), 3))
+	v.stop()
+}
+
+// privateDir returns the driver's private directory, creating it on the
+// first boot.
+func (d *Driver) privateDir() (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dir != "" {
+		return d.dir, nil
+	}
+	dir, err := makePrivateDir(d.namespace, d.logger)
+	if err != nil {
+		return "", err
+	}
+	share := filepath.Join(dir, "share")
+	for _, sub := range []string{share, filepath.Join(share, "tasks"), filepath.Join(share, "volumes"), filepath.Join(share, ".pocketci")} {
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("create share directory: %w", err)
+		}
+	}
+	d.dir = dir
+	return dir, nil
 }
 
 // CreateVolume creates (or returns) the volume name: a directory on the
@@ -286,19 +334,22 @@ func (d *Driver) Close() error {
 		v.stop() // kills every task: pollers see the VM gone and finish
 	}
 	d.bg.Wait()
-	if v != nil {
-		for _, c := range containers {
-			c.removeFiles()
+	for _, c := range containers {
+		c.removeFiles()
+	}
+	for _, vol := range d.volumeList() {
+		if err := os.RemoveAll(vol.hostDir); err != nil {
+			d.logger.Warn("qemu: remove volume", "volume", vol.name, "err", err)
+			errs = append(errs, fmt.Errorf("remove volume %q: %w", vol.name, err))
 		}
-		for _, vol := range d.volumeList() {
-			if err := os.RemoveAll(vol.hostDir); err != nil {
-				d.logger.Warn("qemu: remove volume", "volume", vol.name, "err", err)
-				errs = append(errs, fmt.Errorf("remove volume %q: %w", vol.name, err))
-			}
-		}
-		if err := os.RemoveAll(v.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			d.logger.Warn("qemu: remove private directory", "dir", v.dir, "err", err)
-			errs = append(errs, fmt.Errorf("remove %s: %w", v.dir, err))
+	}
+	d.mu.Lock()
+	dir := d.dir
+	d.mu.Unlock()
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.logger.Warn("qemu: remove private directory", "dir", dir, "err", err)
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 		}
 	}
 	d.logger.Debug("qemu: driver closed")

@@ -166,6 +166,32 @@ func TestVM(t *testing.T) {
 	defer cancel()
 	d, ns := newTestDriver(t)
 
+	t.Run("POSIX /dev and a writable /tmp", func(t *testing.T) {
+		code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "dev-stdin", Command: []string{"sh", "-c", "cat < /dev/stdin"}, Stdin: strings.NewReader("hi")})
+		if code != 0 || out != "hi" {
+			t.Fatalf("cat < /dev/stdin: exit %d stdout %q stderr %q, want hi", code, out, errs)
+		}
+		script := `set -e
+echo out >/dev/stdout
+echo err >/dev/stderr
+ls /dev/fd/0 /dev/fd/1 /dev/fd/2 >/dev/null
+grep -q ' /dev/pts devpts ' /proc/mounts
+grep -q ' /dev/shm tmpfs ' /proc/mounts
+echo shm >/dev/shm/pocketci-test && rm /dev/shm/pocketci-test
+echo tmp >/tmp/pocketci-test && rm /tmp/pocketci-test
+[ -c /dev/null ] && [ -c /dev/zero ] && [ -c /dev/urandom ] && [ -c /dev/tty ] && [ -c /dev/ptmx ]
+echo fine`
+		code, out, errs = runTask(t, ctx, d, orchestra.Task{ID: "dev-posix", Command: []string{"sh", "-c", script}})
+		if code != 0 || out != "out\nfine\n" || errs != "err\n" {
+			t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+		}
+		// A non-root user can write /tmp and /dev/shm too.
+		code, _, errs = runTask(t, ctx, d, orchestra.Task{ID: "dev-nobody", User: "nobody", Command: []string{"sh", "-c", "echo x >/tmp/n && echo y >/dev/shm/n && rm /tmp/n /dev/shm/n"}})
+		if code != 0 {
+			t.Fatalf("nobody writing /tmp and /dev/shm: exit %d stderr %q", code, errs)
+		}
+	})
+
 	t.Run("20 MiB of output arrives intact", func(t *testing.T) {
 		// 20 MiB, more than qemu-ga's 16 MiB capture limit, from a 1 MiB
 		// pattern the host put in a volume (generating it in the guest is
@@ -473,7 +499,7 @@ func TestCloseDuringBoot(t *testing.T) {
 	}()
 	// Wait until qemu runs, then close while the guest boots.
 	for {
-		if left, _ := Leaks(d.namespace); len(left) > 0 {
+		if left, _ := Leaks(d.namespace); len(left) > 0 && strings.Contains(strings.Join(left, " "), "qemu process") {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)

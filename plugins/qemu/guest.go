@@ -14,12 +14,17 @@ import (
 // runScript runs one task, as `sh -c runScript pocketci-run TASKDIR USER
 // STDIN NAME=VALUE... PROG ARGS`.
 // It is started by guest-exec through `busybox setsid`, so the task is its
-// own process group (Cleanup kills the group). The shell's own variables
-// never reach the task: `env -i` starts it with exactly the given variables.
+// own session and process group (Cleanup kills the group). The shell's own
+// variables never reach the task: `env -i` starts it with exactly the given
+// variables. The task's stdout and stderr are pipes, as on every other
+// platform (a task that opens /dev/stdout gets the pipe again, not a file
+// it would truncate); a cat per stream copies them into the files on the
+// share. When the task exits, what is left of its session (background
+// children holding the pipes open) is killed, as a container's init would,
+// and the wrapper exits with the task's status once the copies are done.
 const runScript = `# pocketci task wrapper (written by the qemu driver)
 d=$1 u=$2 in=$3
 shift 3
-exec >"$d/stdout" 2>"$d/stderr"
 cd "$d/work" || exit 126
 case $u in
 "" | root | 0 | 0:0) set -- /bin/busybox env -i "$@" ;;
@@ -38,14 +43,37 @@ case $u in
 	set -- /bin/busybox su -p -s /bin/sh -c 'exec /bin/busybox env -i "$@"' "$u" -- pocketci "$@"
 	;;
 esac
+p=/tmp/.pocketci-io.$$
+rm -rf "$p"
+mkdir -m 0700 "$p" && /bin/busybox mkfifo -m 0600 "$p/o" "$p/e" "$p/i" || exit 126
+exec 6>"$d/stdout" 7>"$d/stderr" || exit 126
+/bin/busybox cat "$p/o" >&6 6>&- 7>&- &
+o=$!
+/bin/busybox cat "$p/e" >&7 6>&- 7>&- &
+e=$!
+exec 6>&- 7>&-
+# Opening a FIFO for writing waits for its reader, so both copiers run.
+exec 3>"$p/o" 4>"$p/e"
 if [ "$in" = chunks ]; then
-	f=/tmp/pocketci-stdin.$$
-	rm -f "$f"
-	/bin/busybox mkfifo -m 0600 "$f" || exit 126
-	/bin/busybox sh ` + guestShare + `/.pocketci/stdin "$d" "$f" 2>/dev/null &
-	exec "$@" <"$f"
+	/bin/busybox sh ` + guestShare + `/.pocketci/stdin "$d" "$p/i" 2>/dev/null &
+	exec 5<"$p/i"
+else
+	exec 5</dev/null
 fi
-exec "$@" </dev/null
+rm -rf "$p"
+"$@" <&5 >&3 2>&4 3>&- 4>&- 5<&-
+s=$?
+exec 3>&- 4>&- 5<&-
+for k in $(/bin/busybox awk -v s=$$ '{p=$1; sub(/.*\) /, ""); if ($4 == s) print p}' /proc/[0-9]*/stat 2>/dev/null); do
+	case $k in $$ | $o | $e) ;; *) kill -9 "$k" 2>/dev/null ;; esac
+done
+wait $o || w=stdout
+wait $e || w="$w stderr"
+if [ -n "$w" ] && [ $s = 0 ]; then
+	echo "pocketci: copying the task's$w to the share failed" >>"$d/stderr"
+	s=125
+fi
+exit $s
 `
 
 // stdinScript feeds a task's stdin: the host writes chunk files stdin.0,
@@ -55,7 +83,6 @@ exec "$@" </dev/null
 const stdinScript = `# pocketci stdin feeder (written by the qemu driver)
 d=$1
 exec >"$2"
-rm -f "$2"
 i=0 w=1000
 while :; do
 	if [ -e "$d/stdin.$i" ]; then
