@@ -317,8 +317,10 @@ wait:
 		case <-ctx.Done():
 			return fmt.Errorf("native: task %q: wait for the killed task: %w", c.id, ctx.Err())
 		case <-soft.C:
-			c.driver.logger.Warn("task shim ignored SIGTERM; killing its process group", "task", c.id, "pid", c.pid)
-			c.killHard()
+			if c.cmd != nil {
+				c.driver.logger.Warn("task shim ignored SIGTERM; killing its process group", "task", c.id, "pid", c.pid)
+				c.killHard()
+			}
 		case <-hard.C:
 			return fmt.Errorf("native: task %q: still running %s after it was killed", c.id, killWait)
 		}

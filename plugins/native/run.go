@@ -114,6 +114,11 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 	}
 	c, err := d.start(*task, dir, lock)
 	if err != nil {
+		// Nothing of the task runs: leave no directory that would look
+		// like a task whose driver died.
+		if rerr := removeTaskDir(dir); rerr != nil {
+			d.logger.Warn("remove the directory of a task that did not start", "task", id, "err", rerr)
+		}
 		_ = lock.Close()
 		return nil, err
 	}
@@ -133,11 +138,6 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return nil, fmt.Errorf("native: task %q: create working directory: %w", task.ID, err)
 	}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(work)
-		}
-	}()
 	for _, m := range task.Mounts {
 		v, err := d.volumeLocked(m.Name)
 		if err != nil {
