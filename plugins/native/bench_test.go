@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
 )
 
 // BenchmarkRunTrue measures one task from RunContainer to done with its logs
@@ -30,15 +31,20 @@ func BenchmarkRunTrue(b *testing.B) {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			r, w, err := os.Pipe()
+			ctlR, ctlW, err := os.Pipe()
 			if err != nil {
 				b.Fatal(err)
 			}
-			argv, env := shimArgs(truePath, []string{"true"}, nil)
-			cmd := &exec.Cmd{Path: "/proc/self/exe", Args: argv, Env: env, ExtraFiles: []*os.File{w}}
+			killR, killW, err := os.Pipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			argv, env := shim.Args(truePath, []string{"true"}, nil)
+			cmd := &exec.Cmd{Path: "/proc/self/exe", Args: argv, Env: env, ExtraFiles: []*os.File{ctlW, ctlW, killR}}
 			err = cmd.Run()
-			_ = w.Close()
-			_ = r.Close()
+			for _, f := range []*os.File{ctlR, ctlW, killR, killW} {
+				_ = f.Close()
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
