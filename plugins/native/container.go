@@ -54,7 +54,7 @@ type Container struct {
 	stdinOnce sync.Once
 	stdinW    *os.File
 	killOnce  sync.Once
-	killW     *os.File // closing it makes the shim kill the task's tree
+	killW     *os.File      // closing it makes the shim kill the task's tree
 	stopWatch chan struct{} // closes the watcher of an attached container
 }
 

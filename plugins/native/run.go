@@ -187,12 +187,12 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 	defer killR.Close() // the shim has its copy
 	argv, env := shim.Args(path, task.Command, taskEnv(task.Env))
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       argv,
-		Dir:        work,
-		Env:        env,
-		Stdout:     files[0],
-		Stderr:     files[1],
+		Path:   "/proc/self/exe",
+		Args:   argv,
+		Dir:    work,
+		Env:    env,
+		Stdout: files[0],
+		Stderr: files[1],
 		// fds 3, 4 and 5: shim.ControlFD, shim.LockFD, shim.KillFD. The
 		// write end of the kill pipe stays here: when it closes (kill, or
 		// the driver's process dies without Close) the shim takes the
