@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/qemu/qga"
 )
 
@@ -114,7 +115,7 @@ func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 		base = "/tmp"
 	}
 	sweepOnce.Do(func() { sweepStale(base, logger) })
-	short := sanitize(namespace)
+	short := orchestra.SafeName(orchestra.PathNameRule, namespace)
 	if len(short) > 40 {
 		short = short[:40]
 	}
