@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type Container struct {
 	driver   *Driver
 	vm       *vm
 	task     orchestra.Task
+	image    *image // nil: the guest's own userland
 	name     string
 	hostDir  string // <share>/tasks/<name>
 	guestDir string
@@ -100,7 +102,17 @@ func (c *Container) start(ctx context.Context) error {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return fmt.Errorf("create task directory: %w", err)
 	}
+	if c.task.Image != "" {
+		im, err := resolveImage(ctx, c.task.Image, d.logger)
+		if err != nil {
+			return err
+		}
+		c.image = im
+	}
 	for _, m := range c.task.Mounts {
+		if c.image != nil {
+			break // bound in the guest by the image runner
+		}
 		vol, err := d.volume(c.vm, m.Name)
 		if err != nil {
 			return err
@@ -125,16 +137,34 @@ func (c *Container) start(ctx context.Context) error {
 		stdinMode = "chunks"
 	}
 
-	env := make([]string, 0, len(c.task.Env)+1)
-	for k, v := range c.task.Env {
+	vars := c.task.Env
+	root, wd, binds := "", "", ""
+	if c.image != nil {
+		vars = c.image.env(c.task.Env)
+		root, wd = c.image.guestRoot(), c.image.config.WorkingDir
+		if wd == "" {
+			wd = "/"
+		}
+		var b strings.Builder
+		for _, m := range c.task.Mounts {
+			vol, err := d.volume(c.vm, m.Name)
+			if err != nil {
+				return err
+			}
+			b.WriteString(vol.guestDir + "\t" + orchestra.MountPath(wd, m.Path) + "\n")
+		}
+		binds = b.String()
+	}
+	env := make([]string, 0, len(vars)+1)
+	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	if _, ok := c.task.Env["PATH"]; !ok {
+	if _, ok := vars["PATH"]; !ok {
 		env = append(env, "PATH="+defaultPath)
 	}
 	sort.Strings(env)
 	// The wrapper travels in the argv (sh -c), saving a 9p read per task.
-	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode}, env...)
+	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode, root, wd, binds}, env...)
 	args = append(args, c.task.Command...)
 	pid, err := c.vm.agent.Exec(ctx, qga.ExecRequest{
 		Path: "/bin/busybox",

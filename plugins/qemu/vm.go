@@ -200,6 +200,10 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 	if err != nil {
 		return v, err
 	}
+	images := imageCacheDir()
+	if err := os.MkdirAll(images, 0o755); err != nil {
+		return v, fmt.Errorf("image cache: %w", err)
+	}
 	cpu := "max"
 	if accel == "kvm" {
 		cpu = "host"
@@ -218,6 +222,9 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
 		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
 		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
+		// Unpacked task images, read-only, mounted by /init at /mnt/images.
+		"-fsdev", "local,id=fs1,path=" + strings.ReplaceAll(images, ",", ",,") + ",security_model=none,readonly=on",
+		"-device", "virtio-9p-device,fsdev=fs1,mount_tag=" + imagesTag,
 	}
 	v.cmd = exec.Command(cfg.binary, args...)
 	v.cmd.Stdout = v.stderr
