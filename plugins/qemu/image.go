@@ -154,7 +154,9 @@ func (e *dockerEngine) export(ctx context.Context, ref string, unpack func(io.Re
 	if err != nil {
 		return fmt.Errorf("create a container to export: %w", err)
 	}
-	var created struct{ ID string `json:"Id"` }
+	var created struct {
+		ID string `json:"Id"`
+	}
 	err = json.NewDecoder(resp.Body).Decode(&created)
 	_ = resp.Body.Close()
 	if err != nil || created.ID == "" {
