@@ -164,7 +164,9 @@ func (c *Container) start(ctx context.Context) error {
 	}
 	sort.Strings(env)
 	// The wrapper travels in the argv (sh -c), saving a 9p read per task.
-	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode, root, wd, binds}, env...)
+	lim := c.task.ContainerLimits
+	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode, root, wd, binds,
+		strconv.FormatInt(lim.Memory, 10), strconv.FormatInt(cpuWeight(lim.CPU), 10)}, env...)
 	args = append(args, c.task.Command...)
 	pid, err := c.vm.agent.Exec(ctx, qga.ExecRequest{
 		Path: "/bin/busybox",
@@ -473,7 +475,12 @@ func (c *Container) kill(ctx context.Context) {
 	c.mu.Unlock()
 	killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"kill", "-9", "-" + strconv.Itoa(pid)}})
+	// The group, then the task's cgroup (if any) once its processes are gone.
+	const killScript = `kill -9 -$1
+g=/sys/fs/cgroup/task-$1
+i=0
+while [ -d $g ] && ! rmdir $g 2>/dev/null && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done`
+	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"sh", "-c", killScript, "pocketci-kill", strconv.Itoa(pid)}})
 	if err == nil {
 		for killCtx.Err() == nil {
 			st, err := c.vm.agent.ExecStatus(killCtx, kpid)
@@ -490,6 +497,17 @@ func (c *Container) kill(ctx context.Context) {
 	case <-killCtx.Done():
 		d.logger.Warn("qemu: task did not end after kill", "task", c.task.ID)
 	}
+}
+
+// cpuWeight turns Docker-style CPU shares (2..262144, 1024 the default)
+// into a cgroup v2 cpu.weight (1..10000, 100 the default) the way runc
+// does; 0 means no limit.
+func cpuWeight(shares int64) int64 {
+	if shares <= 0 {
+		return 0
+	}
+	shares = min(max(shares, 2), 262144)
+	return 1 + ((shares-2)*9999)/262142
 }
 
 // removeFiles deletes the task's directory on the share.

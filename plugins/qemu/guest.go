@@ -12,14 +12,17 @@ import (
 // mounted at /mnt/share.
 
 // runScript runs one task, as `sh -c runScript pocketci-run TASKDIR USER
-// STDIN ROOT WORKDIR MOUNTS NAME=VALUE... PROG ARGS`.
+// STDIN ROOT WORKDIR MOUNTS MEMORY CPUWEIGHT NAME=VALUE... PROG ARGS`.
 // It is started by guest-exec through `busybox setsid`, so the task is its
 // own session and process group (Cleanup kills the group). The shell's own
 // variables never reach the task: `env -i` starts it with exactly the given
 // variables. With an empty ROOT the task runs in the guest's own userland,
 // in TASKDIR/work (where the host linked its mounts); otherwise imageScript
 // runs it chrooted in ROOT (an unpacked image) in a mount namespace of its
-// own, in WORKDIR, with MOUNTS ("SRC<tab>DST" lines) bound in.
+// own, in WORKDIR, with MOUNTS ("SRC<tab>DST" lines) bound in. A non-zero
+// MEMORY (bytes) or CPUWEIGHT puts the task in a cgroup of its own
+// (/sys/fs/cgroup/task-<wrapper pid>) with memory.max and cpu.weight; the
+// kernel's OOM killer SIGKILLs a task over its limit (exit 137).
 // The task's stdout and stderr are pipes, as on every other
 // platform (a task that opens /dev/stdout gets the pipe again, not a file
 // it would truncate); a cat per stream copies them into the files on the
@@ -27,8 +30,8 @@ import (
 // children holding the pipes open) is killed, as a container's init would,
 // and the wrapper exits with the task's status once the copies are done.
 const runScript = `# pocketci task wrapper (written by the qemu driver)
-d=$1 u=$2 in=$3 root=$4 wd=$5 mnts=$6
-shift 6
+d=$1 u=$2 in=$3 root=$4 wd=$5 mnts=$6 mem=$7 cpuw=$8
+shift 8
 if [ -n "$root" ]; then
 	cd / || exit 126
 	set -- /bin/busybox unshare -m --propagation private /bin/busybox sh ` + guestShare + `/.pocketci/image "$root" "$wd" "$mnts" "$u" "$@"
@@ -70,12 +73,25 @@ else
 	exec 5</dev/null
 fi
 rm -rf "$p"
+g=
+if [ "$mem" != 0 ] || [ "$cpuw" != 0 ]; then
+	g=/sys/fs/cgroup/task-$$
+	mkdir "$g" || exit 126
+	if [ "$mem" != 0 ]; then echo "$mem" >"$g/memory.max" || exit 126; fi
+	if [ "$cpuw" != 0 ]; then echo "$cpuw" >"$g/cpu.weight" || exit 126; fi
+	echo $$ >"$g/cgroup.procs" || exit 126
+fi
 "$@" <&5 >&3 2>&4 3>&- 4>&- 5<&-
 s=$?
 exec 3>&- 4>&- 5<&-
 for k in $(/bin/busybox awk -v s=$$ '{p=$1; sub(/.*\) /, ""); if ($4 == s) print p}' /proc/[0-9]*/stat 2>/dev/null); do
 	case $k in $$ | $o | $e) ;; *) kill -9 "$k" 2>/dev/null ;; esac
 done
+if [ -n "$g" ]; then
+	echo $$ >/sys/fs/cgroup/cgroup.procs
+	i=0
+	while ! rmdir "$g" 2>/dev/null && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done
+fi
 wait $o || w=stdout
 wait $e || w="$w stderr"
 if [ -n "$w" ] && [ $s = 0 ]; then
