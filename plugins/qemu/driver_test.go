@@ -334,6 +334,9 @@ echo fine`
 			if code != tt.want {
 				t.Errorf("%v: exit %d (stderr %q), want %d", tt.cmd, code, errs, tt.want)
 			}
+			if tt.want > 128 && errs != "" {
+				t.Errorf("%v: stderr %q, want only what the task wrote (nothing)", tt.cmd, errs)
+			}
 		}
 	})
 

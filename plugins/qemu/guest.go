@@ -81,7 +81,12 @@ if [ "$mem" != 0 ] || [ "$cpuw" != 0 ]; then
 	if [ "$cpuw" != 0 ]; then echo "$cpuw" >"$g/cpu.weight" || exit 126; fi
 	echo $$ >"$g/cgroup.procs" || exit 126
 fi
-"$@" <&5 >&3 2>&4 3>&- 4>&- 5<&-
+# A subshell that execs the task: the shell's own "Killed" report of a
+# task killed by a signal goes to the wrapper's stderr, not the task's.
+(
+	exec <&5 >&3 2>&4 3>&- 4>&- 5<&-
+	exec "$@"
+)
 s=$?
 exec 3>&- 4>&- 5<&-
 for k in $(/bin/busybox awk -v s=$$ '{p=$1; sub(/.*\) /, ""); if ($4 == s) print p}' /proc/[0-9]*/stat 2>/dev/null); do
