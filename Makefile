@@ -49,7 +49,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateNamespace$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzSafeName$$' -fuzztime $(FUZZTIME) ./orchestra
 	cd plugins/docker && $(GO) test -run '^$$' -fuzz '^FuzzDockerName$$' -fuzztime $(FUZZTIME) .
-	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) .
+	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzTaskNames$$' -fuzztime $(FUZZTIME) .
 
 ## template-check: a copy of examples/driver-template, built on its own, passes conformance
 template-check: build
