@@ -151,6 +151,12 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 // streams copies the stdout and the stderr log streams at the same time,
 // each to its writer (one lock between them, in case they are the same).
 func (c *Container) streams(ctx context.Context, follow bool, stdout, stderr io.Writer) error {
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
 	var mu sync.Mutex
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
