@@ -28,7 +28,7 @@ func (d *Driver) podSpec(task orchestra.Task) (*corev1.Pod, error) {
 	c := corev1.Container{
 		Name: containerName,
 		// Args, not Command: the image's entrypoint is kept, as Docker's Cmd does.
-		Args:                     task.Command,
+		Args:                     escapeAll(task.Command),
 		Image:                    task.Image,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 		Env:                      envList(task.Env),
@@ -83,10 +83,22 @@ func (d *Driver) podSpec(task orchestra.Task) (*corev1.Pod, error) {
 func envList(env map[string]string) []corev1.EnvVar {
 	list := make([]corev1.EnvVar, 0, len(env))
 	for k, v := range env {
-		list = append(list, corev1.EnvVar{Name: k, Value: v})
+		list = append(list, corev1.EnvVar{Name: k, Value: escapeRefs(v)})
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
 	return list
+}
+
+// escapeRefs keeps s literal: Kubernetes expands $(VAR) in a container's
+// args and env values and turns $$ into $, so every $ is doubled.
+func escapeRefs(s string) string { return strings.ReplaceAll(s, "$", "$$") }
+
+func escapeAll(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = escapeRefs(a)
+	}
+	return out
 }
 
 // resources maps Docker-style CPU shares (1024 = one CPU) to a request and
