@@ -92,6 +92,11 @@ func caseCleanupKillsDescendants(ctx context.Context, env *Env) error {
 		if string(out) == "started\n" {
 			break
 		}
+		if st, err := c.Status(ctx); err != nil {
+			return fmt.Errorf("task %q: status: %w", t.ID, err)
+		} else if st.IsDone() {
+			return fmt.Errorf("task %q ended (exit code %d) before it printed \"started\"; it should run until Cleanup", t.ID, st.ExitCode())
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("task %q never printed \"started\": %w", t.ID, ctx.Err())

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
 )
 
 // followInterval is how often FollowLogs looks for new output, and how
@@ -52,6 +53,8 @@ type Container struct {
 
 	stdinOnce sync.Once
 	stdinW    *os.File
+	killOnce  sync.Once
+	killW     *os.File      // closing it makes the shim kill the task's tree
 	stopWatch chan struct{} // closes the watcher of an attached container
 }
 
@@ -105,7 +108,17 @@ func (c *Container) closeStdin() {
 // the exit code on disk and releases the task lock.
 func (c *Container) reap(ctl *os.File) {
 	code, failure := -1, ""
-	line, _ := bufio.NewReader(ctl).ReadString('\n')
+	r := bufio.NewReader(ctl)
+	line, _ := r.ReadString('\n')
+	if pid, ok := strings.CutPrefix(strings.TrimSpace(line), "pid "); ok {
+		// The main process: what another instance kills to stop the task.
+		if n, err := strconv.Atoi(pid); err == nil {
+			if err := writePidFile(c.dir, n); err != nil {
+				c.driver.logger.Warn("record task pid", "task", c.id, "err", err)
+			}
+		}
+		line, _ = r.ReadString('\n')
+	}
 	_ = ctl.Close()
 	if s, rest, _ := strings.Cut(strings.TrimSpace(line), " "); s != "" {
 		if n, err := strconv.Atoi(s); err == nil {
@@ -137,13 +150,7 @@ func (c *Container) reap(ctl *os.File) {
 		code, failure = -1, "the task's shim died without reporting"
 		if ps := c.cmd.ProcessState; ps != nil {
 			if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-				code = exitCode(ws)
-				if ws.Signaled() && ws.Signal() == syscall.SIGTERM {
-					// A kill reached the shim before it set up its
-					// handler, which it does before it starts the
-					// command: nothing else ran.
-					code, failure = 128+int(syscall.SIGKILL), c.stdinFail
-				}
+				code = shim.ExitCode(ws)
 			}
 		}
 	}
@@ -158,13 +165,14 @@ func (c *Container) reap(ctl *os.File) {
 		c.driver.logger.Warn("record exit code", "task", c.id, "err", err)
 	}
 	_ = c.lock.Close()
+	c.closeKill()
 	close(c.done)
 	c.driver.logger.Debug("task done", "task", c.id, "exit_code", code)
 }
 
-// kill asks the task's shim to kill the whole tree (SIGTERM), unless the
-// shim was already reaped. A task run by another instance gets the same
-// through its recorded pid.
+// kill asks the task's shim to kill the whole tree: it closes the kill
+// pipe. A task run by another instance is stopped by killing its main
+// process (recorded pid, start time checked); its shim then kills the rest.
 func (c *Container) kill() {
 	if c.cmd == nil {
 		select {
@@ -174,10 +182,12 @@ func (c *Container) kill() {
 		}
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.reaped {
-		_ = syscall.Kill(c.pid, syscall.SIGTERM)
+	c.closeKill()
+}
+
+func (c *Container) closeKill() {
+	if c.killW != nil {
+		c.killOnce.Do(func() { _ = c.killW.Close() })
 	}
 }
 
@@ -307,6 +317,8 @@ func (c *Container) remove(ctx context.Context) error {
 	c.kill()
 	soft := time.NewTimer(killWait / 4)
 	defer soft.Stop()
+	again := time.NewTicker(followInterval) // another instance's task: its pid may be recorded late
+	defer again.Stop()
 	hard := time.NewTimer(killWait)
 	defer hard.Stop()
 wait:
@@ -316,9 +328,15 @@ wait:
 			break wait
 		case <-ctx.Done():
 			return fmt.Errorf("native: task %q: wait for the killed task: %w", c.id, ctx.Err())
+		case <-again.C:
+			if c.cmd == nil {
+				c.kill()
+			}
 		case <-soft.C:
-			c.driver.logger.Warn("task shim ignored SIGTERM; killing its process group", "task", c.id, "pid", c.pid)
-			c.killHard()
+			if c.cmd != nil {
+				c.driver.logger.Warn("task shim did not end after its kill pipe closed; killing its process group", "task", c.id, "pid", c.pid)
+				c.killHard()
+			}
 		case <-hard.C:
 			return fmt.Errorf("native: task %q: still running %s after it was killed", c.id, killWait)
 		}

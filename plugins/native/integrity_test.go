@@ -293,3 +293,20 @@ func TestMounts(t *testing.T) {
 		t.Fatalf("a refused nested mount wrote into volume a: %v", entries)
 	}
 }
+
+// TestFailedStartLeavesNothing: a task that cannot start (its command is
+// not found) leaves no directory behind, and its ID is not "found".
+func TestFailedStartLeavesNothing(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "failed-start")
+	_, err := d.RunContainer(t.Context(), orchestra.Task{ID: "missing", Command: []string{"no-such-command-xyz"}})
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("expected a not found error, got %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(Root(), "failed-start", "tasks")); len(entries) != 0 {
+		t.Fatalf("a task that did not start left %v", entries)
+	}
+	if _, err := d.(orchestra.ContainerFinder).GetContainer(t.Context(), "missing"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer of a task that never started: expected ErrContainerNotFound, got %v", err)
+	}
+}

@@ -21,7 +21,7 @@ import (
 // with the last process holding it, also when they die without a word.
 const (
 	lockFile = "lock"
-	pidFile  = "pid" // "<shim pid> <start time>": who to signal to stop the task
+	pidFile  = "pid" // "<main pid> <start time>": what to kill to stop the task
 )
 
 // lockTask takes the task lock of dir without waiting. It returns (nil,
@@ -73,7 +73,7 @@ func sameFile(f *os.File, path string) bool {
 	return err == nil && os.SameFile(a, b)
 }
 
-// writePidFile records the shim's pid and start time in dir.
+// writePidFile records the task's main pid and its start time in dir.
 func writePidFile(dir string, pid int) error {
 	start, err := startTime(pid)
 	if err != nil {
@@ -82,9 +82,9 @@ func writePidFile(dir string, pid int) error {
 	return os.WriteFile(filepath.Join(dir, pidFile), []byte(fmt.Sprintf("%d %d\n", pid, start)), 0o644)
 }
 
-// terminateRecorded sends SIGTERM to the shim recorded in dir, when that
-// process still runs (same pid and start time): the shim then kills the
-// task's whole tree.
+// terminateRecorded sends SIGKILL to the task's main process recorded in
+// dir, when that process still runs (same pid and start time): its shim
+// then kills the rest of the task's tree.
 func terminateRecorded(dir string) {
 	b, err := os.ReadFile(filepath.Join(dir, pidFile))
 	if err != nil {
@@ -95,7 +95,7 @@ func terminateRecorded(dir string) {
 		return
 	}
 	if now, err := startTime(int(pid)); err == nil && now == start {
-		_ = syscall.Kill(int(pid), syscall.SIGTERM)
+		_ = syscall.Kill(int(pid), syscall.SIGKILL)
 	}
 }
 

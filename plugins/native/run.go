@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
 )
 
 // RunContainer starts task as a local process tree and returns at once. The
@@ -114,6 +115,11 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 	}
 	c, err := d.start(*task, dir, lock)
 	if err != nil {
+		// Nothing of the task runs: leave no directory that would look
+		// like a task whose driver died.
+		if rerr := removeTaskDir(dir); rerr != nil {
+			d.logger.Warn("remove the directory of a task that did not start", "task", id, "err", rerr)
+		}
 		_ = lock.Close()
 		return nil, err
 	}
@@ -133,11 +139,6 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return nil, fmt.Errorf("native: task %q: create working directory: %w", task.ID, err)
 	}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(work)
-		}
-	}()
 	for _, m := range task.Mounts {
 		v, err := d.volumeLocked(m.Name)
 		if err != nil {
@@ -178,22 +179,28 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 		return nil, fmt.Errorf("native: task %q: control pipe: %w", task.ID, err)
 	}
 	defer ctlW.Close() // the shim has its copy
-	argv, env := shimArgs(path, task.Command, taskEnv(task.Env))
+	killR, killW, err := os.Pipe()
+	if err != nil {
+		_ = ctlR.Close()
+		return nil, fmt.Errorf("native: task %q: kill pipe: %w", task.ID, err)
+	}
+	defer killR.Close() // the shim has its copy
+	argv, env := shim.Args(path, task.Command, taskEnv(task.Env))
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       argv,
-		Dir:        work,
-		Env:        env,
-		Stdout:     files[0],
-		Stderr:     files[1],
-		ExtraFiles: []*os.File{ctlW, lock}, // fds 3 and 4 (shimControlFD, shimLockFD)
+		Path:   "/proc/self/exe",
+		Args:   argv,
+		Dir:    work,
+		Env:    env,
+		Stdout: files[0],
+		Stderr: files[1],
+		// fds 3, 4 and 5: shim.ControlFD, shim.LockFD, shim.KillFD. The
+		// write end of the kill pipe stays here: when it closes (kill, or
+		// the driver's process dies without Close) the shim takes the
+		// task's whole tree down.
+		ExtraFiles: []*os.File{ctlW, lock, killR},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:    true,
 			Credential: cred,
-			// If the driver's process dies without Close, the shim gets
-			// SIGTERM and takes the task's whole tree down. (Go never ends
-			// the forking OS thread unless a goroutine locked to it exits.)
-			Pdeathsig: syscall.SIGTERM,
 		},
 	}
 	var stdinR, stdinW *os.File
@@ -206,6 +213,7 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 	}
 	if err := cmd.Start(); err != nil {
 		_ = ctlR.Close()
+		_ = killW.Close()
 		if stdinR != nil {
 			_ = stdinR.Close()
 			_ = stdinW.Close()
@@ -215,11 +223,8 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 	if stdinR != nil {
 		_ = stdinR.Close() // the shim's child has its copy
 	}
-	if err := writePidFile(dir, cmd.Process.Pid); err != nil {
-		d.logger.Warn("record task pid", "task", task.ID, "err", err)
-	}
 	c := newContainer(d, task.ID, dir)
-	c.cmd, c.pid, c.lock, c.stdinW = cmd, cmd.Process.Pid, lock, stdinW
+	c.cmd, c.pid, c.lock, c.stdinW, c.killW = cmd, cmd.Process.Pid, lock, stdinW, killW
 	d.logger.Debug("task started", "task", task.ID, "pid", c.pid, "command", task.Command, "dir", work)
 	if stdinW != nil {
 		// Not tied to RunContainer's ctx: stdin keeps flowing after it ends.
