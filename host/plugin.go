@@ -249,8 +249,10 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		}
 	}
 	// The file is opened once and checked (trust, and the SHA256SUMS pin)
-	// as it is open; the process runs that open file, so nothing can be
-	// swapped in between.
+	// as it is open. A pinned plugin runs that open file, so nothing can be
+	// swapped in between; an unpinned one runs the checked, resolved path
+	// (its directories admit no one else's writes), so that its processes
+	// do not inherit an fd of its binary.
 	exe, err := openTrusted(p.Path, p.sum)
 	if err != nil {
 		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, err)
@@ -280,10 +282,14 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		GRPCDialOptions: p.dialOptions(),
 		// go-plugin hands over a template command carrying its environment.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
-			cmd := exec.Command(execFD)
+			cmd := exec.Command(exe.Name())
+			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
+			if p.sum != "" {
+				cmd = exec.Command(execFD)
+				cmd.ExtraFiles = []*os.File{exe}
+				cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
+			}
 			cmd.Args[0] = p.Path
-			cmd.ExtraFiles = []*os.File{exe}
-			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
 			// The plugin gets no stdin: only the task it runs may read the
 			// host's, through the protocol.
 			cmd.Stdin = nil
