@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateNamespace$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzSafeName$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./plugins/native
+	$(GO) test -run '^$$' -fuzz '^FuzzClientReplies$$' -fuzztime $(FUZZTIME) ./internal/wire
 	cd plugins/docker && $(GO) test -run '^$$' -fuzz '^FuzzDockerName$$' -fuzztime $(FUZZTIME) .
 	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) .
 

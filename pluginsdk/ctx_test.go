@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,4 +164,20 @@ func waitFor(t *testing.T, c orchestra.Container, limit time.Duration) orchestra
 	}
 	t.Fatalf("task not done after %v", limit)
 	return nil
+}
+
+// TestLargeTaskReachesThePlugin: a 10 MiB task crosses go-plugin's gRPC
+// connection (whose default limit is 4 MiB) and reaches the driver, which
+// refuses it for its own reason (the kernel's limit on one environment
+// string), not gRPC's size error.
+func TestLargeTaskReachesThePlugin(t *testing.T) {
+	d, err := ctxPlugin(t)("large-task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, err = d.RunContainer(context.Background(), orchestra.Task{ID: "large", Command: []string{"true"}, Env: map[string]string{"BIG": strings.Repeat("x", 10<<20)}})
+	if err == nil || !strings.Contains(err.Error(), "argument list too long") {
+		t.Fatalf("RunContainer = %v, want the driver's exec error (E2BIG), which means the task reached it", err)
+	}
 }
