@@ -16,6 +16,7 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
 	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
 // servePluginEnv makes the test binary serve ctxDriver as a plugin: the
@@ -74,15 +75,20 @@ func ctxPlugin(t *testing.T) func(namespace string) (orchestra.Driver, error) {
 }
 
 // TestCtxBoundDriverPassesConformance: a driver that binds each task's
-// process to the ctx RunContainer got passes the whole suite in process and
-// through the plugin (protocol 1.3), where before the plugin killed every
-// task as its RunContainer call returned.
+// process to the ctx RunContainer got passes the whole suite in process,
+// through the plugin binary, and through the in-process harness (protocol
+// 1.3), where before the plugin killed every task as its RunContainer call
+// returned.
 func TestCtxBoundDriverPassesConformance(t *testing.T) {
 	t.Run("in process", func(t *testing.T) {
 		conformance.Run(t, conformance.Options{New: func(ns string) (orchestra.Driver, error) { return newCtxDriver(ns, nil) }})
 	})
 	t.Run("plugin", func(t *testing.T) {
 		conformance.Run(t, conformance.Options{New: ctxPlugin(t)})
+	})
+	t.Run("harness", func(t *testing.T) {
+		init := sdktest.InitFunc(t, "ctxexec", newCtxDriver)
+		conformance.Run(t, conformance.Options{New: func(ns string) (orchestra.Driver, error) { return init(ns, nil) }})
 	})
 }
 
