@@ -112,6 +112,7 @@ func TestOverBulk(t *testing.T) {
 		"errors":              TestErrorsKeepTheirIdentity,
 		"logs context":        TestLogsContextCrossesTheWire,
 		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
+		"panic":               TestPanicBecomesAnError,
 	} {
 		t.Run(name, test)
 	}
