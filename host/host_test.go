@@ -32,6 +32,10 @@ func TestMain(m *testing.M) {
 		helperHost(dir)
 		return
 	}
+	if dir := os.Getenv("HOST_TEST_ORPHAN_DIR"); dir != "" {
+		orphanHost(dir)
+		return
+	}
 	if dir := os.Getenv("HOST_TEST_DETACH_DIR"); dir != "" {
 		detachingHost(dir, os.Getenv("HOST_TEST_STATE"))
 		return
@@ -58,6 +62,8 @@ func TestMain(m *testing.M) {
 		// plugin is stopped last).
 		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/hashicorp/go-plugin/internal/cmdrunner.pidWait")); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines leaked by the host: %v\n", err)
+			out, _ := exec.Command("ps", "-o", "pid,stat,args", "--ppid", fmt.Sprint(os.Getpid())).CombinedOutput()
+			fmt.Fprintf(os.Stderr, "child processes:\n%s", out)
 			code = 1
 		}
 	}
@@ -419,10 +425,10 @@ func TestPluginLogsReachTheHostLogger(t *testing.T) {
 	install(t, dir, "chatty", 0o755)
 	h, logs := newHost(t, dir)
 	p, _ := h.Plugin("chatty")
-	d, err := p.NewDriver("bad/namespace", nil)
+	d, err := p.NewDriver("bad\x00namespace", nil)
 	if err == nil {
 		d.Close()
-		t.Fatal("a namespace with a slash must be refused")
+		t.Fatal("a namespace with a NUL byte must be refused")
 	}
 	if !strings.Contains(err.Error(), "plugin chatty") || !strings.Contains(err.Error(), "namespace") {
 		t.Fatalf("error %q should name the plugin and the bad field", err)

@@ -80,6 +80,8 @@ func (h *Host) Detach(timeout time.Duration) error {
 	if h.autoMTLS {
 		return errors.New("detach: go-plugin cannot reattach to plugins started with AutoMTLS; use Close")
 	}
+	h.closed.Store(true)
+	h.closeRan.Store(true)
 	st := state{HostPID: os.Getpid(), SocketDir: h.socketDir}
 	var errs []error
 	for _, p := range h.plugins {
@@ -116,7 +118,7 @@ func (h *Host) Detach(timeout time.Duration) error {
 func (p *Plugin) detach(timeout time.Duration) (*statePlugin, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client == nil || p.client.Exited() {
+	if !p.running() {
 		return nil, nil
 	}
 	if !hasCapability(p.info, wire.CapabilityDetach) {
@@ -132,9 +134,13 @@ func (p *Plugin) detach(timeout time.Duration) (*statePlugin, error) {
 		return nil, err
 	}
 	entry := &statePlugin{Name: p.Name, Path: p.Path, PID: p.pid, Addr: rc.Addr.String(), ProtocolVersion: p.client.NegotiatedVersion()}
-	// Let go of the process: its exit is no longer this host's to report.
+	// Let go of the process: its exit is no longer this host's to report,
+	// and its reaper must not kill it when this host exits.
 	p.stopping.Store(true)
-	p.client = nil
+	if p.proc != nil {
+		p.proc.disarm()
+	}
+	p.client, p.proc = nil, nil
 	clear(p.drivers)
 	return entry, nil
 }

@@ -36,6 +36,7 @@ Logs256MiB|log throughput, 256 MiB through Logs|MB/s|0.6|raw unix-socket copy, s
 Stdin256MiB|stdin throughput, 256 MiB|MB/s|0.6|raw unix-socket copy, same bytes, same process
 EchoNative|`echo hello` end to end, native plugin|ns/op|1.2|native driver in process
 EchoDocker|`echo hello` end to end, docker plugin|ns/op|<1.0|`docker run --rm busybox echo hello`
+EchoK8s|`echo hello` pod end to end, k8s plugin|ns/op|1.0|`kubectl run --rm -i --restart=Never busybox echo hello`, same kubectl
 Tasks500|500 tasks, 50 at a time, native plugin|ns/op|1.2|the same in process'
 
 table=$(awk -v rows="$rows" '

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -36,6 +35,7 @@ type Driver struct {
 
 	mu         sync.Mutex
 	closed     bool
+	dir        string // private directory, made on the first boot; holds the share
 	vm         *vm
 	containers map[string]*Container // by task ID
 	volumes    map[string]*Volume    // by name
@@ -50,8 +50,8 @@ var (
 // New creates a driver for namespace. It boots nothing: the VM starts on the
 // first RunContainer or CreateVolume.
 func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
-	if namespace == "" {
-		return nil, fmt.Errorf("qemu driver: empty namespace: %w", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -86,7 +86,8 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 			if v.alive() {
 				return v, nil
 			}
-			return nil, fmt.Errorf("qemu driver %s: the VM stopped unexpectedly: %v%s", d.namespace, v.waitErr, v.diagnostics())
+			d.replaceDead(v)
+			continue
 		}
 		d.mu.Unlock()
 
@@ -102,9 +103,14 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 			<-d.bootSem
 			continue
 		}
+		dir, err := d.privateDir()
+		if err != nil {
+			<-d.bootSem
+			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, err)
+		}
 		bootCtx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(d.closing, cancel)
-		v, err := bootVM(bootCtx, d.namespace, d.logger)
+		v, err := bootVM(bootCtx, d.namespace, dir, d.logger)
 		stop()
 		cancel()
 		if err != nil {
@@ -128,11 +134,52 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 	}
 }
 
+// replaceDead forgets a VM whose qemu exited without Close (killed, or
+// crashed). Its running tasks end with 137 (their pollers see it gone); the
+// share, with the volumes and the finished tasks' output, stays, so the next
+// boot shares it again.
+func (d *Driver) replaceDead(v *vm) {
+	d.mu.Lock()
+	if d.vm != v {
+		d.mu.Unlock()
+		return // another caller replaced it already
+	}
+	d.vm = nil
+	volumes := len(d.volumes)
+	d.mu.Unlock()
+	d.logger.Warn("qemu: the VM died; booting a new one and sharing the volumes with it again",
+		"exit", fmt.Sprint(v.waitErr), "volumes", volumes, "console", tailFile(v.consolePath(), 3))
+	v.stop()
+}
+
+// privateDir returns the driver's private directory, creating it on the
+// first boot.
+func (d *Driver) privateDir() (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dir != "" {
+		return d.dir, nil
+	}
+	dir, err := makePrivateDir(d.namespace, d.logger)
+	if err != nil {
+		return "", err
+	}
+	share := filepath.Join(dir, "share")
+	for _, sub := range []string{share, filepath.Join(share, "tasks"), filepath.Join(share, "volumes"), filepath.Join(share, ".pocketci")} {
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("create share directory: %w", err)
+		}
+	}
+	d.dir = dir
+	return dir, nil
+}
+
 // CreateVolume creates (or returns) the volume name: a directory on the
 // share, reachable by tasks that mount it.
 func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
-	if name == "" {
-		return nil, fmt.Errorf("create volume: empty name: %w", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("create volume: %w", err)
 	}
 	v, err := d.ensureVM(ctx)
 	if err != nil {
@@ -151,7 +198,7 @@ func (d *Driver) volume(v *vm, name string) (*Volume, error) {
 	if vol, ok := d.volumes[name]; ok {
 		return vol, nil
 	}
-	dir := sanitize(name)
+	dir := orchestra.SafeName(orchestra.PathNameRule, name)
 	vol := &Volume{driver: d, name: name, hostDir: filepath.Join(v.share, "volumes", dir), guestDir: guestShare + "/volumes/" + dir}
 	if err := os.MkdirAll(vol.hostDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create volume %q: %w", name, err)
@@ -161,40 +208,29 @@ func (d *Driver) volume(v *vm, name string) (*Volume, error) {
 	return vol, nil
 }
 
-// validate checks what the guest cannot run.
+// validate checks a task: orchestra.ValidateTask, then the one thing the
+// guest's env(1) cannot start (a program whose name contains '=') and a User
+// that su(1) would take for an option.
 func validate(task orchestra.Task) error {
-	if task.ID == "" {
-		return fmt.Errorf("task ID is empty: %w", orchestra.ErrInvalidTask)
-	}
-	if len(task.Command) == 0 || task.Command[0] == "" {
-		return fmt.Errorf("task %q: Command is empty: %w", task.ID, orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateTask(task); err != nil {
+		return err
 	}
 	if strings.Contains(task.Command[0], "=") {
-		return fmt.Errorf("task %q: Command[0] %q contains '=', which the guest's env(1) would take for a variable: %w", task.ID, task.Command[0], orchestra.ErrInvalidTask)
+		return fmt.Errorf("%w: task %q: Command[0] %q contains '=', which the guest's env(1) would take for a variable", orchestra.ErrInvalidTask, task.ID, task.Command[0])
 	}
-	for k := range task.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return fmt.Errorf("task %q: Env name %q: %w", task.ID, k, orchestra.ErrInvalidTask)
-		}
-	}
-	for _, m := range task.Mounts {
-		if m.Name == "" {
-			return fmt.Errorf("task %q: a mount has no volume name: %w", task.ID, orchestra.ErrInvalidTask)
-		}
-		if mountRel(m.Path) == "" {
-			return fmt.Errorf("task %q: mount path %q: %w", task.ID, m.Path, orchestra.ErrInvalidTask)
-		}
-	}
-	if strings.ContainsAny(task.User, " \t\n'\"\\$`") || strings.HasPrefix(task.User, "-") {
-		return fmt.Errorf("task %q: User %q: %w", task.ID, task.User, orchestra.ErrInvalidTask)
+	if strings.HasPrefix(task.User, "-") {
+		return fmt.Errorf("%w: task %q: User %q starts with '-'", orchestra.ErrInvalidTask, task.ID, task.User)
 	}
 	return nil
 }
 
-// mountRel is a mount path relative to the working directory: "/test" and
-// "test" both give "test"; ".." cannot climb out ("/../x" gives "x").
+// mountRel is where a mount is linked, relative to the task's working
+// directory: a relative path is reached at <working dir>/<path>
+// (orchestra.MountPath), and an absolute one also as ./<path>, the way the
+// guide's tests reach it (each task has its own links, so two tasks can
+// mount different volumes at the same path).
 func mountRel(p string) string {
-	return strings.TrimPrefix(path.Clean("/"+p), "/")
+	return strings.TrimPrefix(orchestra.MountPath("/", p), "/")
 }
 
 // RunContainer starts task in the VM (booting it when needed) and returns at
@@ -286,19 +322,22 @@ func (d *Driver) Close() error {
 		v.stop() // kills every task: pollers see the VM gone and finish
 	}
 	d.bg.Wait()
-	if v != nil {
-		for _, c := range containers {
-			c.removeFiles()
+	for _, c := range containers {
+		c.removeFiles()
+	}
+	for _, vol := range d.volumeList() {
+		if err := os.RemoveAll(vol.hostDir); err != nil {
+			d.logger.Warn("qemu: remove volume", "volume", vol.name, "err", err)
+			errs = append(errs, fmt.Errorf("remove volume %q: %w", vol.name, err))
 		}
-		for _, vol := range d.volumeList() {
-			if err := os.RemoveAll(vol.hostDir); err != nil {
-				d.logger.Warn("qemu: remove volume", "volume", vol.name, "err", err)
-				errs = append(errs, fmt.Errorf("remove volume %q: %w", vol.name, err))
-			}
-		}
-		if err := os.RemoveAll(v.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			d.logger.Warn("qemu: remove private directory", "dir", v.dir, "err", err)
-			errs = append(errs, fmt.Errorf("remove %s: %w", v.dir, err))
+	}
+	d.mu.Lock()
+	dir := d.dir
+	d.mu.Unlock()
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.logger.Warn("qemu: remove private directory", "dir", dir, "err", err)
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 		}
 	}
 	d.logger.Debug("qemu: driver closed")

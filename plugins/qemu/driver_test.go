@@ -22,35 +22,6 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-func TestSanitize(t *testing.T) {
-	tests := []struct {
-		in       string
-		want     string // exact, or "" to check only the shape
-		wantHash bool
-	}{
-		{"ns-task_1.2", "ns-task_1.2", false},
-		{"ns/task", "", true},
-		{"ns task", "", true},
-		{".hidden", "", true},
-		{strings.Repeat("a", 150), "", true},
-	}
-	for _, tt := range tests {
-		got := sanitize(tt.in)
-		if tt.want != "" && got != tt.want {
-			t.Errorf("sanitize(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-		if len(got) > maxName || strings.ContainsAny(got, "/ ") || strings.HasPrefix(got, ".") {
-			t.Errorf("sanitize(%q) = %q is not a safe name", tt.in, got)
-		}
-		if tt.wantHash && got == tt.in {
-			t.Errorf("sanitize(%q) did not change it", tt.in)
-		}
-	}
-	if sanitize("a/b") == sanitize("a b") {
-		t.Error("sanitize gives the same name for a/b and a b")
-	}
-}
-
 func TestValidate(t *testing.T) {
 	ok := orchestra.Task{ID: "x", Command: []string{"echo"}}
 	tests := []struct {
@@ -66,7 +37,11 @@ func TestValidate(t *testing.T) {
 		{"mount at root", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "/"}} }, false},
 		{"mount without name", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Path: "/x"}} }, false},
 		{"nested mount", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "/a/b"}} }, true},
-		{"user with quote", func(t *orchestra.Task) { t.User = "a'b" }, false},
+		{"user like an option", func(t *orchestra.Task) { t.User = "-x" }, false},
+		{"user with space", func(t *orchestra.Task) { t.User = "a b" }, false},
+		{"id with leading dash and spaces", func(t *orchestra.Task) { t.ID = "-a b" }, true},
+		{"relative mount", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "cache"}} }, true},
+		{"mount with ..", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "a/../b"}} }, false},
 		{"numeric user", func(t *orchestra.Task) { t.User = "1000:1000" }, true},
 	}
 	for _, tt := range tests {
@@ -82,8 +57,10 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	if got := mountRel("/../x/./y"); got != "x/y" {
-		t.Errorf("mountRel = %q, want x/y", got)
+	for in, want := range map[string]string{"/x/./y": "x/y", "x/y/": "x/y", "cache": "cache"} {
+		if got := mountRel(in); got != want {
+			t.Errorf("mountRel(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
@@ -165,6 +142,32 @@ func TestVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	d, ns := newTestDriver(t)
+
+	t.Run("POSIX /dev and a writable /tmp", func(t *testing.T) {
+		code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "dev-stdin", Command: []string{"sh", "-c", "cat < /dev/stdin"}, Stdin: strings.NewReader("hi")})
+		if code != 0 || out != "hi" {
+			t.Fatalf("cat < /dev/stdin: exit %d stdout %q stderr %q, want hi", code, out, errs)
+		}
+		script := `set -e
+echo out >/dev/stdout
+echo err >/dev/stderr
+ls /dev/fd/0 /dev/fd/1 /dev/fd/2 >/dev/null
+grep -q ' /dev/pts devpts ' /proc/mounts
+grep -q ' /dev/shm tmpfs ' /proc/mounts
+echo shm >/dev/shm/pocketci-test && rm /dev/shm/pocketci-test
+echo tmp >/tmp/pocketci-test && rm /tmp/pocketci-test
+[ -c /dev/null ] && [ -c /dev/zero ] && [ -c /dev/urandom ] && [ -c /dev/tty ] && [ -c /dev/ptmx ]
+echo fine`
+		code, out, errs = runTask(t, ctx, d, orchestra.Task{ID: "dev-posix", Command: []string{"sh", "-c", script}})
+		if code != 0 || out != "out\nfine\n" || errs != "err\n" {
+			t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+		}
+		// A non-root user can write /tmp and /dev/shm too.
+		code, _, errs = runTask(t, ctx, d, orchestra.Task{ID: "dev-nobody", User: "nobody", Command: []string{"sh", "-c", "echo x >/tmp/n && echo y >/dev/shm/n && rm /tmp/n /dev/shm/n"}})
+		if code != 0 {
+			t.Fatalf("nobody writing /tmp and /dev/shm: exit %d stderr %q", code, errs)
+		}
+	})
 
 	t.Run("20 MiB of output arrives intact", func(t *testing.T) {
 		// 20 MiB, more than qemu-ga's 16 MiB capture limit, from a 1 MiB
@@ -331,6 +334,9 @@ func TestVM(t *testing.T) {
 			if code != tt.want {
 				t.Errorf("%v: exit %d (stderr %q), want %d", tt.cmd, code, errs, tt.want)
 			}
+			if tt.want > 128 && errs != "" {
+				t.Errorf("%v: stderr %q, want only what the task wrote (nothing)", tt.cmd, errs)
+			}
 		}
 	})
 
@@ -473,7 +479,7 @@ func TestCloseDuringBoot(t *testing.T) {
 	}()
 	// Wait until qemu runs, then close while the guest boots.
 	for {
-		if left, _ := Leaks(d.namespace); len(left) > 0 {
+		if left, _ := Leaks(d.namespace); len(left) > 0 && strings.Contains(strings.Join(left, " "), "qemu process") {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)

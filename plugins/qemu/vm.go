@@ -1,24 +1,20 @@
 package qemu
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/qemu/qga"
 )
 
@@ -36,15 +32,11 @@ const (
 	quitGrace = 3 * time.Second
 )
 
-// kvmBroken is set when a KVM boot failed on this host, so later boots go
-// straight to TCG (some sandboxes expose a /dev/kvm that cannot run a guest).
-var kvmBroken atomic.Bool
-
 // vm is one running qemu process and its agent connection.
 type vm struct {
 	logger  *slog.Logger
-	dir     string // private dir: sockets, console log, share
-	share   string // host side of the 9p share
+	dir     string // this boot's directory: sockets, console log
+	share   string // host side of the 9p share (the driver's, kept across boots)
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the qemu process has exited
 	waitErr error         // valid after exited is closed
@@ -110,15 +102,16 @@ func sweepStale(base string, logger *slog.Logger) {
 	}
 }
 
-// makePrivateDir creates the per-boot directory, short enough for unix
-// socket paths, marked with the namespace.
+// makePrivateDir creates the driver's private directory (the share and one
+// subdirectory per boot), short enough for unix socket paths, marked with
+// the namespace.
 func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 	base := os.TempDir()
 	if len(base) > 60 {
 		base = "/tmp"
 	}
 	sweepOnce.Do(func() { sweepStale(base, logger) })
-	short := sanitize(namespace)
+	short := orchestra.SafeName(orchestra.PathNameRule, namespace)
 	if len(short) > 40 {
 		short = short[:40]
 	}
@@ -139,61 +132,83 @@ func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 
 // bootVM starts qemu and waits until the guest agent answers. On failure
 // nothing is left behind and the error carries the console's last lines.
-func bootVM(ctx context.Context, namespace string, logger *slog.Logger) (*vm, error) {
+func bootVM(ctx context.Context, namespace, privateDir string, logger *slog.Logger) (*vm, error) {
 	cfg, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	accel := cfg.accel
+	accel, key := cfg.accel, ""
 	if accel == "auto" {
 		accel = "tcg"
 		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
 			_ = f.Close()
-			if !kvmBroken.Load() {
+			if key, err = kvmKeyCached(ctx, cfg.binary); err != nil {
+				logger.Debug("qemu: cannot tell the host's KVM memo apart, trying KVM", "err", err)
+			}
+			if key == "" || !kvmKnownBroken(key) {
 				accel = "kvm"
+			} else {
+				logger.Debug("qemu: KVM is known not to work on this host, using TCG", "memo", kvmMemoPath(key))
 			}
 		}
 	}
-	v, err := startVM(ctx, namespace, logger, cfg, accel)
+	v, err := startVM(ctx, namespace, privateDir, logger, cfg, accel)
+	if err != nil && errors.Is(err, errSnapshotRestore) {
+		// A snapshot that does not restore is dropped; this boot is cold
+		// and saves a new one.
+		logger.Info("qemu: the boot snapshot did not restore; booting cold", "err", firstLine(err.Error()))
+		v, err = startVM(ctx, namespace, privateDir, logger, cfg, accel)
+	}
 	if err != nil && accel == "kvm" && cfg.accel == "auto" && errors.Is(err, errEarlyExit) {
 		kvmErr := err
-		v, err = startVM(ctx, namespace, logger, cfg, "tcg")
-		if err == nil {
-			// Only now is KVM to blame (a bad kernel fails both ways).
-			logger.Warn("qemu: KVM boot failed but TCG works: using TCG for the rest of this process", "err", kvmErr)
-			kvmBroken.Store(true)
+		v, err = startVM(ctx, namespace, privateDir, logger, cfg, "tcg")
+		if err == nil && key != "" {
+			// Only now is KVM to blame (a bad kernel fails both ways). Said
+			// once per host: later processes read the memo.
+			rememberKVMBroken(key, kvmErr.Error(), logger)
+			logger.Info("qemu: KVM cannot boot the guest on this host, TCG can: using TCG from now on (delete the memo to try KVM again)",
+				"memo", kvmMemoPath(key), "err", firstLine(kvmErr.Error()))
 		}
 	}
 	return v, err
 }
 
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
 // errEarlyExit marks a boot whose qemu process exited on its own.
 var errEarlyExit = errors.New("qemu exited during boot")
 
-func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
+// errSnapshotRestore marks a boot whose snapshot did not restore (the
+// snapshot file is removed).
+var errSnapshotRestore = errors.New("restore of the boot snapshot failed")
+
+func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
 	start := time.Now()
-	dir, err := makePrivateDir(namespace, logger)
+	dir, err := os.MkdirTemp(privateDir, "vm")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create boot directory: %w", err)
 	}
-	v := &vm{logger: logger, dir: dir, share: filepath.Join(dir, "share"), exited: make(chan struct{}),
+	v := &vm{logger: logger, dir: dir, share: filepath.Join(privateDir, "share"), exited: make(chan struct{}),
 		stderr: &tailBuffer{max: 4096}, accel: accel}
 	defer func() {
 		if err != nil {
 			v.stop()
 		}
 	}()
-	for _, d := range []string{v.share, filepath.Join(v.share, "tasks"), filepath.Join(v.share, "volumes"), filepath.Join(v.share, ".pocketci")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return v, fmt.Errorf("create share directory: %w", err)
-		}
-	}
 	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci")); err != nil {
 		return v, err
 	}
 	khz, err := hostTSCkHz()
 	if err != nil {
 		return v, err
+	}
+	images := imageCacheDir()
+	if err := os.MkdirAll(images, 0o755); err != nil {
+		return v, fmt.Errorf("image cache: %w", err)
 	}
 	cpu := "max"
 	if accel == "kvm" {
@@ -213,6 +228,19 @@ func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg con
 		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
 		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
 		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
+		// Unpacked task images, read-only, mounted by /init at /mnt/images.
+		"-fsdev", "local,id=fs1,path=" + strings.ReplaceAll(images, ",", ",,") + ",security_model=none,readonly=on",
+		"-device", "virtio-9p-device,fsdev=fs1,mount_tag=" + imagesTag,
+	}
+	snap, restoring := "", false
+	if cfg.snapshot {
+		if snap, err = snapshotPath(ctx, cfg, accel, cpu, appendLine); err != nil {
+			logger.Debug("qemu: no boot snapshot", "err", err)
+			snap = ""
+		} else if _, err := os.Stat(snap); err == nil && incomingArg(snap) != "" {
+			args = append(args, "-incoming", incomingArg(snap))
+			restoring = true
+		}
 	}
 	v.cmd = exec.Command(cfg.binary, args...)
 	v.cmd.Stdout = v.stderr
@@ -240,6 +268,26 @@ func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg con
 		case <-bootCtx.Done():
 		}
 	}()
+	if restoring {
+		err := v.resume(bootCtx)
+		resumed := time.Since(start)
+		if err == nil {
+			err = v.connectAgent(bootCtx)
+		}
+		synced := time.Since(start)
+		if err == nil {
+			err = v.remount(bootCtx)
+		}
+		logger.Debug("qemu: restore steps", "resumed", resumed, "agent", synced, "remounted", time.Since(start))
+		if err != nil {
+			if rerr := os.Remove(snap); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				logger.Warn("qemu: remove a boot snapshot that does not restore", "path", snap, "err", rerr)
+			}
+			return v, fmt.Errorf("boot the guest (%s): %w: %w%s", accel, errSnapshotRestore, err, v.diagnostics())
+		}
+		logger.Info("qemu: guest ready (restored from the boot snapshot)", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
+		return v, nil
+	}
 	if err := v.connectAgent(bootCtx); err != nil {
 		// A dying qemu resets the socket a moment before it is reaped.
 		select {
@@ -256,7 +304,18 @@ func startVM(ctx context.Context, namespace string, logger *slog.Logger, cfg con
 		}
 		return v, fmt.Errorf("boot the guest (%s): no answer from the guest agent within %s: %w%s", accel, cfg.bootTimeout, err, v.diagnostics())
 	}
+	if err := v.runOK(bootCtx, "set up the guest", setupScript); err != nil {
+		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
+	}
 	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
+	if snap != "" {
+		if err := v.save(bootCtx, snap, logger); err != nil {
+			logger.Info("qemu: could not save a boot snapshot; boots stay cold", "err", err)
+			if err := v.remount(bootCtx); err != nil {
+				return v, fmt.Errorf("boot the guest (%s): after a failed snapshot: %w%s", accel, err, v.diagnostics())
+			}
+		}
+	}
 	return v, nil
 }
 
@@ -327,7 +386,7 @@ func (v *vm) alive() bool {
 }
 
 // stop quits qemu (QMP quit, SIGKILL after a grace period), waits for it and
-// removes the private directory. It is idempotent.
+// removes the boot's directory (not the share). It is idempotent.
 func (v *vm) stop() {
 	v.stopOnce.Do(func() {
 		if v.agent != nil {
@@ -350,40 +409,7 @@ func (v *vm) stop() {
 			}
 		}
 		if err := os.RemoveAll(v.dir); err != nil {
-			v.logger.Warn("qemu: remove private directory", "dir", v.dir, "err", err)
+			v.logger.Warn("qemu: remove boot directory", "dir", v.dir, "err", err)
 		}
 	})
-}
-
-// qmpQuit sends qmp_capabilities and quit on the monitor socket.
-func qmpQuit(path string) error {
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return fmt.Errorf("connect to QMP: %w", err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-	r := bufio.NewReader(conn)
-	if _, err := r.ReadBytes('\n'); err != nil { // greeting
-		return fmt.Errorf("read QMP greeting: %w", err)
-	}
-	for _, cmd := range []string{"qmp_capabilities", "quit"} {
-		req, _ := json.Marshal(map[string]string{"execute": cmd})
-		if _, err := conn.Write(append(req, '\n')); err != nil {
-			return fmt.Errorf("send QMP %s: %w", cmd, err)
-		}
-		for {
-			line, err := r.ReadBytes('\n')
-			if err != nil {
-				if cmd == "quit" {
-					return nil // qemu closed the socket while quitting
-				}
-				return fmt.Errorf("read QMP %s reply: %w", cmd, err)
-			}
-			if bytes.Contains(line, []byte(`"return"`)) || bytes.Contains(line, []byte(`"error"`)) {
-				break
-			}
-		}
-	}
-	return nil
 }

@@ -1,0 +1,55 @@
+package qemu
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// TestDeadVMIsRebooted kills the qemu process for real (SIGKILL, as the OOM
+// killer or an operator would): the task running in it ends with 137, the
+// next call boots a new VM that shares the same volumes (their data intact),
+// and the log says so.
+func TestDeadVMIsRebooted(t *testing.T) {
+	requireQEMU(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	d, _ := newTestDriver(t)
+	var logs lockedBuffer
+	d.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	mounts := orchestra.Mounts{{Name: "keep", Path: "data"}}
+	if code, _, errs := runTask(t, ctx, d, orchestra.Task{ID: "write", Mounts: mounts, Command: []string{"sh", "-c", "echo kept > data/f"}}); code != 0 {
+		t.Fatalf("write: exit %d stderr %q", code, errs)
+	}
+	running, err := d.RunContainer(ctx, orchestra.Task{ID: "running", Command: []string{"sleep", "600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := d.vm
+	if err := syscall.Kill(old.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitDone(t, ctx, running); st.ExitCode() != 137 {
+		t.Fatalf("the task in the killed VM: exit %d, want 137", st.ExitCode())
+	}
+	code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "read", Mounts: mounts, Command: []string{"cat", "data/f"}})
+	if code != 0 || out != "kept\n" {
+		t.Fatalf("after the reboot: exit %d stdout %q stderr %q, want the volume's data", code, out, errs)
+	}
+	if d.vm == old || !d.vm.alive() {
+		t.Fatal("no new VM after the old one died")
+	}
+	if text := logs.String(); !strings.Contains(text, "the VM died; booting a new one") || !strings.Contains(text, "volumes=1") {
+		t.Fatalf("the log does not say the VM was rebooted with its volume:\n%s", text)
+	}
+	// The finished task of the dead VM still has its output and can be cleaned up.
+	if err := running.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup of a task of the dead VM: %v", err)
+	}
+}
