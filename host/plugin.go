@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -377,11 +376,13 @@ func (p *Plugin) useBulk(rpc *wire.Client, info wire.Info, started bool) {
 	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, wire.CapabilityBulk) {
 		return
 	}
-	if started && !strings.HasPrefix(info.BulkAddr, p.host.socketDir+string(filepath.Separator)) {
-		p.logger.Warn("plugin's bulk socket is outside its private directory: not using it", "plugin", p.Name, "addr", info.BulkAddr)
+	if !started {
+		rpc.UseBulk(info.BulkAddr)
 		return
 	}
-	rpc.UseBulk(info.BulkAddr)
+	if err := rpc.UseBulkIn(info.BulkAddr, p.host.socketDir); err != nil {
+		p.logger.Warn("plugin's bulk socket is not in its private directory: not using it", "plugin", p.Name, "err", err)
+	}
 }
 
 // dialOptions are the gRPC options for the connection to the plugin.
