@@ -192,7 +192,7 @@ func (c *Container) closeKill() {
 }
 
 // killHard sends SIGKILL to the shim's process group: the fallback when the
-// shim does not end after SIGTERM.
+// shim does not end after its kill pipe closed.
 func (c *Container) killHard() {
 	if c.cmd == nil {
 		return
