@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 GO ?= go
-PLUGINS := native docker qemu
-MODULES := . plugins/docker plugins/qemu
+PLUGINS := native docker qemu k8s
+MODULES := . plugins/docker plugins/qemu plugins/k8s
 PROTO := pluginsdk/proto/driverv1/driver.proto
 
-.PHONY: all deps build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean
+.PHONY: all deps build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean cluster cluster-down
 
 all: build
 
@@ -17,6 +17,7 @@ build:
 	$(GO) build -o $(BIN)/pocketci-driver-native ./plugins/native/cmd/pocketci-driver-native
 	cd plugins/docker && $(GO) build -o $(BIN)/pocketci-driver-docker ./cmd/pocketci-driver-docker
 	cd plugins/qemu && $(GO) build -o $(BIN)/pocketci-driver-qemu ./cmd/pocketci-driver-qemu
+	cd plugins/k8s && $(GO) build -o $(BIN)/pocketci-driver-k8s ./cmd/pocketci-driver-k8s
 
 ## run: build, then run a sample task through the native plugin process
 run: build
@@ -33,8 +34,10 @@ images: deps
 
 ## test: everything the tests need, then every module's tests with -race,
 ## a short run of every fuzz target, and the third-party template check
-test: deps build images proto-check lint test-go fuzz template-check
+test: deps build images cluster proto-check lint test-go fuzz template-check
 
+# The k8s plugin's tests (and drivers_test's k8s run) use the test cluster's kubeconfig.
+test-go: export KUBECONFIG ?= $(CLUSTER_KUBECONFIG)
 test-go:
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -short -count=1 -timeout 40m ./...); done
 
@@ -49,7 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateNamespace$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzSafeName$$' -fuzztime $(FUZZTIME) ./orchestra
 	cd plugins/docker && $(GO) test -run '^$$' -fuzz '^FuzzDockerName$$' -fuzztime $(FUZZTIME) .
-	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) .
+	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzTaskNames$$' -fuzztime $(FUZZTIME) .
 
 ## template-check: a copy of examples/driver-template, built on its own, passes conformance
 template-check: build
@@ -71,6 +74,16 @@ proto-check: proto
 lint:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
+
+## cluster: start the offline single-node Kubernetes test cluster (idempotent; builds and
+## caches its binaries on first use); prints its kubeconfig's path last
+CLUSTER_KUBECONFIG := $(or $(POCKETCI_CLUSTER_DIR),/var/lib/pocketci-k8s)/admin.kubeconfig
+cluster:
+	bash plugins/k8s/cluster/up.sh
+
+## cluster-down: stop the test cluster and remove every trace of it
+cluster-down:
+	bash plugins/k8s/cluster/down.sh
 
 ## bench: the plugin-boundary benchmarks
 bench: build

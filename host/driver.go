@@ -106,10 +106,13 @@ func (d *driver) close(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.plugin.host.startTimeout)
 	defer cancel()
-	inner, _, err := d.current(ctx)
-	if err == nil {
-		err = d.closeBounded(inner)
-	}
+	_, err := retry(d.plugin, "Close", func() (struct{}, uint64, error) {
+		inner, gen, err := d.current(ctx)
+		if err != nil {
+			return struct{}{}, 0, err
+		}
+		return struct{}{}, gen, d.closeBounded(inner)
+	})
 	d.mu.Lock()
 	d.closed, d.closeErr = true, err
 	d.mu.Unlock()
@@ -208,29 +211,46 @@ type container struct {
 // (its state died with the process) gives an error wrapping
 // orchestra.ErrContainerNotFound.
 func (c *container) current(ctx context.Context) (orchestra.Container, error) {
+	inner, _, err := c.currentGen(ctx)
+	return inner, err
+}
+
+func (c *container) currentGen(ctx context.Context) (orchestra.Container, uint64, error) {
 	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.driver.plugin.alive(c.gen) {
-		return c.inner, nil
+		return c.inner, c.gen, nil
 	}
 	inner, gen, err := c.driver.current(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	finder, ok := inner.(orchestra.ContainerFinder)
 	if !ok {
-		return nil, fmt.Errorf("plugin %s restarted and its driver cannot find task %q again: %w", c.driver.plugin.Name, c.taskID, orchestra.ErrContainerNotFound)
+		return nil, 0, fmt.Errorf("plugin %s restarted and its driver cannot find task %q again: %w", c.driver.plugin.Name, c.taskID, orchestra.ErrContainerNotFound)
 	}
 	found, err := finder.GetContainer(ctx, c.taskID)
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
+		return nil, 0, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
 	}
 	c.driver.plugin.logger.Info("container re-attached after plugin restart", "plugin", c.driver.plugin.Name, "task", c.taskID)
 	c.inner, c.gen = found, gen
-	return found, nil
+	return found, gen, nil
+}
+
+// retry makes an idempotent call, and makes it once more, in the restarted
+// plugin, when the plugin died during the first: so a task whose plugin
+// died mid-run is still found again by ID and cleaned up.
+func retry[T any](p *Plugin, op string, call func() (T, uint64, error)) (T, error) {
+	v, gen, err := call()
+	if gen != 0 && p.diedDuring(gen, err) {
+		p.logger.Info("plugin died during a call: making it again in the restarted plugin", "plugin", p.Name, "call", op, "err", err)
+		v, _, err = call()
+	}
+	return v, err
 }
 
 // Status reports the container's state.
@@ -241,11 +261,14 @@ func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, erro
 	if done := c.done.Load(); done != nil {
 		return *done, nil
 	}
-	inner, err := c.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st, err := inner.Status(ctx)
+	st, err := retry(c.driver.plugin, "Status", func() (orchestra.ContainerStatus, uint64, error) {
+		inner, gen, err := c.currentGen(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		st, err := inner.Status(ctx)
+		return st, gen, err
+	})
 	if err == nil && st.IsDone() {
 		c.done.Store(&st)
 	}
@@ -263,11 +286,14 @@ func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 
 // Cleanup removes the container.
 func (c *container) Cleanup(ctx context.Context) error {
-	inner, err := c.current(ctx)
-	if err != nil {
-		return err
-	}
-	return inner.Cleanup(ctx)
+	_, err := retry(c.driver.plugin, "Cleanup", func() (struct{}, uint64, error) {
+		inner, gen, err := c.currentGen(ctx)
+		if err != nil {
+			return struct{}{}, 0, err
+		}
+		return struct{}{}, gen, inner.Cleanup(ctx)
+	})
+	return err
 }
 
 // followContainer is a container that can stream its output live.

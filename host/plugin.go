@@ -113,7 +113,7 @@ func (p *Plugin) State() State {
 	switch {
 	case p.client == nil:
 		return StateStopped
-	case p.client.Exited():
+	case !p.running():
 		if p.stopping.Load() {
 			return StateStopped
 		}
@@ -127,7 +127,7 @@ func (p *Plugin) State() State {
 func (p *Plugin) PID() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client == nil || p.client.Exited() {
+	if !p.running() {
 		return 0
 	}
 	return p.pid
@@ -220,12 +220,12 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if err := p.host.checkOpen(ctx, p.Name); err != nil {
 		return nil, 0, err
 	}
-	if p.client != nil && !p.client.Exited() {
+	if p.running() {
 		return p.rpc, p.gen, nil
 	}
 	if p.client != nil {
-		p.client.Kill()
-		p.client = nil
+		_ = killClient(p.client, p.proc, p.host.shutdownTimeout)
+		p.client, p.proc = nil, nil
 		// The driver instances in the dead process reopen on their next call.
 		if time.Since(p.started) < stableAfter {
 			p.crashes++
@@ -251,7 +251,10 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	p.stopping.Store(false)
 
 	logger := p.logger.With("plugin", p.Name)
-	var proc *pluginRunner
+	var (
+		proc   *pluginRunner
+		procMu sync.Mutex // proc is set in go-plugin's goroutine
+	)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  wire.HandshakeConfig(),
 		VersionedPlugins: wire.ClientPlugins(),
@@ -277,7 +280,9 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 			// host's, through the protocol.
 			cmd.Stdin = nil
 			r, err := newRunner(cmd, logger, p.exited)
+			procMu.Lock()
 			proc = r
+			procMu.Unlock()
 			return r, err
 		},
 	})
@@ -294,7 +299,11 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		return nil, 0, fmt.Errorf(format, args...)
 	}
 	start := time.Now()
-	proto, err := connect(ctx, client, func() *pluginRunner { return proc })
+	proto, err := connect(ctx, client, func() *pluginRunner {
+		procMu.Lock()
+		defer procMu.Unlock()
+		return proc
+	})
 	if ctx.Err() != nil && err != nil {
 		return fail("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
 			time.Since(start).Round(time.Millisecond), ctx.Err(), lazy(p.lastStderr))
@@ -397,8 +406,54 @@ func (p *Plugin) dialOptions() []grpc.DialOption {
 func (p *Plugin) alive(gen uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.client != nil && !p.client.Exited() && p.gen == gen
+	return p.running() && p.gen == gen
 }
+
+// running reports whether the plugin process is running. For a process
+// this host started, that is known the moment it exits, before go-plugin
+// has noticed. p.mu must be held.
+func (p *Plugin) running() bool {
+	if p.client == nil || p.client.Exited() {
+		return false
+	}
+	if p.proc != nil {
+		select {
+		case <-p.proc.exitedCh():
+			return false
+		default:
+		}
+	}
+	return true
+}
+
+// diedDuring reports whether a call to the process of generation gen that
+// failed with err failed because that process died: then the call may be
+// made again in a restarted process. A connection that broke is seen
+// before the exit of the process behind it, so this waits a little for it.
+func (p *Plugin) diedDuring(gen uint64, err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	p.mu.Lock()
+	proc, same := p.proc, p.gen == gen
+	p.mu.Unlock()
+	if !same {
+		return true
+	}
+	if proc == nil {
+		return !p.alive(gen)
+	}
+	select {
+	case <-proc.exitedCh():
+		return true
+	case <-time.After(exitGrace):
+		return false
+	}
+}
+
+// exitGrace is how long a failed call waits to see whether the plugin's
+// process is exiting.
+const exitGrace = 250 * time.Millisecond
 
 // exited is called the moment the plugin process ends.
 func (p *Plugin) exited(err error) {
@@ -441,7 +496,7 @@ func (p *Plugin) stop() error {
 	}
 	p.mu.Lock()
 	drivers := make([]*driver, 0, len(p.drivers))
-	if p.client != nil && !p.client.Exited() {
+	if p.running() {
 		for d := range p.drivers {
 			drivers = append(drivers, d)
 		}

@@ -118,7 +118,7 @@ func (h *Host) Detach(timeout time.Duration) error {
 func (p *Plugin) detach(timeout time.Duration) (*statePlugin, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client == nil || p.client.Exited() {
+	if !p.running() {
 		return nil, nil
 	}
 	if !hasCapability(p.info, wire.CapabilityDetach) {

@@ -51,6 +51,12 @@ type pluginRunner struct {
 	childEnds []*os.File
 	reaper    *reaper
 	unreap    sync.Once
+
+	// mu orders Start and a Kill from another goroutine: a Kill before
+	// Start makes Start refuse, one after it kills the started group.
+	mu      sync.Mutex
+	started bool
+	killed  bool
 }
 
 func newRunner(cmd *exec.Cmd, logger *slog.Logger, exited func(error)) (*pluginRunner, error) {
@@ -150,7 +156,12 @@ func finishLine(line []byte, truncated bool) string {
 const truncMarker = " …[truncated]"
 
 func (r *pluginRunner) Start(context.Context) error {
-	err := r.cmd.Start()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err := errors.New("the start was cancelled")
+	if !r.killed {
+		err = r.cmd.Start()
+	}
 	for _, f := range r.childEnds {
 		f.Close()
 	}
@@ -160,6 +171,7 @@ func (r *pluginRunner) Start(context.Context) error {
 		return fmt.Errorf("start %s: %w", r.cmd.Args[0], err)
 	}
 	r.pid = r.cmd.Process.Pid
+	r.started = true
 	if r.reaper, err = startReaper(r.pid); err != nil {
 		r.logger.Warn("no reaper for the plugin: if the host is killed while the plugin is stopped, the plugin stays", "err", err)
 	}
@@ -218,7 +230,11 @@ func (r *pluginRunner) Wait(context.Context) error {
 
 // Kill kills the plugin's process group; its exit follows at once.
 func (r *pluginRunner) Kill(context.Context) error {
-	if r.cmd.Process == nil {
+	r.mu.Lock()
+	r.killed = true
+	started := r.started
+	r.mu.Unlock()
+	if !started {
 		return nil
 	}
 	select {

@@ -12,6 +12,12 @@ pkgs=(
 	file             # the qemu guest build checks what it packs
 	util-linux       # unshare, for the native driver and the template
 	e2fsprogs        # mkfs for the full-disk tests
+	containerd       # the k8s test cluster's own containerd (never Docker's)
+	runc
+	containernetworking-plugins
+	openssl          # the k8s test cluster's certificates
+	curl
+	iproute2
 )
 need=()
 for p in "${pkgs[@]}"; do

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -372,4 +373,180 @@ func TestConformanceTimeout(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s\nwant the case failed by its Close timing out", code, stdout.String())
 	}
 	t.Logf("conformance --timeout 1s with a plugin that never closes: %s", took.Round(time.Millisecond))
+}
+
+// dockerPlugin builds the docker plugin, or skips (fails under
+// ORCHESTRA_REQUIRE_DOCKER=1) when there is no Docker Engine.
+func dockerPlugin(t *testing.T) string {
+	t.Helper()
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		if os.Getenv("ORCHESTRA_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("ORCHESTRA_REQUIRE_DOCKER=1 but docker info: %v", err)
+		}
+		t.Skipf("no Docker Engine (%v); set ORCHESTRA_REQUIRE_DOCKER=1 to fail instead", err)
+	}
+	return buildPlugin(t, "docker")
+}
+
+// qemuPlugin builds the qemu plugin, or skips (fails under
+// ORCHESTRA_REQUIRE_QEMU=1) when QEMU is not installed.
+func qemuPlugin(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("ORCHESTRA_REQUIRE_QEMU") == "1" {
+			t.Fatalf("ORCHESTRA_REQUIRE_QEMU=1 but %v", err)
+		}
+		t.Skipf("qemu-system-x86_64 not installed; set ORCHESTRA_REQUIRE_QEMU=1 to fail instead")
+	}
+	return buildPlugin(t, "qemu")
+}
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+)
+
+// buildPlugin builds plugins/<name>, its own module, once.
+func buildPlugin(t *testing.T, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if out, ok := built[name]; ok {
+		return out
+	}
+	out := filepath.Join(filepath.Dir(bins.orchestra), name)
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/pocketci-driver-"+name)
+	cmd.Dir = "../../plugins/" + name
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the %s plugin: %v\n%s", name, err, b)
+	}
+	built[name] = out
+	return out
+}
+
+// containers lists the docker containers of namespaces starting with prefix.
+func containers(t *testing.T, namespace string) []string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=pocketci.namespace="+namespace).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestPlatformStderrCarriesOnlyTheTask: the same as for native, through
+// docker and qemu (whose plugin warns on a host without KVM).
+func TestPlatformStderrCarriesOnlyTheTask(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		build func(*testing.T) string
+	}{{"docker", dockerPlugin}, {"qemu", qemuPlugin}} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := pluginDir(t, tt.name, tt.build(t))
+			var env []string
+			if home, err := os.UserHomeDir(); err == nil && os.Getenv("POCKETCI_QEMU_IMAGE_DIR") == "" {
+				// cli gives orchestra a HOME of its own; the guest image is
+				// in the real one's cache.
+				env = append(env, "POCKETCI_QEMU_IMAGE_DIR="+filepath.Join(home, ".cache", "pocketci", "qemu"))
+			}
+			cmd := cli(t, env, "run", "--plugin-dir", dir, "--driver", tt.name, "--", "sh", "-c", "echo o; echo e >&2")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("run: %v\n%s", err, stderr.String())
+			}
+			if stdout.String() != "o\n" || stderr.String() != "e\n" {
+				t.Fatalf("stdout %q, stderr %q; want exactly o and e", stdout.String(), stderr.String())
+			}
+		})
+	}
+}
+
+// TestPluginDeathMidRun kills the plugin while its task runs: the CLI
+// reports it in one line, and cleans the task up through the restarted
+// plugin, which finds it again by ID.
+func TestPluginDeathMidRun(t *testing.T) {
+	dir := pluginDir(t, "docker", dockerPlugin(t))
+	namespace := fmt.Sprintf("plugindeath-%d", time.Now().UnixNano())
+	t.Cleanup(func() { cli(t, nil, "clean", "--plugin-dir", dir, "--driver", "docker", namespace).Run() })
+	cmd := cli(t, nil, "run", "--plugin-dir", dir, "--driver", "docker", "--namespace", namespace, "--id", "victim", "--", "sh", "-c", "echo started; exec sleep 1000")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	plugin := pluginOf(t, cmd.Process.Pid)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "started\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	syscall.Kill(plugin, syscall.SIGKILL)
+	code, took := waitExit(t, cmd, 30*time.Second)
+	if code != 125 || strings.Count(stderr.String(), "\n") != 1 || !strings.HasPrefix(stderr.String(), "orchestra: ") {
+		t.Fatalf("exit %d, stderr %q; want 125 and one line", code, stderr.String())
+	}
+	t.Logf("plugin SIGKILL to CLI exit, task cleaned up: %s", took.Round(time.Millisecond))
+	if left := containers(t, namespace); len(left) > 0 {
+		t.Fatalf("containers left after the plugin died mid-run: %v\nstderr: %s", left, stderr.String())
+	}
+}
+
+// TestNativePluginDeathMidRun: the same through native, where the task is a
+// process tree that must not be orphaned.
+func TestNativePluginDeathMidRun(t *testing.T) {
+	dir := pluginDir(t, "native", bins.native)
+	cmd := cli(t, nil, "run", "--plugin-dir", dir, "--id", "victim", "--", "sh", "-c", "echo started; exec sleep 1000")
+	root := envOf(cmd, "POCKETCI_NATIVE_ROOT")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	plugin := pluginOf(t, cmd.Process.Pid)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "started\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	syscall.Kill(plugin, syscall.SIGKILL)
+	code, _ := waitExit(t, cmd, 30*time.Second)
+	if code != 125 {
+		t.Fatalf("exit %d, stderr %q; want 125", code, stderr.String())
+	}
+	if left := processesBelow(root); len(left) > 0 {
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Fatalf("processes of the task left after the plugin died mid-run: %v\nstderr: %s", left, stderr.String())
+	}
+}
+
+func envOf(cmd *exec.Cmd, key string) string {
+	v := ""
+	for _, e := range cmd.Env {
+		if s, ok := strings.CutPrefix(e, key+"="); ok {
+			v = s
+		}
+	}
+	return v
+}
+
+// processesBelow lists the processes whose working directory is below dir.
+func processesBelow(dir string) []int {
+	var out []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cwd")
+	for _, p := range procs {
+		cwd, err := os.Readlink(p)
+		if err == nil && strings.HasPrefix(cwd, dir+"/") {
+			var pid int
+			fmt.Sscanf(p, "/proc/%d/cwd", &pid)
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -84,8 +85,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return err
 	}
 	defer func() {
-		if cerr := h.Close(); cerr != nil && err == nil {
-			err = cerr
+		if cerr := h.Close(); cerr != nil {
+			err = joinErr(err, cerr)
 		}
 	}()
 	p, err := h.Plugin(*driverName)
@@ -106,8 +107,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		host.Release(driver)
 	} else {
 		defer func() {
-			if cerr := driver.Close(); cerr != nil && err == nil {
-				err = cerr
+			if cerr := driver.Close(); cerr != nil {
+				err = joinErr(err, cerr)
 			}
 		}()
 	}
@@ -119,8 +120,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		if cerr := container.Cleanup(cctx); cerr != nil && err == nil {
-			err = cerr
+		if cerr := container.Cleanup(cctx); cerr != nil {
+			err = joinErr(err, fmt.Errorf("clean up task %q: %w", task.ID, cerr))
 		}
 	}()
 
@@ -173,4 +174,18 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// joinErr adds a clean-up failure to err. An exit code from the task stays
+// the result; the failure is still reported.
+func joinErr(err, cerr error) error {
+	var exit exitError
+	if err == nil || errors.As(err, &exit) {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "orchestra: %s\n", oneLine(cerr.Error()))
+			return err
+		}
+		return cerr
+	}
+	return errors.Join(err, cerr)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 
 	"google.golang.org/protobuf/proto"
 
@@ -58,4 +59,31 @@ func readBulkRequest(r io.Reader) (*driverv1.BulkRequest, error) {
 		return nil, fmt.Errorf("bulk request: %w", err)
 	}
 	return req, nil
+}
+
+// maxRunFrame bounds a message of a Run stream on the bulk socket: an
+// output event holds at most a chunk.
+const maxRunFrame = chunkSize + framing
+
+// writeFrame writes payload after its 4-byte big-endian length, in one
+// write.
+func writeFrame(w io.Writer, payload []byte) error {
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(payload)))
+	bufs := net.Buffers{n[:], payload}
+	_, err := bufs.WriteTo(w)
+	return err
+}
+
+// readFrameSize reads a frame's 4-byte length and checks it against limit.
+func readFrameSize(r io.Reader, limit int) (int, error) {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return 0, err
+	}
+	size := binary.BigEndian.Uint32(n[:])
+	if size > uint32(limit) {
+		return 0, fmt.Errorf("a frame of %d bytes is over the %d limit", size, limit)
+	}
+	return int(size), nil
 }

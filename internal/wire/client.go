@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,6 +35,9 @@ type Client struct {
 	rpc  driverv1.DriverClient
 	// bulk is the plugin's bulk socket, when stdin and logs go over it.
 	bulk string
+	// run is set when the plugin serves Run (capability "run", 1.3), as its
+	// Info said.
+	run bool
 }
 
 // NewClient wraps a connection to the plugin called name.
@@ -49,6 +54,8 @@ type Info struct {
 	Capabilities    []string `json:"capabilities"`
 	// BulkAddr is the plugin's bulk socket, with capability "bulk".
 	BulkAddr string `json:"bulk_addr,omitempty"`
+	// Goroutines is the plugin's goroutine count when it answered (1.3).
+	Goroutines int64 `json:"goroutines,omitempty"`
 }
 
 // Info asks the plugin to describe itself.
@@ -57,6 +64,7 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, fromStatus(c.name, "Info", err)
 	}
+	c.run = slices.Contains(resp.GetCapabilities(), CapabilityRun)
 	return Info{
 		Name:            resp.GetName(),
 		PluginVersion:   resp.GetPluginVersion(),
@@ -64,6 +72,7 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 		ProtocolVersion: resp.GetProtocolVersion(),
 		Capabilities:    resp.GetCapabilities(),
 		BulkAddr:        resp.GetBulkAddr(),
+		Goroutines:      resp.GetGoroutines(),
 	}, nil
 }
 
@@ -77,7 +86,7 @@ func (c *Client) Open(ctx context.Context, namespace string) (orchestra.Driver, 
 	if err != nil {
 		return nil, fromStatus(c.name, "Open", err)
 	}
-	return c.Adopt(OpenDriver{Handle: resp.GetDriver(), Namespace: namespace, Name: resp.GetName(), ContainerFinder: resp.GetContainerFinder()}), nil
+	return c.Adopt(OpenDriver{Handle: resp.GetDriver(), Namespace: namespace, Name: resp.GetName(), ContainerFinder: resp.GetContainerFinder(), Implements: resp.GetImplements()}), nil
 }
 
 // driver is an orchestra.Driver whose instance lives in a plugin.
@@ -93,6 +102,48 @@ type driver struct {
 	stopStdin context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
+
+	finder bool
+	// follower is set once a container of this driver implemented
+	// orchestra.LogFollower.
+	follower atomic.Bool
+
+	// runs are the open Run streams, ended when the driver closes.
+	runsMu sync.Mutex
+	runs   map[*runClient]struct{}
+	closed bool
+}
+
+// track records an open Run stream; false once the driver is closed.
+func (d *driver) track(r *runClient) bool {
+	d.runsMu.Lock()
+	defer d.runsMu.Unlock()
+	if d.closed {
+		return false
+	}
+	if d.runs == nil {
+		d.runs = map[*runClient]struct{}{}
+	}
+	d.runs[r] = struct{}{}
+	return true
+}
+
+func (d *driver) untrack(r *runClient) {
+	d.runsMu.Lock()
+	delete(d.runs, r)
+	d.runsMu.Unlock()
+}
+
+// endRuns ends every open Run stream.
+func (d *driver) endRuns() {
+	d.runsMu.Lock()
+	d.closed = true
+	runs := d.runs
+	d.runs = nil
+	d.runsMu.Unlock()
+	for r := range runs {
+		r.cancel()
+	}
 }
 
 // Name is the driver's name as the plugin reports it.
@@ -105,6 +156,7 @@ func (d *driver) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
 		_, err := d.client.rpc.Close(ctx, &driverv1.CloseRequest{Driver: d.handle})
+		d.endRuns()
 		d.stopStdin()
 		d.closeErr = d.wrap("Close", err)
 	})
@@ -140,58 +192,47 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
 	}
 	req := &driverv1.RunContainerRequest{Driver: d.handle, Task: taskToProto(task)}
-	var cancelStdin context.CancelFunc
+	stopStdin := func() {}
 	if task.Stdin != nil {
 		token, err := newToken()
 		if err != nil {
 			return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
 		}
 		req.StdinToken = token
+		// The stdin stream outlives RunContainer's ctx, until the input ends,
+		// the container is cleaned up or the driver closes. It opens before
+		// the task starts: a task whose stdin cannot reach it never runs.
 		stdinCtx, cancel := context.WithCancel(d.stdinCtx)
-		cancelStdin = cancel
+		sink, err := d.openStdin(stdinCtx, token)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("plugin %s: RunContainer: stdin: %w", d.client.name, err)
+		}
 		go func() {
 			defer cancel()
-			d.streamStdin(stdinCtx, token, task.Stdin)
+			copyStdin(sink, task.Stdin)
 		}()
+		stopStdin = cancel
 	}
-	resp, err := d.client.rpc.RunContainer(ctx, req)
+	var c *container
+	var err error
+	if d.client.run {
+		c, err = d.runContainer(ctx, req)
+	} else {
+		var resp *driverv1.RunContainerResponse
+		resp, err = d.client.rpc.RunContainer(ctx, req)
+		if err != nil {
+			err = d.wrap("RunContainer", err)
+		} else {
+			c = d.newContainer(resp)
+		}
+	}
 	if err != nil {
-		if cancelStdin != nil {
-			cancelStdin()
-		}
-		return nil, d.wrap("RunContainer", err)
+		stopStdin()
+		return nil, err
 	}
-	return d.container(resp), nil
-}
-
-// streamStdin copies r to the plugin in chunks. The plugin's pipe applies
-// back-pressure, so memory stays at one chunk whatever the input's size.
-func (d *driver) streamStdin(ctx context.Context, token string, r io.Reader) {
-	if d.client.bulk != "" {
-		d.bulkStdin(ctx, token, r)
-		return
-	}
-	stream, err := d.client.rpc.WriteStdin(ctx)
-	if err != nil {
-		return
-	}
-	if err := stream.Send(&driverv1.StdinChunk{Token: token}); err != nil {
-		return
-	}
-	buf := make([]byte, chunkSize)
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			// Send marshals before it returns, so buf may be reused.
-			if err := stream.Send(&driverv1.StdinChunk{Data: buf[:n]}); err != nil {
-				return
-			}
-		}
-		if rerr != nil {
-			break
-		}
-	}
-	_, _ = stream.CloseAndRecv()
+	c.stopStdin = stopStdin
+	return c.public(), nil
 }
 
 func newToken() (string, error) {
@@ -202,11 +243,19 @@ func newToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-func (d *driver) container(resp *driverv1.RunContainerResponse) orchestra.Container {
+func (d *driver) newContainer(resp *driverv1.RunContainerResponse) *container {
+	if resp.GetLogFollower() {
+		d.follower.Store(true)
+	}
 	ref := resp.GetContainer()
 	ref.Driver = d.handle
-	c := &container{driver: d, ref: ref}
-	if resp.GetLogFollower() {
+	return &container{driver: d, ref: ref, follower: resp.GetLogFollower()}
+}
+
+// public is the container as callers get it: with FollowLogs exactly when
+// the plugin's container has it.
+func (c *container) public() orchestra.Container {
+	if c.follower {
 		return &followContainer{c}
 	}
 	return c
@@ -225,14 +274,21 @@ func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchest
 	if err != nil {
 		return nil, d.wrap("GetContainer", err)
 	}
-	return d.container(resp), nil
+	return d.newContainer(resp).public(), nil
 }
 
 // container is an orchestra.Container that lives in a plugin. A finished
 // status is cached: done is final, so polling it costs no RPC.
 type container struct {
-	driver *driver
-	ref    *driverv1.ContainerRef
+	driver   *driver
+	ref      *driverv1.ContainerRef
+	follower bool
+	// run is the Run stream that started it, if any (protocol 1.3).
+	run *runClient
+	// stopStdin stops the task's stdin stream, on Cleanup.
+	stopStdin func()
+	// cleaned is set once Cleanup succeeded.
+	cleaned atomic.Bool
 
 	mu   sync.Mutex
 	done *containerStatus
@@ -282,7 +338,9 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 	// exists: live output comes in small pieces, and a new connection per
 	// follow costs short tasks more than the socket's speed gains them.
 	if c.driver.client.bulk != "" && !follow {
-		return c.bulkLogs(ctx, stdout, stderr, op)
+		if err := c.bulkLogs(ctx, stdout, stderr, op); !errors.Is(err, errBulkUnreachable) {
+			return err
+		}
 	}
 	stream, err := c.driver.client.rpc.Logs(ctx, &driverv1.LogsRequest{Container: c.ref, Follow: follow}, logCallOption)
 	if err != nil {
@@ -342,6 +400,9 @@ const protoCodecName = "proto"
 func (c logCodec) Name() string { return protoCodecName }
 
 func (c logCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if ev, ok := v.(*runEvent); ok {
+		return ev.decode(data.MaterializeToBuffer(mem.DefaultBufferPool()))
+	}
 	chunk, ok := v.(*logChunk)
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
@@ -414,8 +475,34 @@ func (c *container) cacheExit(code int) {
 	c.mu.Unlock()
 }
 
-// Cleanup removes the container in the plugin.
+// Cleanup removes the container in the plugin, and ends the Run stream
+// that started it.
+//
+// The plugin forgets a container once it is cleaned up; cleaning it up again
+// is a no-op here, as the contract asks (it is idempotent).
 func (c *container) Cleanup(ctx context.Context) error {
+	if c.cleaned.Load() {
+		return nil
+	}
+	if c.stopStdin != nil {
+		defer c.stopStdin()
+	}
+	var err error
+	if c.run.acquire() {
+		err = c.cleanupRun(ctx)
+	} else {
+		if c.run != nil {
+			defer c.run.end()
+		}
+		err = c.cleanupUnary(ctx)
+	}
+	if err == nil {
+		c.cleaned.Store(true)
+	}
+	return err
+}
+
+func (c *container) cleanupUnary(ctx context.Context) error {
 	_, err := c.driver.client.rpc.Cleanup(ctx, c.ref)
 	return c.driver.wrap("Cleanup", err)
 }
@@ -425,21 +512,33 @@ type followContainer struct{ *container }
 
 // FollowLogs streams the container's output live until it exits.
 func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+	if c.run.acquire() {
+		return c.followRun(ctx, stdout, stderr)
+	}
 	return c.logs(ctx, true, stdout, stderr)
 }
 
 // volume is an orchestra.Volume that lives in a plugin.
 type volume struct {
-	driver *driver
-	ref    *driverv1.VolumeRef
+	driver  *driver
+	ref     *driverv1.VolumeRef
+	cleaned atomic.Bool
 }
 
 // Name is the volume's name.
 func (v *volume) Name() string { return v.ref.GetName() }
 
 // Cleanup removes the volume in the plugin.
+// The plugin forgets the volume's handle once it is removed; removing it
+// again is a no-op here (it is idempotent).
 func (v *volume) Cleanup(ctx context.Context) error {
+	if v.cleaned.Load() {
+		return nil
+	}
 	_, err := v.driver.client.rpc.CleanupVolume(ctx, v.ref)
+	if err == nil {
+		v.cleaned.Store(true)
+	}
 	return v.driver.wrap("CleanupVolume", err)
 }
 
@@ -450,6 +549,9 @@ type OpenDriver struct {
 	Namespace       string
 	Name            string
 	ContainerFinder bool
+	// Implements lists the optional orchestra interfaces the driver
+	// implements, as the plugin reports them (1.3; empty before).
+	Implements []string
 }
 
 // Detach tells the plugin that the host exits on purpose and will attach
@@ -469,7 +571,7 @@ func (c *Client) Attach(ctx context.Context, hostPID int) ([]OpenDriver, error) 
 	}
 	var out []OpenDriver
 	for _, d := range resp.GetDrivers() {
-		out = append(out, OpenDriver{Handle: d.GetDriver(), Namespace: d.GetNamespace(), Name: d.GetName(), ContainerFinder: d.GetContainerFinder()})
+		out = append(out, OpenDriver{Handle: d.GetDriver(), Namespace: d.GetNamespace(), Name: d.GetName(), ContainerFinder: d.GetContainerFinder(), Implements: d.GetImplements()})
 	}
 	return out, nil
 }
@@ -477,10 +579,36 @@ func (c *Client) Attach(ctx context.Context, hostPID int) ([]OpenDriver, error) 
 // Adopt returns the driver for an instance that is already open in the
 // plugin, as Open would have.
 func (c *Client) Adopt(od OpenDriver) orchestra.Driver {
-	d := &driver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace}
+	d := &driver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace, finder: od.ContainerFinder}
 	d.stdinCtx, d.stopStdin = context.WithCancel(context.Background())
 	if od.ContainerFinder {
 		return &finderDriver{d}
 	}
 	return d
+}
+
+// Implements lists the optional orchestra interfaces that d, a driver from
+// Client.Open or Client.Adopt, implements: "ContainerFinder" as the plugin
+// reported at Open, and "LogFollower" once a container d returned had
+// FollowLogs (the contract makes it a property of each container, so it is
+// known only after the first RunContainer or GetContainer). It returns nil
+// for any other driver.
+func Implements(d orchestra.Driver) []string {
+	var wd *driver
+	switch d := d.(type) {
+	case *driver:
+		wd = d
+	case *finderDriver:
+		wd = d.driver
+	default:
+		return nil
+	}
+	var out []string
+	if wd.finder {
+		out = append(out, "ContainerFinder")
+	}
+	if wd.follower.Load() {
+		out = append(out, "LogFollower")
+	}
+	return out
 }

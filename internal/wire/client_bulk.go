@@ -38,32 +38,18 @@ func (c *Client) dialBulk(ctx context.Context, req *driverv1.BulkRequest) (net.C
 	return conn, context.AfterFunc(ctx, func() { conn.Close() }), nil
 }
 
-// bulkStdin copies r to the plugin over the bulk socket.
-func (d *driver) bulkStdin(ctx context.Context, token string, r io.Reader) {
-	conn, stop, err := d.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_StdinToken{StdinToken: token}})
-	if err != nil {
-		return
-	}
-	defer stop()
-	defer conn.Close()
-	if _, err := io.CopyBuffer(conn, r, make([]byte, 256<<10)); err != nil {
-		return
-	}
-	if uc, ok := conn.(*net.UnixConn); ok {
-		uc.CloseWrite()
-	}
-	// The plugin hangs up once the task's stdin took the last byte.
-	io.Copy(io.Discard, conn)
-}
+// errBulkUnreachable says the bulk socket could not be reached: the call
+// goes over gRPC instead.
+var errBulkUnreachable = errors.New("bulk socket unreachable")
 
 // bulkLogs reads the container's output, from the start, as frames from the
 // bulk socket. (The host follows logs over gRPC; see container.logs.)
 func (c *container) bulkLogs(ctx context.Context, stdout, stderr io.Writer, op string) error {
 	conn, stop, err := c.driver.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Logs{
-		Logs: &driverv1.LogsRequest{Container: c.ref},
+		Logs: &driverv1.LogsRequest{Container: c.ref, DeadlineUnixNano: deadlineOf(ctx)},
 	}})
 	if err != nil {
-		return c.driver.wrap(op, err)
+		return errBulkUnreachable
 	}
 	defer stop()
 	defer conn.Close()

@@ -85,6 +85,7 @@ type fakeContainer struct {
 
 	n   int64
 	sum string
+	err error // how reading stdin ended, nil at its end
 }
 
 func (c *fakeContainer) readStdin() {
@@ -93,8 +94,8 @@ func (c *fakeContainer) readStdin() {
 		return
 	}
 	h := sha256.New()
-	n, _ := io.Copy(h, c.task.Stdin)
-	c.n, c.sum = n, hex.EncodeToString(h.Sum(nil))
+	n, err := io.Copy(h, c.task.Stdin)
+	c.n, c.sum, c.err = n, hex.EncodeToString(h.Sum(nil)), err
 }
 
 func (c *fakeContainer) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
@@ -127,6 +128,10 @@ func (c *fakeContainer) Logs(ctx context.Context, stdout, stderr io.Writer) erro
 		return err
 	case "cat":
 		<-c.done
+		if c.err != nil {
+			_, err := fmt.Fprintf(stdout, "%d stdin error: %v\n", c.n, c.err)
+			return err
+		}
 		_, err := fmt.Fprintf(stdout, "%d %s\n", c.n, c.sum)
 		return err
 	}

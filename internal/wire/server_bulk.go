@@ -41,6 +41,13 @@ func (s *server) listenBulk(dir string) (net.Listener, error) {
 
 func (s *server) serveBulk(conn net.Conn) {
 	defer conn.Close()
+	// A driver panic on this goroutine must not kill the plugin; the host
+	// sees the connection end without its end frame.
+	defer func() {
+		if p := recover(); p != nil {
+			_ = panicError(s.logger, "bulk", p)
+		}
+	}()
 	req, err := readBulkRequest(conn)
 	if err != nil {
 		s.logger.Warn("bad bulk connection", "err", err)
@@ -48,37 +55,79 @@ func (s *server) serveBulk(conn net.Conn) {
 	}
 	switch kind := req.GetKind().(type) {
 	case *driverv1.BulkRequest_StdinToken:
-		s.bulkStdin(conn, kind.StdinToken)
+		s.bulkStdin(conn, kind.StdinToken, false)
+	case *driverv1.BulkRequest_StdinFramedToken:
+		s.bulkStdin(conn, kind.StdinFramedToken, true)
 	case *driverv1.BulkRequest_Logs:
 		s.bulkLogs(conn, kind.Logs)
+	case *driverv1.BulkRequest_Run:
+		s.serveRunBulk(conn, kind.Run)
 	default:
 		s.logger.Warn("bulk connection asks for nothing known")
 	}
 }
 
-// bulkStdin copies the connection into the task's stdin pipe.
-func (s *server) bulkStdin(conn net.Conn, token string) {
+// bulkStdin copies the connection into the task's stdin pipe: raw bytes up
+// to a half-close (1.2), or frames (1.3, see BulkRequest), whose end says
+// whether the input ended cleanly or with the caller's read error.
+func (s *server) bulkStdin(conn net.Conn, token string, framed bool) {
 	if token == "" {
 		return
 	}
-	pipe := s.stdinPipe(token)
-	defer s.dropStdin(token)
+	pipe := s.stdins.attach(token)
+	defer s.stdins.drop(pipe)
+	if framed {
+		pipe.end(readStdinFrames(bufio.NewReaderSize(conn, 64<<10), pipe))
+		return
+	}
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := conn.Read(buf)
 		if n > 0 {
-			if _, err := pipe.w.Write(buf[:n]); err != nil {
-				// The reader is gone: the rest of the input has nowhere to go.
+			if pipe.feed(buf[:n]) != nil {
 				return
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
-			pipe.w.Close()
+			pipe.end(nil)
 			return
 		}
 		if rerr != nil {
-			pipe.w.CloseWithError(fmt.Errorf("stdin from host: %w", rerr))
+			pipe.end(fmt.Errorf("stdin from host: %w", rerr))
 			return
+		}
+	}
+}
+
+// stdinErrorBit marks a stdin frame that carries the caller's read error.
+const stdinErrorBit = 1 << 31
+
+// readStdinFrames feeds the frames of r to pipe and returns how the input
+// ended: nil at its end frame, else the error.
+func readStdinFrames(r io.Reader, pipe *stdinPipe) error {
+	buf := make([]byte, chunkSize)
+	for {
+		var h [4]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return fmt.Errorf("stdin from host: the connection ended before the end of the input: %w", err)
+		}
+		n := binary.BigEndian.Uint32(h[:])
+		if n == 0 {
+			return nil
+		}
+		isErr := n&stdinErrorBit != 0
+		n &^= stdinErrorBit
+		if n > chunkSize {
+			return fmt.Errorf("stdin from host: a frame of %d bytes is over the %d limit", n, chunkSize)
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			return fmt.Errorf("stdin from host: the connection ended inside a frame: %w", err)
+		}
+		if isErr {
+			return fmt.Errorf("stdin from host: %s", buf[:n])
+		}
+		if pipe.feed(buf[:n]) != nil {
+			return errStdinGone
 		}
 	}
 }
@@ -86,7 +135,9 @@ func (s *server) bulkStdin(conn net.Conn, token string) {
 // bulkLogs writes the container's output as frames, then the end frame. The
 // host cancels by closing the connection.
 func (s *server) bulkLogs(conn net.Conn, req *driverv1.LogsRequest) {
-	ctx, cancel := context.WithCancel(context.Background())
+	// The caller's deadline comes in the request (1.3); its cancellation
+	// comes as the host hanging up.
+	ctx, cancel := withDeadline(context.Background(), req.GetDeadlineUnixNano())
 	defer cancel()
 	go func() {
 		var b [1]byte

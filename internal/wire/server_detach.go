@@ -107,6 +107,7 @@ func (s *server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driver
 	for id, inst := range s.drivers {
 		resp.Drivers = append(resp.Drivers, &driverv1.OpenDriver{
 			Driver: id, Namespace: inst.namespace, Name: inst.driver.Name(), ContainerFinder: inst.finder,
+			Implements: implements(inst.finder),
 		})
 	}
 	s.logger.Info("host attached", "host_pid", pid, "drivers", len(resp.Drivers))

@@ -25,9 +25,9 @@ const (
 	ProtocolMajor = 1
 	// ProtocolMinor is the wire protocol's minor version. A minor version only
 	// adds; see the compatibility rules in proto/driverv1/driver.proto.
-	ProtocolMinor = 2
+	ProtocolMinor = 3
 	// ProtocolVersion is ProtocolMajor.ProtocolMinor, as Info reports it.
-	ProtocolVersion = "1.2"
+	ProtocolVersion = "1.3"
 	// PluginKey is the name the driver service is dispensed under.
 	PluginKey = "driver"
 
@@ -49,11 +49,15 @@ func HandshakeConfig() plugin.HandshakeConfig {
 
 // Capabilities the SDK serves. The host calls an optional RPC only when the
 // plugin's Info lists its capability.
-var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach}
+var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach, CapabilityRun}
 
 // CapabilityBulk marks a plugin whose bulk socket carries stdin and logs
 // (protocol 1.2; see BulkRequest in the proto).
 const CapabilityBulk = "bulk"
+
+// CapabilityRun marks a plugin that serves Run, the stream that starts a
+// task and carries the caller's context (protocol 1.3).
+const CapabilityRun = "run"
 
 // CapabilityDetach marks a plugin that serves Detach and Attach (protocol 1.1).
 const CapabilityDetach = "detach"

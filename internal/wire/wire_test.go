@@ -27,6 +27,13 @@ import (
 // client for it.
 func connect(t testing.TB) *Client {
 	t.Helper()
+	c, _ := connectServer(t)
+	return c
+}
+
+// connectServer is connect, also returning the plugin's side.
+func connectServer(t testing.TB) (*Client, *server) {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := newServer("fake", "test", func(ns string, _ *slog.Logger) (orchestra.Driver, error) {
 		if ns == "bad" {
@@ -39,7 +46,7 @@ func connect(t testing.TB) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)))
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)), ServerCodec())
 	driverv1.RegisterDriverServer(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -51,6 +58,13 @@ func connect(t testing.TB) *Client {
 		gs.Stop()
 	})
 	c := NewClient("fake", driverv1.NewDriverClient(conn))
+	if _, err := c.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if asProtocol12 {
+		// A 1.2 host: RunContainer is a unary call.
+		c.run = false
+	}
 	if overBulk {
 		bl, err := srv.listenBulk(t.TempDir())
 		if err != nil {
@@ -59,11 +73,32 @@ func connect(t testing.TB) *Client {
 		t.Cleanup(func() { bl.Close() })
 		c.UseBulk(srv.bulkAddr)
 	}
-	return c
+	return c, srv
 }
 
 // overBulk makes connect carry stdin and logs over the bulk socket.
 var overBulk bool
+
+// asProtocol12 makes connect's client start tasks as protocol 1.2 did, with
+// the unary RunContainer instead of the Run stream.
+var asProtocol12 bool
+
+// TestAsProtocol12 runs the tests of the task lifecycle again over the
+// unary RunContainer of protocol 1.2, which a 1.2 plugin serves.
+func TestAsProtocol12(t *testing.T) {
+	asProtocol12 = true
+	defer func() { asProtocol12 = false }()
+	for name, test := range map[string]func(*testing.T){
+		"stdin":               TestStdinStreamsAfterRunContainerAndItsContextEnd,
+		"second stdin":        TestSameTaskIDClosesTheSecondStdin,
+		"errors":              TestErrorsKeepTheirIdentity,
+		"logs context":        TestLogsContextCrossesTheWire,
+		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
+		"fields":              TestTaskFieldsCrossTheWire,
+	} {
+		t.Run(name, test)
+	}
+}
 
 // TestOverBulk runs the tests of stdin and logs again with the bulk socket
 // (protocol 1.2) carrying them instead of gRPC streams.
@@ -136,7 +171,7 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.2" {
+	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.3" {
 		t.Fatalf("info = %+v", info)
 	}
 }

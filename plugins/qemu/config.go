@@ -42,6 +42,7 @@ type config struct {
 	memoryMiB   int
 	cpus        int
 	bootTimeout time.Duration
+	snapshot    bool // restore boots from (and save) a boot snapshot
 }
 
 // DefaultImageDir is where guest/build.sh writes the guest image and where
@@ -78,7 +79,14 @@ func ImagePaths() (kernel, initrd string) {
 
 // loadConfig reads the settings and checks that the files exist.
 func loadConfig() (config, error) {
-	c := config{binary: "qemu-system-x86_64", accel: "auto", memoryMiB: 256, cpus: 1, bootTimeout: 2 * time.Minute}
+	c := config{binary: "qemu-system-x86_64", accel: "auto", memoryMiB: 256, cpus: 1, bootTimeout: 2 * time.Minute, snapshot: true}
+	switch v := os.Getenv(EnvSnapshot); v {
+	case "", "on":
+	case "off":
+		c.snapshot = false
+	default:
+		return c, fmt.Errorf("%s=%q: want on or off", EnvSnapshot, v)
+	}
 	c.kernel, c.initrd = ImagePaths()
 	if v := os.Getenv(EnvBinary); v != "" {
 		c.binary = v

@@ -8,10 +8,13 @@ import (
 	"github.com/jtarchie/pocketci/orchestra/conformance"
 )
 
-// TestConformance runs the shared driver suite in process. Every case boots
-// its own VM (TCG takes seconds), so the timeout is generous.
+// TestConformance runs the shared driver suite in process, with every task
+// in the busybox image from the local Docker Engine (chrooted over a
+// per-task overlay in the guest). Every case boots its own VM (TCG takes
+// seconds), so the timeout is generous.
 func TestConformance(t *testing.T) {
 	requireQEMU(t)
+	requireDocker(t)
 	conformance.Run(t, conformance.Options{
 		New: func(namespace string) (orchestra.Driver, error) {
 			return New(namespace, testLogger(t))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type Container struct {
 	driver   *Driver
 	vm       *vm
 	task     orchestra.Task
+	image    *image // nil: the guest's own userland
 	name     string
 	hostDir  string // <share>/tasks/<name>
 	guestDir string
@@ -48,6 +50,7 @@ type Container struct {
 	stdinOnce sync.Once
 
 	mu       sync.Mutex
+	stdinErr error // the caller's stdin failed: the task was stopped
 	pid      int
 	done     bool
 	exitCode int
@@ -61,7 +64,7 @@ var (
 )
 
 func newContainer(d *Driver, v *vm, task orchestra.Task) *Container {
-	name := containerName(d.namespace, task.ID)
+	name := orchestra.SafeName(orchestra.PathNameRule, d.namespace, task.ID)
 	return &Container{
 		driver: d, vm: v, task: task, name: name,
 		hostDir:   filepath.Join(v.share, "tasks", name),
@@ -99,7 +102,17 @@ func (c *Container) start(ctx context.Context) error {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return fmt.Errorf("create task directory: %w", err)
 	}
+	if c.task.Image != "" {
+		im, err := resolveImage(ctx, c.task.Image, d.logger)
+		if err != nil {
+			return err
+		}
+		c.image = im
+	}
 	for _, m := range c.task.Mounts {
+		if c.image != nil {
+			break // bound in the guest by the image runner
+		}
 		vol, err := d.volume(c.vm, m.Name)
 		if err != nil {
 			return err
@@ -124,16 +137,36 @@ func (c *Container) start(ctx context.Context) error {
 		stdinMode = "chunks"
 	}
 
-	env := make([]string, 0, len(c.task.Env)+1)
-	for k, v := range c.task.Env {
+	vars := c.task.Env
+	root, wd, binds := "", "", ""
+	if c.image != nil {
+		vars = c.image.env(c.task.Env)
+		root, wd = c.image.guestRoot(), c.image.config.WorkingDir
+		if wd == "" {
+			wd = "/"
+		}
+		var b strings.Builder
+		for _, m := range c.task.Mounts {
+			vol, err := d.volume(c.vm, m.Name)
+			if err != nil {
+				return err
+			}
+			b.WriteString(vol.guestDir + "\t" + orchestra.MountPath(wd, m.Path) + "\n")
+		}
+		binds = b.String()
+	}
+	env := make([]string, 0, len(vars)+1)
+	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	if _, ok := c.task.Env["PATH"]; !ok {
+	if _, ok := vars["PATH"]; !ok {
 		env = append(env, "PATH="+defaultPath)
 	}
 	sort.Strings(env)
 	// The wrapper travels in the argv (sh -c), saving a 9p read per task.
-	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode}, env...)
+	lim := c.task.ContainerLimits
+	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode, root, wd, binds,
+		strconv.FormatInt(lim.Memory, 10), strconv.FormatInt(cpuWeight(lim.CPU), 10)}, env...)
 	args = append(args, c.task.Command...)
 	pid, err := c.vm.agent.Exec(ctx, qga.ExecRequest{
 		Path: "/bin/busybox",
@@ -212,11 +245,6 @@ func (c *Container) stopStdin() { c.stdinOnce.Do(func() { close(c.stdinStop) }) 
 // feedStdin copies task.Stdin into chunk files the guest consumes, at most
 // stdinAhead chunks ahead of it, and marks the end with stdin.end.
 func (c *Container) feedStdin() {
-	defer func() {
-		if err := os.WriteFile(filepath.Join(c.hostDir, "stdin.end"), nil, 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
-			c.driver.logger.Warn("qemu: mark end of stdin", "task", c.task.ID, "err", err)
-		}
-	}()
 	buf := make([]byte, 64<<10)
 	for n := 0; ; n++ {
 		// Wait until the guest consumed chunk n-stdinAhead.
@@ -233,15 +261,38 @@ func (c *Container) feedStdin() {
 		eof, err := c.writeChunk(n, buf)
 		if err != nil {
 			select {
-			case <-c.stdinStop:
+			case <-c.stdinStop: // the task ended: nobody reads its stdin
 			default:
-				c.driver.logger.Warn("qemu: stdin copy ended early", "task", c.task.ID, "err", err)
+				c.failStdin(err)
 			}
 			return
 		}
 		if eof {
+			if err := os.WriteFile(filepath.Join(c.hostDir, "stdin.end"), nil, 0o644); err != nil {
+				c.failStdin(fmt.Errorf("mark the end of stdin: %w", err))
+			}
 			return
 		}
+	}
+}
+
+// failStdin stops a task whose stdin could not be delivered whole. The
+// guest never sees an end of input (stdin.end is not written), so the task
+// cannot mistake truncated input for all of it: it is killed, exits
+// non-zero, and Status reports the stdin error.
+func (c *Container) failStdin(err error) {
+	c.mu.Lock()
+	done := c.done
+	if !done {
+		c.stdinErr = err
+	}
+	c.mu.Unlock()
+	if done {
+		return
+	}
+	c.driver.logger.Error("qemu: the task's stdin failed, stopping the task", "task", c.task.ID, "err", err)
+	if c.vm.alive() {
+		c.kill(context.Background())
 	}
 }
 
@@ -310,7 +361,11 @@ func (s status) ExitCode() int { return s.code }
 func (c *Container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return status{done: c.done, code: c.exitCode}, nil
+	st := status{done: c.done, code: c.exitCode}
+	if c.done && c.stdinErr != nil {
+		return st, fmt.Errorf("task %q was stopped because its stdin failed: %w", c.task.ID, c.stdinErr)
+	}
+	return st, nil
 }
 
 // Logs writes the task's output so far (all of it once done), read from the
@@ -397,30 +452,10 @@ func (c *Container) Cleanup(ctx context.Context) error {
 	}
 	c.cleaned = true
 	running := !c.done && c.pid != 0
-	pid := c.pid
 	c.mu.Unlock()
 	c.stopStdin()
 	if running && c.vm.alive() {
-		// The wrapper runs under setsid: its pid is the task's process group.
-		killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"kill", "-9", "-" + strconv.Itoa(pid)}})
-		if err == nil {
-			for killCtx.Err() == nil {
-				st, err := c.vm.agent.ExecStatus(killCtx, kpid)
-				if err != nil || st.Exited {
-					break
-				}
-				time.Sleep(pollFast)
-			}
-		} else {
-			d.logger.Warn("qemu: kill task", "task", c.task.ID, "err", err)
-		}
-		select {
-		case <-c.doneCh:
-		case <-killCtx.Done():
-			d.logger.Warn("qemu: task did not end after kill", "task", c.task.ID)
-		}
-		cancel()
+		c.kill(ctx)
 	}
 	d.mu.Lock()
 	if d.containers[c.task.ID] == c {
@@ -429,6 +464,50 @@ func (c *Container) Cleanup(ctx context.Context) error {
 	d.mu.Unlock()
 	c.removeFiles()
 	return nil
+}
+
+// kill SIGKILLs the task's process group (the wrapper runs under setsid, so
+// its pid is the group) and waits, bounded, for the poller to see it end.
+func (c *Container) kill(ctx context.Context) {
+	d := c.driver
+	c.mu.Lock()
+	pid := c.pid
+	c.mu.Unlock()
+	killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// The group, then the task's cgroup (if any) once its processes are gone.
+	const killScript = `kill -9 -$1
+g=/sys/fs/cgroup/task-$1
+i=0
+while [ -d $g ] && ! rmdir $g 2>/dev/null && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done`
+	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"sh", "-c", killScript, "pocketci-kill", strconv.Itoa(pid)}})
+	if err == nil {
+		for killCtx.Err() == nil {
+			st, err := c.vm.agent.ExecStatus(killCtx, kpid)
+			if err != nil || st.Exited {
+				break
+			}
+			time.Sleep(pollFast)
+		}
+	} else {
+		d.logger.Warn("qemu: kill task", "task", c.task.ID, "err", err)
+	}
+	select {
+	case <-c.doneCh:
+	case <-killCtx.Done():
+		d.logger.Warn("qemu: task did not end after kill", "task", c.task.ID)
+	}
+}
+
+// cpuWeight turns Docker-style CPU shares (2..262144, 1024 the default)
+// into a cgroup v2 cpu.weight (1..10000, 100 the default) the way runc
+// does; 0 means no limit.
+func cpuWeight(shares int64) int64 {
+	if shares <= 0 {
+		return 0
+	}
+	shares = min(max(shares, 2), 262144)
+	return 1 + ((shares-2)*9999)/262142
 }
 
 // removeFiles deletes the task's directory on the share.

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,8 +50,8 @@ var (
 // New creates a driver for namespace. It boots nothing: the VM starts on the
 // first RunContainer or CreateVolume.
 func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
-	if namespace == "" {
-		return nil, fmt.Errorf("qemu driver: empty namespace: %w", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -179,8 +178,8 @@ func (d *Driver) privateDir() (string, error) {
 // CreateVolume creates (or returns) the volume name: a directory on the
 // share, reachable by tasks that mount it.
 func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
-	if name == "" {
-		return nil, fmt.Errorf("create volume: empty name: %w", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("create volume: %w", err)
 	}
 	v, err := d.ensureVM(ctx)
 	if err != nil {
@@ -199,7 +198,7 @@ func (d *Driver) volume(v *vm, name string) (*Volume, error) {
 	if vol, ok := d.volumes[name]; ok {
 		return vol, nil
 	}
-	dir := sanitize(name)
+	dir := orchestra.SafeName(orchestra.PathNameRule, name)
 	vol := &Volume{driver: d, name: name, hostDir: filepath.Join(v.share, "volumes", dir), guestDir: guestShare + "/volumes/" + dir}
 	if err := os.MkdirAll(vol.hostDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create volume %q: %w", name, err)
@@ -209,40 +208,29 @@ func (d *Driver) volume(v *vm, name string) (*Volume, error) {
 	return vol, nil
 }
 
-// validate checks what the guest cannot run.
+// validate checks a task: orchestra.ValidateTask, then the one thing the
+// guest's env(1) cannot start (a program whose name contains '=') and a User
+// that su(1) would take for an option.
 func validate(task orchestra.Task) error {
-	if task.ID == "" {
-		return fmt.Errorf("task ID is empty: %w", orchestra.ErrInvalidTask)
-	}
-	if len(task.Command) == 0 || task.Command[0] == "" {
-		return fmt.Errorf("task %q: Command is empty: %w", task.ID, orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateTask(task); err != nil {
+		return err
 	}
 	if strings.Contains(task.Command[0], "=") {
-		return fmt.Errorf("task %q: Command[0] %q contains '=', which the guest's env(1) would take for a variable: %w", task.ID, task.Command[0], orchestra.ErrInvalidTask)
+		return fmt.Errorf("%w: task %q: Command[0] %q contains '=', which the guest's env(1) would take for a variable", orchestra.ErrInvalidTask, task.ID, task.Command[0])
 	}
-	for k := range task.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return fmt.Errorf("task %q: Env name %q: %w", task.ID, k, orchestra.ErrInvalidTask)
-		}
-	}
-	for _, m := range task.Mounts {
-		if m.Name == "" {
-			return fmt.Errorf("task %q: a mount has no volume name: %w", task.ID, orchestra.ErrInvalidTask)
-		}
-		if mountRel(m.Path) == "" {
-			return fmt.Errorf("task %q: mount path %q: %w", task.ID, m.Path, orchestra.ErrInvalidTask)
-		}
-	}
-	if strings.ContainsAny(task.User, " \t\n'\"\\$`") || strings.HasPrefix(task.User, "-") {
-		return fmt.Errorf("task %q: User %q: %w", task.ID, task.User, orchestra.ErrInvalidTask)
+	if strings.HasPrefix(task.User, "-") {
+		return fmt.Errorf("%w: task %q: User %q starts with '-'", orchestra.ErrInvalidTask, task.ID, task.User)
 	}
 	return nil
 }
 
-// mountRel is a mount path relative to the working directory: "/test" and
-// "test" both give "test"; ".." cannot climb out ("/../x" gives "x").
+// mountRel is where a mount is linked, relative to the task's working
+// directory: a relative path is reached at <working dir>/<path>
+// (orchestra.MountPath), and an absolute one also as ./<path>, the way the
+// guide's tests reach it (each task has its own links, so two tasks can
+// mount different volumes at the same path).
 func mountRel(p string) string {
-	return strings.TrimPrefix(path.Clean("/"+p), "/")
+	return strings.TrimPrefix(orchestra.MountPath("/", p), "/")
 }
 
 // RunContainer starts task in the VM (booting it when needed) and returns at

@@ -22,35 +22,6 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-func TestSanitize(t *testing.T) {
-	tests := []struct {
-		in       string
-		want     string // exact, or "" to check only the shape
-		wantHash bool
-	}{
-		{"ns-task_1.2", "ns-task_1.2", false},
-		{"ns/task", "", true},
-		{"ns task", "", true},
-		{".hidden", "", true},
-		{strings.Repeat("a", 150), "", true},
-	}
-	for _, tt := range tests {
-		got := sanitize(tt.in)
-		if tt.want != "" && got != tt.want {
-			t.Errorf("sanitize(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-		if len(got) > maxName || strings.ContainsAny(got, "/ ") || strings.HasPrefix(got, ".") {
-			t.Errorf("sanitize(%q) = %q is not a safe name", tt.in, got)
-		}
-		if tt.wantHash && got == tt.in {
-			t.Errorf("sanitize(%q) did not change it", tt.in)
-		}
-	}
-	if sanitize("a/b") == sanitize("a b") {
-		t.Error("sanitize gives the same name for a/b and a b")
-	}
-}
-
 func TestValidate(t *testing.T) {
 	ok := orchestra.Task{ID: "x", Command: []string{"echo"}}
 	tests := []struct {
@@ -66,7 +37,11 @@ func TestValidate(t *testing.T) {
 		{"mount at root", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "/"}} }, false},
 		{"mount without name", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Path: "/x"}} }, false},
 		{"nested mount", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "/a/b"}} }, true},
-		{"user with quote", func(t *orchestra.Task) { t.User = "a'b" }, false},
+		{"user like an option", func(t *orchestra.Task) { t.User = "-x" }, false},
+		{"user with space", func(t *orchestra.Task) { t.User = "a b" }, false},
+		{"id with leading dash and spaces", func(t *orchestra.Task) { t.ID = "-a b" }, true},
+		{"relative mount", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "cache"}} }, true},
+		{"mount with ..", func(t *orchestra.Task) { t.Mounts = orchestra.Mounts{{Name: "v", Path: "a/../b"}} }, false},
 		{"numeric user", func(t *orchestra.Task) { t.User = "1000:1000" }, true},
 	}
 	for _, tt := range tests {
@@ -82,8 +57,10 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	if got := mountRel("/../x/./y"); got != "x/y" {
-		t.Errorf("mountRel = %q, want x/y", got)
+	for in, want := range map[string]string{"/x/./y": "x/y", "x/y/": "x/y", "cache": "cache"} {
+		if got := mountRel(in); got != want {
+			t.Errorf("mountRel(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
@@ -356,6 +333,9 @@ echo fine`
 			code, _, errs := runTask(t, ctx, d, orchestra.Task{ID: "code-" + strconv.Itoa(i), Command: tt.cmd})
 			if code != tt.want {
 				t.Errorf("%v: exit %d (stderr %q), want %d", tt.cmd, code, errs, tt.want)
+			}
+			if tt.want > 128 && errs != "" {
+				t.Errorf("%v: stderr %q, want only what the task wrote (nothing)", tt.cmd, errs)
 			}
 		}
 	})

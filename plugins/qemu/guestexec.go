@@ -24,6 +24,11 @@ grep -q ' /dev/pts ' /proc/mounts || mount -t devpts -o gid=5,mode=620,ptmxmode=
 grep -q ' /dev/shm ' /proc/mounts || mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
 grep -q ' /tmp ' /proc/mounts || mount -t tmpfs -o mode=1777 tmpfs /tmp
 chmod 1777 /tmp /dev/shm
+# cgroup v2 for per-task limits: the root's children get memory, cpu, pids.
+mkdir -p /sys/fs/cgroup
+grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo '+memory +cpu +pids' >/sys/fs/cgroup/cgroup.subtree_control
+mkdir -p /run/pocketci-root
 `
 
 // run executes a shell script in the guest (as root, with the driver's own

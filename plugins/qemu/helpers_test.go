@@ -47,7 +47,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // for leaks) when the test ends.
 func newTestDriver(t testing.TB) (*Driver, string) {
 	t.Helper()
-	ns := "qt-" + sanitize(t.Name())
+	ns := "qt-" + orchestra.SafeName(orchestra.PathNameRule, t.Name())
 	if len(ns) > 30 {
 		ns = ns[:30]
 	}

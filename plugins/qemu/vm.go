@@ -1,14 +1,10 @@
 package qemu
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/qemu/qga"
 )
 
@@ -114,7 +111,7 @@ func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 		base = "/tmp"
 	}
 	sweepOnce.Do(func() { sweepStale(base, logger) })
-	short := sanitize(namespace)
+	short := orchestra.SafeName(orchestra.PathNameRule, namespace)
 	if len(short) > 40 {
 		short = short[:40]
 	}
@@ -156,6 +153,12 @@ func bootVM(ctx context.Context, namespace, privateDir string, logger *slog.Logg
 		}
 	}
 	v, err := startVM(ctx, namespace, privateDir, logger, cfg, accel)
+	if err != nil && errors.Is(err, errSnapshotRestore) {
+		// A snapshot that does not restore is dropped; this boot is cold
+		// and saves a new one.
+		logger.Info("qemu: the boot snapshot did not restore; booting cold", "err", firstLine(err.Error()))
+		v, err = startVM(ctx, namespace, privateDir, logger, cfg, accel)
+	}
 	if err != nil && accel == "kvm" && cfg.accel == "auto" && errors.Is(err, errEarlyExit) {
 		kvmErr := err
 		v, err = startVM(ctx, namespace, privateDir, logger, cfg, "tcg")
@@ -179,6 +182,10 @@ func firstLine(s string) string {
 // errEarlyExit marks a boot whose qemu process exited on its own.
 var errEarlyExit = errors.New("qemu exited during boot")
 
+// errSnapshotRestore marks a boot whose snapshot did not restore (the
+// snapshot file is removed).
+var errSnapshotRestore = errors.New("restore of the boot snapshot failed")
+
 func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
 	start := time.Now()
 	dir, err := os.MkdirTemp(privateDir, "vm")
@@ -199,6 +206,10 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 	if err != nil {
 		return v, err
 	}
+	images := imageCacheDir()
+	if err := os.MkdirAll(images, 0o755); err != nil {
+		return v, fmt.Errorf("image cache: %w", err)
+	}
 	cpu := "max"
 	if accel == "kvm" {
 		cpu = "host"
@@ -217,6 +228,19 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
 		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
 		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
+		// Unpacked task images, read-only, mounted by /init at /mnt/images.
+		"-fsdev", "local,id=fs1,path=" + strings.ReplaceAll(images, ",", ",,") + ",security_model=none,readonly=on",
+		"-device", "virtio-9p-device,fsdev=fs1,mount_tag=" + imagesTag,
+	}
+	snap, restoring := "", false
+	if cfg.snapshot {
+		if snap, err = snapshotPath(ctx, cfg, accel, cpu, appendLine); err != nil {
+			logger.Debug("qemu: no boot snapshot", "err", err)
+			snap = ""
+		} else if _, err := os.Stat(snap); err == nil && incomingArg(snap) != "" {
+			args = append(args, "-incoming", incomingArg(snap))
+			restoring = true
+		}
 	}
 	v.cmd = exec.Command(cfg.binary, args...)
 	v.cmd.Stdout = v.stderr
@@ -244,6 +268,26 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 		case <-bootCtx.Done():
 		}
 	}()
+	if restoring {
+		err := v.resume(bootCtx)
+		resumed := time.Since(start)
+		if err == nil {
+			err = v.connectAgent(bootCtx)
+		}
+		synced := time.Since(start)
+		if err == nil {
+			err = v.remount(bootCtx)
+		}
+		logger.Debug("qemu: restore steps", "resumed", resumed, "agent", synced, "remounted", time.Since(start))
+		if err != nil {
+			if rerr := os.Remove(snap); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				logger.Warn("qemu: remove a boot snapshot that does not restore", "path", snap, "err", rerr)
+			}
+			return v, fmt.Errorf("boot the guest (%s): %w: %w%s", accel, errSnapshotRestore, err, v.diagnostics())
+		}
+		logger.Info("qemu: guest ready (restored from the boot snapshot)", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
+		return v, nil
+	}
 	if err := v.connectAgent(bootCtx); err != nil {
 		// A dying qemu resets the socket a moment before it is reaped.
 		select {
@@ -264,6 +308,14 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
 	}
 	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
+	if snap != "" {
+		if err := v.save(bootCtx, snap, logger); err != nil {
+			logger.Info("qemu: could not save a boot snapshot; boots stay cold", "err", err)
+			if err := v.remount(bootCtx); err != nil {
+				return v, fmt.Errorf("boot the guest (%s): after a failed snapshot: %w%s", accel, err, v.diagnostics())
+			}
+		}
+	}
 	return v, nil
 }
 
@@ -360,37 +412,4 @@ func (v *vm) stop() {
 			v.logger.Warn("qemu: remove boot directory", "dir", v.dir, "err", err)
 		}
 	})
-}
-
-// qmpQuit sends qmp_capabilities and quit on the monitor socket.
-func qmpQuit(path string) error {
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return fmt.Errorf("connect to QMP: %w", err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-	r := bufio.NewReader(conn)
-	if _, err := r.ReadBytes('\n'); err != nil { // greeting
-		return fmt.Errorf("read QMP greeting: %w", err)
-	}
-	for _, cmd := range []string{"qmp_capabilities", "quit"} {
-		req, _ := json.Marshal(map[string]string{"execute": cmd})
-		if _, err := conn.Write(append(req, '\n')); err != nil {
-			return fmt.Errorf("send QMP %s: %w", cmd, err)
-		}
-		for {
-			line, err := r.ReadBytes('\n')
-			if err != nil {
-				if cmd == "quit" {
-					return nil // qemu closed the socket while quitting
-				}
-				return fmt.Errorf("read QMP %s reply: %w", cmd, err)
-			}
-			if bytes.Contains(line, []byte(`"return"`)) || bytes.Contains(line, []byte(`"error"`)) {
-				break
-			}
-		}
-	}
-	return nil
 }

@@ -8,6 +8,7 @@
 //	                   oversize:  Info answers with a 5 MiB name
 //	                   protocol2: serves only protocol major version 2
 //	                   v1.0:      speaks protocol 1.0, the minor before Detach and Attach
+//	                   v1.2:      speaks protocol 1.2, the minor before Run
 //	                   exit:      RunContainer of task "exit" starts a child holding the
 //	                              plugin's stdout and stderr, then the plugin exits
 //	                   nohandshake: starts such a child and never completes its handshake
@@ -93,6 +94,9 @@ func main() {
 	case "v1.0":
 		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
 		serveRaw(wire.ProtocolMajor, v10{wire.NewServer(name, native.New, logger)})
+	case "v1.2":
+		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
+		serveRaw(wire.ProtocolMajor, v12{wire.NewServer(name, native.New, logger)})
 	default:
 		pluginsdk.Serve(name, native.New)
 	}
@@ -129,6 +133,24 @@ func (v10) Detach(context.Context, *driverv1.DetachRequest) (*driverv1.DetachRes
 
 func (v10) Attach(context.Context, *driverv1.AttachRequest) (*driverv1.AttachResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "unknown method Attach")
+}
+
+// v12 is the service as a plugin built against protocol 1.2 serves it: no
+// Run, and no capability that names it.
+type v12 struct{ driverv1.DriverServer }
+
+func (s v12) Info(ctx context.Context, req *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
+	info, err := s.DriverServer.Info(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	info.ProtocolVersion = "1.2"
+	info.Capabilities = []string{"stdin_stream", "follow_logs", "get_container", "detach"}
+	return info, nil
+}
+
+func (v12) Run(driverv1.Driver_RunServer) error {
+	return status.Error(codes.Unimplemented, "unknown method Run")
 }
 
 // oversize answers Info with a name larger than gRPC's 4 MiB message limit.

@@ -103,11 +103,14 @@ fs/fscache/fscache.ko
 net/9p/9pnet.ko
 net/9p/9pnet_virtio.ko
 fs/9p/9p.ko"
+# Loaded on demand by the driver (not at boot): overlayfs for tasks that run
+# in their own image.
+LAZY_MODS="fs/overlayfs/overlay.ko"
 
 log "extracting the kernel $KVER"
 mkdir -p "$WORK/k"
 paths="./boot/vmlinuz-$KVER"
-for m in $MODS; do paths="$paths ./lib/modules/$KVER/kernel/$m"; done
+for m in $MODS $LAZY_MODS; do paths="$paths ./lib/modules/$KVER/kernel/$m"; done
 # shellcheck disable=SC2086
 dpkg-deb --fsys-tarfile "$KDEB" | tar -x -C "$WORK/k" $paths
 
@@ -142,6 +145,9 @@ for m in $MODS; do
 	b=$(basename "$m")
 	cp "$WORK/k/lib/modules/$KVER/kernel/$m" "$R/lib/modules/$b"
 	echo "$b" >>"$R/etc/modules.order"
+done
+for m in $LAZY_MODS; do
+	cp "$WORK/k/lib/modules/$KVER/kernel/$m" "$R/lib/modules/$(basename "$m")"
 done
 
 cat >"$R/etc/passwd" <<'P'
