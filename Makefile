@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 GO ?= go
-PLUGINS := native docker qemu
-MODULES := . plugins/docker plugins/qemu
+PLUGINS := native docker qemu k8s
+MODULES := . plugins/docker plugins/qemu plugins/k8s
 PROTO := pluginsdk/proto/driverv1/driver.proto
 
-.PHONY: all build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean
+.PHONY: all deps build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean cluster cluster-down
 
 all: build
 
@@ -17,20 +17,27 @@ build:
 	$(GO) build -o $(BIN)/pocketci-driver-native ./plugins/native/cmd/pocketci-driver-native
 	cd plugins/docker && $(GO) build -o $(BIN)/pocketci-driver-docker ./cmd/pocketci-driver-docker
 	cd plugins/qemu && $(GO) build -o $(BIN)/pocketci-driver-qemu ./cmd/pocketci-driver-qemu
+	cd plugins/k8s && $(GO) build -o $(BIN)/pocketci-driver-k8s ./cmd/pocketci-driver-k8s
 
 ## run: build, then run a sample task through the native plugin process
 run: build
 	$(BIN)/orchestra run --driver native -e GREETING=hello -- sh -c 'echo "$$GREETING from pid $$$$, a child of $$(readlink /proc/$$PPID/exe)"'
 
+## deps: the Debian packages the tests need (installed as root, else the command is printed)
+deps:
+	bash scripts/deps.sh
+
 ## images: offline test images (busybox for docker, the qemu guest)
-images:
+images: deps
 	bash plugins/docker/scripts/busybox-image.sh
 	bash plugins/qemu/guest/build.sh
 
 ## test: everything the tests need, then every module's tests with -race,
 ## a short run of every fuzz target, and the third-party template check
-test: build images proto-check lint test-go fuzz template-check
+test: deps build images cluster proto-check lint test-go fuzz template-check
 
+# The k8s plugin's tests (and drivers_test's k8s run) use the test cluster's kubeconfig.
+test-go: export KUBECONFIG ?= $(CLUSTER_KUBECONFIG)
 test-go:
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -short -count=1 -timeout 40m ./...); done
 
@@ -44,7 +51,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateTask$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateNamespace$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzSafeName$$' -fuzztime $(FUZZTIME) ./orchestra
-	$(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./plugins/native
 	cd plugins/docker && $(GO) test -run '^$$' -fuzz '^FuzzDockerName$$' -fuzztime $(FUZZTIME) .
 	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzTaskNames$$' -fuzztime $(FUZZTIME) .
 
@@ -52,13 +58,13 @@ fuzz:
 template-check: build
 	bash scripts/template-check.sh
 
-## proto: regenerate the wire code with the pinned protoc plugins
+## proto: regenerate the wire code with the pinned protoc plugins and a
+## Go-built compiler (tools/protoc-lite): no system protoc needed
 proto:
 	@mkdir -p $(BIN)/tools
-	cd tools && GOWORK=off $(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	protoc --plugin=protoc-gen-go=$(BIN)/tools/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
-		--go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTO)
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc ./protoc-lite
+	$(BIN)/tools/protoc-lite -I . -plugin go=$(BIN)/tools/protoc-gen-go -plugin go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
+		-opt go=paths=source_relative -opt go-grpc=paths=source_relative -out . $(PROTO)
 
 ## proto-check: fail when the committed generated code is stale
 proto-check: proto
@@ -68,6 +74,16 @@ proto-check: proto
 lint:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
+
+## cluster: start the offline single-node Kubernetes test cluster (idempotent; builds and
+## caches its binaries on first use); prints its kubeconfig's path last
+CLUSTER_KUBECONFIG := $(or $(POCKETCI_CLUSTER_DIR),/var/lib/pocketci-k8s)/admin.kubeconfig
+cluster:
+	bash plugins/k8s/cluster/up.sh
+
+## cluster-down: stop the test cluster and remove every trace of it
+cluster-down:
+	bash plugins/k8s/cluster/down.sh
 
 ## bench: the plugin-boundary benchmarks
 bench: build

@@ -61,6 +61,19 @@ var platforms = map[string]platform{
 			return left, nil
 		},
 	},
+	"k8s": {
+		available: func() error {
+			if os.Getenv("KUBECONFIG") == "" {
+				return fmt.Errorf("KUBECONFIG is not set (make cluster prints the test cluster's)")
+			}
+			if out, err := exec.Command(kubectl(), "get", "--raw", "/readyz").CombinedOutput(); err != nil {
+				return fmt.Errorf("the cluster in KUBECONFIG does not answer (make cluster): %v: %s", err, out)
+			}
+			return nil
+		},
+		leaks:   k8sLeaks,
+		timeout: 3 * time.Minute,
+	},
 	"qemu": {
 		available: func() error {
 			if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -71,6 +84,36 @@ var platforms = map[string]platform{
 		leaks:   processLeaks,
 		timeout: 5 * time.Minute,
 	},
+}
+
+// kubectl is the kubectl to ask the cluster with: $POCKETCI_KUBECTL, the
+// one in PATH, or the test cluster's cached build.
+func kubectl() string {
+	if k := os.Getenv("POCKETCI_KUBECTL"); k != "" {
+		return k
+	}
+	if k, err := exec.LookPath("kubectl"); err == nil {
+		return k
+	}
+	cache, _ := os.UserCacheDir()
+	if found, _ := filepath.Glob(filepath.Join(cache, "pocketci", "k8s", "*", "kubectl")); len(found) > 0 {
+		return found[len(found)-1]
+	}
+	return "kubectl"
+}
+
+// k8sLeaks asks the cluster for pods and PVCs labelled with namespace.
+func k8sLeaks(namespace string) ([]string, error) {
+	kns := os.Getenv("POCKETCI_K8S_NAMESPACE")
+	if kns == "" {
+		kns = "default"
+	}
+	label := "pocketci.namespace=" + orchestra.SafeName(orchestra.DNSLabelRule, namespace)
+	out, err := exec.Command(kubectl(), "-n", kns, "get", "pods,pvc", "-l", label, "-o", "name").Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl get pods,pvc -l %s: %w", label, err)
+	}
+	return strings.Fields(string(out)), nil
 }
 
 // processLeaks finds live processes whose command line or working directory

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
 	"github.com/jtarchie/pocketci/pluginsdk"
@@ -98,7 +99,7 @@ func BenchmarkNewDriver(b *testing.B) {
 		}
 		mem := open("mem")
 		mem.name = "plugin-mem"
-		srv := pluginsdk.NewServer("native", native.New, slog.New(pluginsdk.NewLogHandler(io.Discard, slog.LevelInfo)))
+		srv := wire.NewServer("native", native.New, slog.New(pluginsdk.NewLogHandler(io.Discard, slog.LevelInfo)))
 		var handles []uint64
 		b.Cleanup(func() {
 			for _, id := range handles {

@@ -23,9 +23,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
-	"github.com/jtarchie/pocketci/pluginsdk"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
@@ -174,8 +174,8 @@ func startSDK(b *testing.B, path string) driverv1.DriverClient {
 func startSDKT(b testing.TB, path string) driverv1.DriverClient {
 	b.Helper()
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  pluginsdk.HandshakeConfig(),
-		VersionedPlugins: pluginsdk.ClientPlugins(),
+		HandshakeConfig:  wire.HandshakeConfig(),
+		VersionedPlugins: wire.ClientPlugins(),
 		Cmd:              exec.Command(path),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclogQuiet,
@@ -185,7 +185,7 @@ func startSDKT(b testing.TB, path string) driverv1.DriverClient {
 	if err != nil {
 		b.Fatal(err)
 	}
-	raw, err := proto.Dispense(pluginsdk.PluginKey)
+	raw, err := proto.Dispense(wire.PluginKey)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
@@ -28,7 +28,7 @@ func (c *countingClient) Status(ctx context.Context, in *driverv1.ContainerRef, 
 func TestFollowLogsCachesStatus(t *testing.T) {
 	ctx := context.Background()
 	rpc := &countingClient{DriverClient: startSDKT(t, pluginDir+"/pocketci-driver-mem")}
-	d, err := pluginsdk.NewClient("mem", rpc).Open(ctx, "trailer")
+	d, err := wire.NewClient("mem", rpc).Open(ctx, "trailer")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,8 @@ package host
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -95,9 +93,14 @@ func scanDir(dir string, logger *slog.Logger) []candidate {
 		}
 		return nil
 	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
 	var dirErr error
-	if info, err := os.Stat(dir); err == nil && info.Mode().Perm()&0o022 != 0 {
-		dirErr = fmt.Errorf("plugin directory %s is writable by group or others (mode %s): refusing its plugins", dir, info.Mode().Perm())
+	if resolved, err := filepath.EvalSymlinks(dir); err != nil {
+		dirErr = fmt.Errorf("plugin directory %s: %w", dir, err)
+	} else if err := checkDirs(resolved); err != nil {
+		dirErr = fmt.Errorf("%w: refusing its plugins", err)
 	}
 	sums, sumsErr := readSums(filepath.Join(dir, SumsFile))
 	var out []candidate
@@ -122,8 +125,8 @@ func scanDir(dir string, logger *slog.Logger) []candidate {
 		switch {
 		case dirErr != nil:
 			c.refused = dirErr
-		case info.Mode().Perm()&0o022 != 0:
-			c.refused = fmt.Errorf("plugin %s is writable by group or others (mode %s): refusing to run it", c.path, info.Mode().Perm())
+		case trustErr(c.path) != nil:
+			c.refused = trustErr(c.path)
 		case sumsErr != nil:
 			c.refused = sumsErr
 		case sums != nil:
@@ -138,8 +141,24 @@ func scanDir(dir string, logger *slog.Logger) []candidate {
 	return out
 }
 
-// readSums parses a sha256sum-style file: "<hex>  <file name>" per line. It
-// returns nil, nil when the file does not exist.
+// trustErr says why the plugin file at path, or a directory on its
+// resolved path, may not be trusted; nil when it may.
+func trustErr(path string) error {
+	resolved, err := resolve(path)
+	if err != nil {
+		return err
+	}
+	info, err := os.Stat(resolved)
+	if err != nil {
+		return fmt.Errorf("plugin %s: %w", path, err)
+	}
+	return checkOwner("plugin", resolved, info)
+}
+
+// readSums parses a sha256sum-style file: "<hex>  <file name>" per line,
+// the name optionally starting with "*" (binary mode) or "./". A name listed
+// twice with different digests is refused. It returns nil, nil when the
+// file does not exist. The file must be as trustworthy as a plugin.
 func readSums(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
@@ -149,7 +168,15 @@ func readSums(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := checkOwner(SumsFile, path, info); err != nil {
+		return nil, err
+	}
 	sums := map[string]string{}
+	lineOf := map[string]int{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -163,7 +190,15 @@ func readSums(path string) (map[string]string, error) {
 		if _, err := hex.DecodeString(fields[0]); err != nil {
 			return nil, fmt.Errorf("%s line %d: bad hex digest: %w", path, n, err)
 		}
-		sums[strings.TrimPrefix(fields[1], "*")] = strings.ToLower(fields[0])
+		name := strings.TrimPrefix(strings.TrimPrefix(fields[1], "*"), "./")
+		sum := strings.ToLower(fields[0])
+		if old, ok := sums[name]; ok && old != sum {
+			return nil, fmt.Errorf("%s lines %d and %d pin %s to different digests: refusing the file", path, lineOf[name], n, name)
+		}
+		if strings.Contains(name, "/") {
+			return nil, fmt.Errorf("%s line %d: %q is not a file name in this directory", path, n, fields[1])
+		}
+		sums[name], lineOf[name] = sum, n
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -178,9 +213,9 @@ func fileSHA256(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
+	sum, err := readerSHA256(f)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return sum, nil
 }

@@ -2,10 +2,12 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -17,6 +19,7 @@ type driver struct {
 	plugin    *Plugin
 	namespace string
 	name      string
+	opts      OpenOptions
 
 	mu       sync.Mutex
 	inner    orchestra.Driver // the instance in process generation gen
@@ -27,9 +30,15 @@ type driver struct {
 
 // newDriver wraps inner, opened in the current process, and tracks it so the
 // host closes it on exit.
-func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.Driver {
+func (p *Plugin) newDriver(namespace string, inner orchestra.Driver, opts OpenOptions) orchestra.Driver {
+	if name := inner.Name(); name != p.Name {
+		// The served name is the one callers asked for, and the one the
+		// registry knows: it wins, and the disagreement is reported.
+		p.logger.Warn("driver's Name() disagrees with the name it is served under: using the served name",
+			"plugin", p.Name, "served", p.Name, "driver_name", name)
+	}
 	p.mu.Lock()
-	d := &driver{plugin: p, namespace: namespace, name: inner.Name(), inner: inner, gen: p.gen}
+	d := &driver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
 	p.mu.Unlock()
 	if _, ok := inner.(orchestra.ContainerFinder); ok {
@@ -41,6 +50,9 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver) orchestra.D
 // current returns the instance in the running process, reopening it there if
 // the process it lived in died.
 func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) {
+	if err := d.plugin.host.checkOpen(ctx, d.plugin.Name); err != nil {
+		return nil, 0, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.plugin.alive(d.gen) {
@@ -50,7 +62,7 @@ func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) 
 	if err != nil {
 		return nil, 0, err
 	}
-	inner, err := rpc.Open(ctx, d.namespace)
+	inner, err := d.plugin.openNamespace(ctx, rpc, d.namespace, d.opts)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reopen namespace %q after the plugin restarted: %w", d.namespace, err)
 	}
@@ -83,24 +95,46 @@ func (d *driver) Name() string { return d.name }
 
 // Close closes the instance (in a restarted process if its own died, so the
 // namespace is cleaned all the same). It is idempotent.
-func (d *driver) Close() error {
+func (d *driver) Close() error { return d.close(context.Background()) }
+
+func (d *driver) close(ctx context.Context) error {
 	d.mu.Lock()
 	closed := d.closed
 	d.mu.Unlock()
 	if closed {
 		return d.closeErr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.plugin.host.startTimeout)
 	defer cancel()
-	inner, _, err := d.current(ctx)
-	if err == nil {
-		err = inner.Close()
-	}
+	_, err := retry(d.plugin, "Close", func() (struct{}, uint64, error) {
+		inner, gen, err := d.current(ctx)
+		if err != nil {
+			return struct{}{}, 0, err
+		}
+		return struct{}{}, gen, d.closeBounded(inner)
+	})
 	d.mu.Lock()
 	d.closed, d.closeErr = true, err
 	d.mu.Unlock()
 	d.forget()
 	return err
+}
+
+// errCloseTimeout marks a driver Close that the host stopped waiting for.
+var errCloseTimeout = errors.New("close timed out")
+
+// closeBounded closes inner, waiting at most the host's CloseTimeout: a
+// plugin that never answers cannot hold up its caller (Close has no ctx).
+func (d *driver) closeBounded(inner orchestra.Driver) error {
+	errc := make(chan error, 1)
+	go func() { errc <- inner.Close() }()
+	timeout := d.plugin.host.closeTimeout
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("plugin %s: Close of namespace %q did not return within %s: %w", d.plugin.Name, d.namespace, timeout, errCloseTimeout)
+	}
 }
 
 // CreateVolume creates or finds a volume.
@@ -177,38 +211,64 @@ type container struct {
 // (its state died with the process) gives an error wrapping
 // orchestra.ErrContainerNotFound.
 func (c *container) current(ctx context.Context) (orchestra.Container, error) {
+	inner, _, err := c.currentGen(ctx)
+	return inner, err
+}
+
+func (c *container) currentGen(ctx context.Context) (orchestra.Container, uint64, error) {
+	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
+		return nil, 0, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.driver.plugin.alive(c.gen) {
-		return c.inner, nil
+		return c.inner, c.gen, nil
 	}
 	inner, gen, err := c.driver.current(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	finder, ok := inner.(orchestra.ContainerFinder)
 	if !ok {
-		return nil, fmt.Errorf("plugin %s restarted and its driver cannot find task %q again: %w", c.driver.plugin.Name, c.taskID, orchestra.ErrContainerNotFound)
+		return nil, 0, fmt.Errorf("plugin %s restarted and its driver cannot find task %q again: %w", c.driver.plugin.Name, c.taskID, orchestra.ErrContainerNotFound)
 	}
 	found, err := finder.GetContainer(ctx, c.taskID)
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
+		return nil, 0, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
 	}
 	c.driver.plugin.logger.Info("container re-attached after plugin restart", "plugin", c.driver.plugin.Name, "task", c.taskID)
 	c.inner, c.gen = found, gen
-	return found, nil
+	return found, gen, nil
+}
+
+// retry makes an idempotent call, and makes it once more, in the restarted
+// plugin, when the plugin died during the first: so a task whose plugin
+// died mid-run is still found again by ID and cleaned up.
+func retry[T any](p *Plugin, op string, call func() (T, uint64, error)) (T, error) {
+	v, gen, err := call()
+	if gen != 0 && p.diedDuring(gen, err) {
+		p.logger.Info("plugin died during a call: making it again in the restarted plugin", "plugin", p.Name, "call", op, "err", err)
+		v, _, err = call()
+	}
+	return v, err
 }
 
 // Status reports the container's state.
 func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
+		return nil, err
+	}
 	if done := c.done.Load(); done != nil {
 		return *done, nil
 	}
-	inner, err := c.current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st, err := inner.Status(ctx)
+	st, err := retry(c.driver.plugin, "Status", func() (orchestra.ContainerStatus, uint64, error) {
+		inner, gen, err := c.currentGen(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		st, err := inner.Status(ctx)
+		return st, gen, err
+	})
 	if err == nil && st.IsDone() {
 		c.done.Store(&st)
 	}
@@ -226,11 +286,14 @@ func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 
 // Cleanup removes the container.
 func (c *container) Cleanup(ctx context.Context) error {
-	inner, err := c.current(ctx)
-	if err != nil {
-		return err
-	}
-	return inner.Cleanup(ctx)
+	_, err := retry(c.driver.plugin, "Cleanup", func() (struct{}, uint64, error) {
+		inner, gen, err := c.currentGen(ctx)
+		if err != nil {
+			return struct{}{}, 0, err
+		}
+		return struct{}{}, gen, inner.Cleanup(ctx)
+	})
+	return err
 }
 
 // followContainer is a container that can stream its output live.
@@ -265,6 +328,9 @@ func (v *volume) Name() string { return v.name }
 
 // Cleanup removes the volume.
 func (v *volume) Cleanup(ctx context.Context) error {
+	if err := v.driver.plugin.host.checkOpen(ctx, v.driver.plugin.Name); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.driver.plugin.alive(v.gen) {

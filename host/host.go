@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
@@ -33,6 +34,13 @@ type Config struct {
 	// CloseTimeout bounds how long Close waits for a plugin to close its
 	// drivers before it kills the plugin. Defaults to 2 minutes.
 	CloseTimeout time.Duration
+	// StartTimeout bounds a plugin's start, from its exec to the end of its
+	// handshake. Defaults to 30 seconds.
+	StartTimeout time.Duration
+	// ShutdownTimeout bounds how long a plugin has to exit once asked to,
+	// after its drivers are closed (or CloseTimeout passed): then its whole
+	// process group is killed. Defaults to 5 seconds.
+	ShutdownTimeout time.Duration
 	// AutoMTLS turns on go-plugin's automatic mutual TLS. It is off by
 	// default: the host and plugin already talk over a unix socket in a
 	// private 0700 directory, and AutoMTLS costs a key pair on both sides at
@@ -46,8 +54,16 @@ type Host struct {
 	level        slog.Level
 	autoMTLS     bool
 	closeTimeout time.Duration
-	socketDir    string
-	stateFile    string
+	startTimeout time.Duration
+	// shutdownTimeout: see Config.ShutdownTimeout.
+	shutdownTimeout time.Duration
+	socketDir       string
+	// closed is set once Close, Kill or Detach began: every later call
+	// returns orchestra.ErrClosed.
+	closed atomic.Bool
+	// closeRan is set once Close ran.
+	closeRan  atomic.Bool
+	stateFile string
 	// oldSocketDirs belong to plugins reattached from a detached host.
 	oldSocketDirs []string
 	plugins       []*Plugin
@@ -73,8 +89,16 @@ func New(cfg Config) (*Host, error) {
 		socketDir:    socketDir,
 		byName:       map[string]*Plugin{},
 	}
-	if h.closeTimeout == 0 {
+	if h.closeTimeout <= 0 {
 		h.closeTimeout = 2 * time.Minute
+	}
+	h.startTimeout = cfg.StartTimeout
+	if h.startTimeout <= 0 {
+		h.startTimeout = defaultStartTimeout
+	}
+	h.shutdownTimeout = cfg.ShutdownTimeout
+	if h.shutdownTimeout <= 0 {
+		h.shutdownTimeout = 5 * time.Second
 	}
 	for _, c := range discover(cfg.Dirs, logger) {
 		h.add(c)
@@ -182,11 +206,13 @@ func (h *Host) Plugin(name string) (*Plugin, error) {
 }
 
 // Register adds every usable plugin to the orchestra registry, so
-// orchestra.Get(name) returns the plugin's NewDriver.
+// orchestra.Get(name) returns the plugin's NewDriver. A plugin takes the
+// place of a driver of the same name compiled into the program
+// (orchestra.Replace).
 func (h *Host) Register() {
 	for _, p := range h.plugins {
 		if p.refused == nil {
-			orchestra.Add(p.Name, p.NewDriver)
+			orchestra.Replace(p.Name, p.NewDriver)
 		}
 	}
 }
@@ -194,6 +220,10 @@ func (h *Host) Register() {
 // Close closes every driver the host opened and stops every plugin it
 // started.
 func (h *Host) Close() error {
+	h.closed.Store(true)
+	if h.closeRan.Swap(true) {
+		return nil
+	}
 	var errs []error
 	for _, p := range h.plugins {
 		if err := p.stop(); err != nil {
@@ -206,6 +236,35 @@ func (h *Host) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Kill kills every plugin the host started, with its process group, at
+// once: no driver is closed and no plugin is asked to shut down. It is the
+// last resort for a caller that cannot wait (a second Ctrl-C); Close is
+// still needed afterwards to remove the host's directory. After Kill every
+// call returns orchestra.ErrClosed.
+func (h *Host) Kill() {
+	h.closed.Store(true)
+	for _, p := range h.plugins {
+		p.kill()
+	}
+}
+
+// checkOpen returns an error wrapping orchestra.ErrClosed once the host is
+// closed.
+func (h *Host) checkOpen(ctx context.Context, plugin string) error {
+	if h.closed.Load() && ctx.Value(closingKey{}) == nil {
+		return fmt.Errorf("plugin %s: the host is closed: %w", plugin, orchestra.ErrClosed)
+	}
+	return nil
+}
+
+// closingKey marks the calls Close itself makes, which may still restart
+// a plugin to close its drivers.
+type closingKey struct{}
+
+func hostClosing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, closingKey{}, true)
 }
 
 // lowestLevel is the lowest level logger has enabled, passed on to plugins

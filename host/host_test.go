@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,10 @@ var fixture string
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("HOST_TEST_HELPER_DIR"); dir != "" {
 		helperHost(dir)
+		return
+	}
+	if dir := os.Getenv("HOST_TEST_ORPHAN_DIR"); dir != "" {
+		orphanHost(dir)
 		return
 	}
 	if dir := os.Getenv("HOST_TEST_DETACH_DIR"); dir != "" {
@@ -57,6 +62,8 @@ func TestMain(m *testing.M) {
 		// plugin is stopped last).
 		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/hashicorp/go-plugin/internal/cmdrunner.pidWait")); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines leaked by the host: %v\n", err)
+			out, _ := exec.Command("ps", "-o", "pid,stat,args", "--ppid", fmt.Sprint(os.Getpid())).CombinedOutput()
+			fmt.Fprintf(os.Stderr, "child processes:\n%s", out)
 			code = 1
 		}
 	}
@@ -418,10 +425,10 @@ func TestPluginLogsReachTheHostLogger(t *testing.T) {
 	install(t, dir, "chatty", 0o755)
 	h, logs := newHost(t, dir)
 	p, _ := h.Plugin("chatty")
-	d, err := p.NewDriver("bad/namespace", nil)
+	d, err := p.NewDriver("bad\x00namespace", nil)
 	if err == nil {
 		d.Close()
-		t.Fatal("a namespace with a slash must be refused")
+		t.Fatal("a namespace with a NUL byte must be refused")
 	}
 	if !strings.Contains(err.Error(), "plugin chatty") || !strings.Contains(err.Error(), "namespace") {
 		t.Fatalf("error %q should name the plugin and the bad field", err)
@@ -749,6 +756,47 @@ func TestPreviousProtocolMinor(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("a 1.0 plugin that cannot detach must be stopped; %d is alive", pid)
+	}
+}
+
+// TestProtocol12Plugin: a plugin built with the 1.2 SDK (no Run) keeps
+// working with a 1.3 host, over the unary RunContainer. Its documented old
+// behaviour stays: the ctx its driver's RunContainer gets ends when that
+// call returns (the native driver does not tie its processes to it, so
+// tasks run on), and follow, status, logs and cleanup work as before.
+func TestProtocol12Plugin(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "old12", 0o755)
+	t.Setenv("FAKEPLUGIN_MODE", "v1.2")
+	h, err := New(Config{Dirs: []string{dir}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	p, _ := h.Plugin("old12")
+	info, err := p.Info(context.Background())
+	if err != nil || info.ProtocolVersion != "1.2" || slices.Contains(info.Capabilities, "run") {
+		t.Fatalf("Info = %+v, %v; want protocol 1.2 without run", info, err)
+	}
+	d := runEcho(t, h, "old12")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := d.RunContainer(ctx, orchestra.Task{ID: "stdin-12", Command: []string{"cat"}, Stdin: strings.NewReader("over 1.2\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, io.Discard); err != nil || out.String() != "over 1.2\n" {
+		t.Fatalf("FollowLogs = %q, %v", out.String(), err)
+	}
+	if st, err := c.Status(ctx); err != nil || !st.IsDone() || st.ExitCode() != 0 {
+		t.Fatalf("Status = %v, %v", st, err)
+	}
+	if err := c.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

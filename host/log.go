@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -51,13 +52,20 @@ func slogLevel(l hclog.Level) slog.Level {
 	}
 }
 
+// maxStderrLine bounds one line of a plugin's stderr that the host keeps:
+// the rest of a longer line is dropped, and the line marked as truncated.
+const maxStderrLine = 64 << 10
+
 // tail keeps the last lines written to it: a plugin's recent stderr, shown
-// when it dies.
+// when it dies. It holds at most max lines of at most maxStderrLine bytes
+// each, whatever the plugin writes.
 type tail struct {
-	mu    sync.Mutex
-	max   int
-	lines []string
-	part  strings.Builder
+	mu        sync.Mutex
+	max       int
+	lines     []string // a ring once full: next is the oldest
+	next      int
+	part      []byte
+	truncated bool
 }
 
 func newTail(max int) *tail { return &tail{max: max} }
@@ -65,27 +73,49 @@ func newTail(max int) *tail { return &tail{max: max} }
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, b := range p {
-		if b != '\n' {
-			t.part.WriteByte(b)
-			continue
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
 		}
-		t.lines = append(t.lines, t.part.String())
-		t.part.Reset()
-		if len(t.lines) > t.max {
-			t.lines = t.lines[len(t.lines)-t.max:]
+		if room := maxStderrLine - len(t.part); room > 0 {
+			t.part = append(t.part, chunk[:min(room, len(chunk))]...)
+			if len(chunk) > room {
+				t.truncated = true
+			}
+		} else if len(chunk) > 0 {
+			t.truncated = true
 		}
+		if i < 0 {
+			break
+		}
+		t.push(finishLine(t.part, t.truncated))
+		t.part, t.truncated = t.part[:0], false
+		p = p[i+1:]
 	}
-	return len(p), nil
+	return n, nil
+}
+
+func (t *tail) push(line string) {
+	if len(t.lines) < t.max {
+		t.lines = append(t.lines, line)
+		return
+	}
+	t.lines[t.next] = line
+	t.next = (t.next + 1) % t.max
 }
 
 // Lines returns the kept lines, oldest first.
 func (t *tail) Lines() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := append([]string(nil), t.lines...)
-	if t.part.Len() > 0 {
-		out = append(out, t.part.String())
+	out := make([]string, 0, len(t.lines)+1)
+	out = append(out, t.lines[t.next:]...)
+	out = append(out, t.lines[:t.next]...)
+	if len(t.part) > 0 {
+		out = append(out, finishLine(t.part, t.truncated))
 	}
 	return out
 }

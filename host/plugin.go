@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jtarchie/pocketci/internal/wire"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -23,8 +26,18 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
-// startTimeout bounds a plugin's start and handshake.
-const startTimeout = 30 * time.Second
+// execFD is how the plugin process runs the open, checked file: its fd 3
+// (cmd.ExtraFiles[0]) in the new process.
+const execFD = "/proc/self/fd/3"
+
+// ExeFDEnv tells a plugin that its fd (3) is the open file of its own
+// binary, which the host ran: the plugin may close it (pluginsdk does), so
+// that the processes it starts do not inherit it.
+const ExeFDEnv = "POCKETCI_PLUGIN_EXE_FD"
+
+// defaultStartTimeout bounds a plugin's start and handshake, unless
+// Config.StartTimeout says otherwise.
+const defaultStartTimeout = 30 * time.Second
 
 // Restart policy: a plugin that dies within stableAfter of its start waits
 // restartDelay, doubled for each further early death up to maxRestartDelay,
@@ -70,11 +83,12 @@ type Plugin struct {
 
 	mu      sync.Mutex
 	client  *plugin.Client
-	pid     int                             // the running process
-	adopted map[string]pluginsdk.OpenDriver // kept open across a host restart, by namespace
-	byHand  io.Closer                       // the connection to a plugin run by hand (DebugEnv)
-	rpc     *pluginsdk.Client
-	info    pluginsdk.Info
+	proc    *pluginRunner              // the running process, when this host started it
+	pid     int                        // the running process
+	adopted map[string]wire.OpenDriver // kept open across a host restart, by namespace
+	byHand  io.Closer                  // the connection to a plugin run by hand (DebugEnv)
+	rpc     *wire.Client
+	info    wire.Info
 	drivers map[*driver]struct{}
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
@@ -99,7 +113,7 @@ func (p *Plugin) State() State {
 	switch {
 	case p.client == nil:
 		return StateStopped
-	case p.client.Exited():
+	case !p.running():
 		if p.stopping.Load() {
 			return StateStopped
 		}
@@ -113,7 +127,7 @@ func (p *Plugin) State() State {
 func (p *Plugin) PID() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client == nil || p.client.Exited() {
+	if !p.running() {
 		return 0
 	}
 	return p.pid
@@ -125,9 +139,9 @@ func (p *Plugin) SHA256() (string, error) {
 }
 
 // Info starts the plugin if needed and returns what it reports about itself.
-func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
+func (p *Plugin) Info(ctx context.Context) (wire.Info, error) {
 	if _, _, err := p.start(ctx); err != nil {
-		return pluginsdk.Info{}, err
+		return wire.Info{}, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -137,39 +151,81 @@ func (p *Plugin) Info(ctx context.Context) (pluginsdk.Info, error) {
 // NewDriver opens a driver instance for namespace in the plugin, starting the
 // plugin if it is not running. It has the signature of orchestra.InitFunc,
 // so a plugin registers like an in-process driver. The plugin's own logs
-// reach the host's logger; logger is not used.
+// reach the host's logger; logger is not used. The namespace is not
+// ephemeral (see OpenOptions).
 func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.host.startTimeout)
 	defer cancel()
+	return p.Open(ctx, namespace, OpenOptions{})
+}
+
+// OpenOptions say how a namespace is opened.
+type OpenOptions struct {
+	// Ephemeral declares that nothing in the namespace may outlive this
+	// host: when the host dies without closing the driver, the plugin closes
+	// it, even a plugin that leaves its resources to the platform on host
+	// exit (pluginsdk.KeepOnHostExit, as docker does so that a new host can
+	// reattach). The CLI's throwaway namespaces are ephemeral. It needs a
+	// plugin whose protocol carries it (OpenRequest.ephemeral); to an older
+	// plugin the namespace is opened as before, and a warning says so.
+	Ephemeral bool
+}
+
+// Open opens a driver instance for namespace in the plugin, starting the
+// plugin under ctx if it is not running.
+func (p *Plugin) Open(ctx context.Context, namespace string, opts OpenOptions) (orchestra.Driver, error) {
 	rpc, _, err := p.start(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if od, ok := p.adopt(namespace); ok {
-		return p.newDriver(namespace, rpc.Adopt(od)), nil
+		return p.newDriver(namespace, rpc.Adopt(od), opts), nil
 	}
-	inner, err := rpc.Open(ctx, namespace)
+	inner, err := p.openNamespace(ctx, rpc, namespace, opts)
 	if err != nil {
 		return nil, err
 	}
-	return p.newDriver(namespace, inner), nil
+	return p.newDriver(namespace, inner, opts), nil
+}
+
+// ephemeralOpener is the client call that opens a namespace with
+// OpenRequest.ephemeral set, when the wire layer has it.
+type ephemeralOpener interface {
+	OpenEphemeral(ctx context.Context, namespace string) (orchestra.Driver, error)
+}
+
+// openNamespace opens namespace in the running plugin, as opts say.
+func (p *Plugin) openNamespace(ctx context.Context, rpc *wire.Client, namespace string, opts OpenOptions) (orchestra.Driver, error) {
+	if opts.Ephemeral {
+		if eo, ok := any(rpc).(ephemeralOpener); ok {
+			return eo.OpenEphemeral(ctx, namespace)
+		}
+		p.logger.Debug("the wire cannot mark a namespace ephemeral: a plugin that keeps resources on host exit keeps this one's", "plugin", p.Name, "namespace", namespace)
+	}
+	return rpc.Open(ctx, namespace)
 }
 
 // start returns a client for the running plugin and the generation of its
 // process, starting (or, after it died, restarting) the process. A plugin
 // that keeps dying soon after its start is restarted with a growing delay.
-func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
+func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if p.refused != nil {
 		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, p.refused)
 	}
+	if err := p.host.checkOpen(ctx, p.Name); err != nil {
+		return nil, 0, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client != nil && !p.client.Exited() {
+	if err := p.host.checkOpen(ctx, p.Name); err != nil {
+		return nil, 0, err
+	}
+	if p.running() {
 		return p.rpc, p.gen, nil
 	}
 	if p.client != nil {
-		p.client.Kill()
-		p.client = nil
+		_ = killClient(p.client, p.proc, p.host.shutdownTimeout)
+		p.client, p.proc = nil, nil
 		// The driver instances in the dead process reopen on their next call.
 		if time.Since(p.started) < stableAfter {
 			p.crashes++
@@ -184,22 +240,30 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 			return nil, 0, fmt.Errorf("plugin %s: waiting %s to restart after %d crashes: %w", p.Name, delay, p.crashes, ctx.Err())
 		}
 	}
-	if err := p.checkSum(); err != nil {
-		return nil, 0, err
+	// The file is opened once and checked (trust, and the SHA256SUMS pin)
+	// as it is open; the process runs that open file, so nothing can be
+	// swapped in between.
+	exe, err := openTrusted(p.Path, p.sum)
+	if err != nil {
+		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, err)
 	}
+	defer exe.Close()
 	p.stopping.Store(false)
 
 	logger := p.logger.With("plugin", p.Name)
-	var proc *pluginRunner
+	var (
+		proc   *pluginRunner
+		procMu sync.Mutex // proc is set in go-plugin's goroutine
+	)
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  pluginsdk.HandshakeConfig(),
-		VersionedPlugins: pluginsdk.ClientPlugins(),
+		HandshakeConfig:  wire.HandshakeConfig(),
+		VersionedPlugins: wire.ClientPlugins(),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclogger(logger),
 		Stderr:           p.stderr,
 		SyncStdout:       lineLogger{logger, "plugin stdout"},
 		SyncStderr:       lineLogger{logger, "plugin stderr"},
-		StartTimeout:     startTimeout,
+		StartTimeout:     p.host.startTimeout,
 		AutoMTLS:         p.host.autoMTLS,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: p.host.socketDir},
 		// go-plugin lets a plugin send the host messages of up to 2 GiB;
@@ -208,28 +272,48 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 		GRPCDialOptions: p.dialOptions(),
 		// go-plugin hands over a template command carrying its environment.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
-			cmd := exec.Command(p.Path)
-			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
+			cmd := exec.Command(execFD)
+			cmd.Args[0] = p.Path
+			cmd.ExtraFiles = []*os.File{exe}
+			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
 			// The plugin gets no stdin: only the task it runs may read the
 			// host's, through the protocol.
 			cmd.Stdin = nil
 			r, err := newRunner(cmd, logger, p.exited)
+			procMu.Lock()
 			proc = r
+			procMu.Unlock()
 			return r, err
 		},
 	})
-	fail := func(format string, args ...any) (*pluginsdk.Client, uint64, error) {
+	// fail kills the plugin with its group, and waits for it (bounded), so
+	// that its last stderr lines are in: then it builds the error.
+	fail := func(format string, args ...any) (*wire.Client, uint64, error) {
 		p.stopping.Store(true)
-		client.Kill()
+		if proc != nil {
+			// Killed with its group before go-plugin's Kill, which would
+			// first ask a plugin that failed to start to shut down.
+			_ = proc.Kill(context.Background())
+		}
+		killClient(client, proc, p.host.shutdownTimeout)
 		return nil, 0, fmt.Errorf(format, args...)
 	}
-	proto, err := client.Client()
+	start := time.Now()
+	proto, err := connect(ctx, client, func() *pluginRunner {
+		procMu.Lock()
+		defer procMu.Unlock()
+		return proc
+	})
+	if ctx.Err() != nil && err != nil {
+		return fail("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
+			time.Since(start).Round(time.Millisecond), ctx.Err(), lazy(p.lastStderr))
+	}
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
-				p.Name, p.Path, err, pluginsdk.ProtocolMajor, pluginsdk.ProtocolMinor, pluginsdk.SDKVersion)
+				p.Name, p.Path, err, wire.ProtocolMajor, wire.ProtocolMinor, pluginsdk.SDKVersion)
 		}
-		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, p.lastStderr())
+		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
 	}
 	rpc, info, err := p.handshake(ctx, proto)
 	if err != nil {
@@ -238,40 +322,72 @@ func (p *Plugin) start(ctx context.Context) (*pluginsdk.Client, uint64, error) {
 	p.useBulk(rpc, info, true)
 	p.gen++
 	p.started = time.Now()
-	p.client, p.pid, p.rpc, p.info = client, proc.pid, rpc, info
+	p.client, p.proc, p.pid, p.rpc, p.info = client, proc, proc.pid, rpc, info
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
 	return rpc, p.gen, nil
 }
 
 // handshake gets the driver client from a connected plugin and checks, with
 // Info, that the plugin is the one its file name says.
-func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*pluginsdk.Client, pluginsdk.Info, error) {
-	raw, err := proto.Dispense(pluginsdk.PluginKey)
+func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*wire.Client, wire.Info, error) {
+	raw, err := proto.Dispense(wire.PluginKey)
 	if err != nil {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): dispense driver: %w", p.Name, p.Path, err)
 	}
 	rpcClient, ok := raw.(driverv1.DriverClient)
 	if !ok {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): dispensed %T, not a driver client", p.Name, p.Path, raw)
 	}
-	rpc := pluginsdk.NewClient(p.Name, rpcClient)
+	rpc := wire.NewClient(p.Name, rpcClient)
 	info, err := rpc.Info(ctx)
 	if err != nil {
-		return nil, pluginsdk.Info{}, err
+		return nil, wire.Info{}, err
 	}
+	info = p.boundInfo(info)
 	if info.Name != p.Name {
-		return nil, pluginsdk.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
+		return nil, wire.Info{}, fmt.Errorf("plugin %s: %s reports the name %q: a plugin's name must match its file name %s%s, refusing it",
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	return rpc, info, nil
+}
+
+// Limits on what a plugin says about itself, which the host keeps and prints.
+const (
+	maxInfoString   = 256
+	maxCapabilities = 64
+	maxCapability   = 64
+)
+
+// boundInfo cuts the strings of a plugin's Info to their limits, and says so.
+func (p *Plugin) boundInfo(info wire.Info) wire.Info {
+	cut := func(field string, s string, limit int) string {
+		if len(s) <= limit {
+			return s
+		}
+		p.logger.Warn("plugin's Info field too long: truncated", "plugin", p.Name, "field", field, "bytes", len(s), "limit", limit)
+		return strings.ToValidUTF8(s[:limit], "") + truncMarker
+	}
+	info.PluginVersion = cut("plugin_version", info.PluginVersion, maxInfoString)
+	info.SDKVersion = cut("sdk_version", info.SDKVersion, maxInfoString)
+	info.ProtocolVersion = cut("protocol_version", info.ProtocolVersion, maxInfoString)
+	if len(info.Capabilities) > maxCapabilities {
+		p.logger.Warn("plugin lists too many capabilities: keeping the first", "plugin", p.Name, "count", len(info.Capabilities), "limit", maxCapabilities)
+		info.Capabilities = info.Capabilities[:maxCapabilities]
+	}
+	caps := make([]string, len(info.Capabilities))
+	for i, c := range info.Capabilities {
+		caps[i] = cut("capabilities", c, maxCapability)
+	}
+	info.Capabilities = caps
+	return info
 }
 
 // useBulk sends stdin and logs over the plugin's bulk socket when it has
 // one (protocol 1.2) and the channel is not meant to be encrypted. A plugin
 // this host started must put the socket in the private directory the host
 // gave it.
-func (p *Plugin) useBulk(rpc *pluginsdk.Client, info pluginsdk.Info, started bool) {
-	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, pluginsdk.CapabilityBulk) {
+func (p *Plugin) useBulk(rpc *wire.Client, info wire.Info, started bool) {
+	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, wire.CapabilityBulk) {
 		return
 	}
 	if started && !strings.HasPrefix(info.BulkAddr, p.host.socketDir+string(filepath.Separator)) {
@@ -290,24 +406,54 @@ func (p *Plugin) dialOptions() []grpc.DialOption {
 func (p *Plugin) alive(gen uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.client != nil && !p.client.Exited() && p.gen == gen
+	return p.running() && p.gen == gen
 }
 
-// checkSum verifies the binary against its directory's SHA256SUMS, right
-// before it runs.
-func (p *Plugin) checkSum() error {
-	if p.sum == "" {
-		return nil
+// running reports whether the plugin process is running. For a process
+// this host started, that is known the moment it exits, before go-plugin
+// has noticed. p.mu must be held.
+func (p *Plugin) running() bool {
+	if p.client == nil || p.client.Exited() {
+		return false
 	}
-	got, err := fileSHA256(p.Path)
-	if err != nil {
-		return fmt.Errorf("plugin %s: %w", p.Name, err)
+	if p.proc != nil {
+		select {
+		case <-p.proc.exitedCh():
+			return false
+		default:
+		}
 	}
-	if got != p.sum {
-		return fmt.Errorf("plugin %s: %s has SHA-256 %s but %s pins %s: refusing to run it", p.Name, p.Path, got, SumsFile, p.sum)
-	}
-	return nil
+	return true
 }
+
+// diedDuring reports whether a call to the process of generation gen that
+// failed with err failed because that process died: then the call may be
+// made again in a restarted process. A connection that broke is seen
+// before the exit of the process behind it, so this waits a little for it.
+func (p *Plugin) diedDuring(gen uint64, err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	p.mu.Lock()
+	proc, same := p.proc, p.gen == gen
+	p.mu.Unlock()
+	if !same {
+		return true
+	}
+	if proc == nil {
+		return !p.alive(gen)
+	}
+	select {
+	case <-proc.exitedCh():
+		return true
+	case <-time.After(exitGrace):
+		return false
+	}
+}
+
+// exitGrace is how long a failed call waits to see whether the plugin's
+// process is exiting.
+const exitGrace = 250 * time.Millisecond
 
 // exited is called the moment the plugin process ends.
 func (p *Plugin) exited(err error) {
@@ -317,6 +463,11 @@ func (p *Plugin) exited(err error) {
 	p.logger.Error("plugin exited unexpectedly; it restarts on next use", "plugin", p.Name, "path", p.Path,
 		"err", err, "stderr", strings.Join(p.stderr.Lines(), "\n"))
 }
+
+// lazy is a string computed when it is formatted.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
 
 func (p *Plugin) lastStderr() string {
 	lines := p.stderr.Lines()
@@ -340,12 +491,12 @@ func (p *Plugin) stop() error {
 	p.mu.Unlock()
 	for _, ns := range unclaimed {
 		if od, ok := p.adopt(ns); ok && p.rpc != nil {
-			p.newDriver(ns, p.rpc.Adopt(od))
+			p.newDriver(ns, p.rpc.Adopt(od), OpenOptions{})
 		}
 	}
 	p.mu.Lock()
 	drivers := make([]*driver, 0, len(p.drivers))
-	if p.client != nil && !p.client.Exited() {
+	if p.running() {
 		for d := range p.drivers {
 			drivers = append(drivers, d)
 		}
@@ -354,7 +505,7 @@ func (p *Plugin) stop() error {
 
 	errc := make(chan error, len(drivers))
 	for _, d := range drivers {
-		go func() { errc <- d.Close() }()
+		go func() { errc <- d.close(hostClosing(context.Background())) }()
 	}
 	var errs []error
 	timeout := time.After(p.host.closeTimeout)
@@ -364,6 +515,10 @@ func (p *Plugin) stop() error {
 			if err != nil {
 				errs = append(errs, err)
 			}
+			if errors.Is(err, errCloseTimeout) {
+				errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
+				goto kill
+			}
 		case <-timeout:
 			errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
 			goto kill
@@ -372,15 +527,131 @@ func (p *Plugin) stop() error {
 kill:
 	p.mu.Lock()
 	clear(p.drivers)
-	client, byHand := p.client, p.byHand
+	client, proc, byHand := p.client, p.proc, p.byHand
 	p.stopping.Store(true)
-	p.client, p.byHand = nil, nil
+	p.client, p.proc, p.byHand = nil, nil, nil
 	p.mu.Unlock()
 	if byHand != nil {
 		// A plugin run by hand is not the host's to stop: only disconnect.
 		byHand.Close()
 	} else if client != nil {
-		client.Kill()
+		if err := killClient(client, proc, p.host.shutdownTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("plugin %s: %w", p.Name, err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// kill kills the plugin's process group at once, without closing its
+// drivers: the host's last resort (a second Ctrl-C).
+func (p *Plugin) kill() {
+	p.mu.Lock()
+	proc, pid, reattached := p.proc, p.pid, p.client != nil && p.proc == nil && p.byHand == nil
+	p.stopping.Store(true)
+	p.mu.Unlock()
+	switch {
+	case proc != nil:
+		_ = proc.Kill(context.Background())
+	case reattached && pid > 0:
+		killReattached(pid)
+	}
+}
+
+// connect waits for go-plugin to connect to the plugin, or for ctx to end:
+// then the plugin is killed with its group, which ends go-plugin's wait.
+func connect(ctx context.Context, client *plugin.Client, proc func() *pluginRunner) (plugin.ClientProtocol, error) {
+	type result struct {
+		proto plugin.ClientProtocol
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		proto, err := client.Client()
+		done <- result{proto, err}
+	}()
+	select {
+	case r := <-done:
+		return r.proto, r.err
+	case <-ctx.Done():
+		if r := proc(); r != nil {
+			_ = r.Kill(context.Background())
+		}
+		r := <-done
+		if r.err == nil {
+			r.err = ctx.Err()
+		}
+		return r.proto, r.err
+	}
+}
+
+// killClient stops a plugin through go-plugin, which first asks it to shut
+// down over gRPC with no deadline of its own: after timeout the plugin's
+// process group is killed, which ends that call. The wait for go-plugin to
+// finish is bounded too.
+func killClient(client *plugin.Client, proc *pluginRunner, timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		client.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+		if proc != nil {
+			proc.disarm()
+		}
+		return nil
+	case <-time.After(timeout):
+	}
+	if proc != nil {
+		_ = proc.Kill(context.Background())
+	} else if rc := client.ReattachConfig(); rc != nil && rc.Pid > 0 {
+		killReattached(rc.Pid)
+	}
+	select {
+	case <-done:
+		if proc != nil {
+			proc.disarm()
+		}
+		return fmt.Errorf("did not shut down within %s: killed its process group", timeout)
+	case <-time.After(timeout):
+		return fmt.Errorf("did not shut down within %s, and is still not gone %s after SIGKILL", timeout, timeout)
+	}
+}
+
+// Interfaces the host can tell a driver implements, beside orchestra.Driver.
+const (
+	ImplementsContainerFinder = "ContainerFinder"
+	ImplementsLogFollower     = "LogFollower"
+)
+
+// followReporter is what a wire-level driver implements when its protocol
+// says, per driver, whether it follows logs (today the wire says so per
+// container only).
+type followReporter interface {
+	FollowsLogs() bool
+}
+
+// Implements opens a throwaway, ephemeral namespace in the plugin and
+// reports which optional orchestra interfaces its driver implements: true
+// or false, or absent when the plugin's protocol does not say.
+func (p *Plugin) Implements(ctx context.Context) (map[string]bool, error) {
+	ns := fmt.Sprintf("orchestra-probe-%d-%d", os.Getpid(), time.Now().UnixNano())
+	d, err := p.Open(ctx, ns, OpenOptions{Ephemeral: true})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	inner, _, err := d.(interface {
+		current(context.Context) (orchestra.Driver, uint64, error)
+	}).current(ctx)
+	if err == nil {
+		_, out[ImplementsContainerFinder] = inner.(orchestra.ContainerFinder)
+		if fr, ok := inner.(followReporter); ok {
+			out[ImplementsLogFollower] = fr.FollowsLogs()
+		}
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return out, err
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
-	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/internal/wire"
 )
 
 // state is what a detached host leaves for the next one: the plugins still
@@ -58,7 +58,7 @@ func debugPlugins() (map[string]statePlugin, error) {
 		if r.PID <= 0 || r.Addr == "" {
 			return nil, fmt.Errorf("%s: plugin %q needs a pid and an addr", DebugEnv, name)
 		}
-		out[name] = statePlugin{Name: name, PID: r.PID, Addr: r.Addr, ProtocolVersion: pluginsdk.ProtocolMajor, Debug: true}
+		out[name] = statePlugin{Name: name, PID: r.PID, Addr: r.Addr, ProtocolVersion: wire.ProtocolMajor, Debug: true}
 	}
 	return out, nil
 }
@@ -80,6 +80,8 @@ func (h *Host) Detach(timeout time.Duration) error {
 	if h.autoMTLS {
 		return errors.New("detach: go-plugin cannot reattach to plugins started with AutoMTLS; use Close")
 	}
+	h.closed.Store(true)
+	h.closeRan.Store(true)
 	st := state{HostPID: os.Getpid(), SocketDir: h.socketDir}
 	var errs []error
 	for _, p := range h.plugins {
@@ -116,10 +118,10 @@ func (h *Host) Detach(timeout time.Duration) error {
 func (p *Plugin) detach(timeout time.Duration) (*statePlugin, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client == nil || p.client.Exited() {
+	if !p.running() {
 		return nil, nil
 	}
-	if !hasCapability(p.info, pluginsdk.CapabilityDetach) {
+	if !hasCapability(p.info, wire.CapabilityDetach) {
 		return nil, fmt.Errorf("plugin %s speaks protocol %s, without Detach", p.Name, p.info.ProtocolVersion)
 	}
 	rc := p.client.ReattachConfig()
@@ -132,14 +134,18 @@ func (p *Plugin) detach(timeout time.Duration) (*statePlugin, error) {
 		return nil, err
 	}
 	entry := &statePlugin{Name: p.Name, Path: p.Path, PID: p.pid, Addr: rc.Addr.String(), ProtocolVersion: p.client.NegotiatedVersion()}
-	// Let go of the process: its exit is no longer this host's to report.
+	// Let go of the process: its exit is no longer this host's to report,
+	// and its reaper must not kill it when this host exits.
 	p.stopping.Store(true)
-	p.client = nil
+	if p.proc != nil {
+		p.proc.disarm()
+	}
+	p.client, p.proc = nil, nil
 	clear(p.drivers)
 	return entry, nil
 }
 
-func hasCapability(info pluginsdk.Info, c string) bool {
+func hasCapability(info wire.Info, c string) bool {
 	for _, have := range info.Capabilities {
 		if have == c {
 			return true
@@ -215,13 +221,13 @@ func (p *Plugin) reattach(entry statePlugin) error {
 // connect reattaches to the plugin process of entry. A debug entry is a
 // plugin a person runs by hand: the host neither watches nor stops it.
 func (p *Plugin) connect(entry statePlugin) error {
-	plugins, ok := pluginsdk.ClientPlugins()[entry.ProtocolVersion]
+	plugins, ok := wire.ClientPlugins()[entry.ProtocolVersion]
 	if !ok {
 		return fmt.Errorf("process %d speaks protocol %d, which this host does not", entry.PID, entry.ProtocolVersion)
 	}
 	logger := p.logger.With("plugin", p.Name)
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig: pluginsdk.HandshakeConfig(),
+		HandshakeConfig: wire.HandshakeConfig(),
 		// go-plugin dispenses from Plugins, not VersionedPlugins, when it
 		// reattaches: there is no handshake to negotiate a version.
 		Plugins:          plugins,
@@ -252,7 +258,7 @@ func (p *Plugin) connect(entry statePlugin) error {
 	if err != nil {
 		return fail(fmt.Errorf("process %d: %w", entry.PID, err))
 	}
-	var drivers []pluginsdk.OpenDriver
+	var drivers []wire.OpenDriver
 	if !entry.Debug {
 		if drivers, err = rpc.Attach(ctx, os.Getpid()); err != nil {
 			return fail(err)
@@ -272,7 +278,7 @@ func (p *Plugin) connect(entry statePlugin) error {
 			p.byHand = gc.Conn
 		}
 	}
-	p.adopted = map[string]pluginsdk.OpenDriver{}
+	p.adopted = map[string]wire.OpenDriver{}
 	for _, d := range drivers {
 		p.adopted[d.Namespace] = d
 	}
@@ -280,7 +286,7 @@ func (p *Plugin) connect(entry statePlugin) error {
 }
 
 // adopt takes the driver kept open for namespace across a host restart.
-func (p *Plugin) adopt(namespace string) (pluginsdk.OpenDriver, bool) {
+func (p *Plugin) adopt(namespace string) (wire.OpenDriver, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	od, ok := p.adopted[namespace]

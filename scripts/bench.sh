@@ -36,7 +36,8 @@ Logs256MiB|log throughput, 256 MiB through Logs|MB/s|0.6|raw unix-socket copy, s
 Stdin256MiB|stdin throughput, 256 MiB|MB/s|0.6|raw unix-socket copy, same bytes, same process
 EchoNative|`echo hello` end to end, native plugin|ns/op|1.2|native driver in process
 EchoDocker|`echo hello` end to end, docker plugin|ns/op|<1.0|`docker run --rm busybox echo hello`
-Tasks500|500 tasks, 50 at a time, native plugin|ns/op|1.3|the same in process'
+EchoK8s|`echo hello` pod end to end, k8s plugin|ns/op|1.0|`kubectl run --rm -i --restart=Never busybox echo hello`, same kubectl
+Tasks500|500 tasks, 50 at a time, native plugin|ns/op|1.2|the same in process'
 
 table=$(awk -v rows="$rows" '
 function median(key,    n, i, j, t, a) {
@@ -110,6 +111,9 @@ END {
 	}
 	hb = median("Tasks500/baseline|host-peak-MiB"); hp = median("Tasks500/plugin|host-peak-MiB"); pp = median("Tasks500/plugin|plugin-peak-MiB")
 	if (hp != "") printf "\nPeak RSS (VmHWM) during 500 tasks: in process %.1f MiB; through the plugin host %.1f MiB + plugin %.1f MiB.\n", hb, hp, pp
+	sg = median("Soak|rss-growth-MiB"); sw = median("Soak|rss-warm-MiB"); se = median("Soak|rss-end-MiB")
+	gw = median("Soak|goroutines-warm"); ge = median("Soak|goroutines-end")
+	if (sg != "") printf "\nSoak: 20,000 tasks through one native plugin after a 2,000-task warm-up: plugin RSS %.1f -> %.1f MiB (growth %.2f MiB, target <= 8 MiB), goroutines %d -> %d. Before protocol 1.3 dropped handles (commit af93f28, same benchmark): RSS 25.6 -> 92.9 MiB, growth 67.3 MiB.\n", sw, se, sg, gw, ge
 }' "$raw")
 
 echo

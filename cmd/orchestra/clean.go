@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/jtarchie/pocketci/host"
 )
 
-func cmdClean(_ context.Context, args []string, stderr io.Writer) error {
+func cmdClean(ctx context.Context, args []string, stderr io.Writer) error {
 	fs, c := newFlagSet("clean", "clean [--driver NAME] NAMESPACE", stderr)
 	driverName := fs.String("driver", "native", "driver plugin `name`")
 	if err := fs.Parse(args); err != nil {
@@ -16,7 +18,7 @@ func cmdClean(_ context.Context, args []string, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("clean: want exactly one NAMESPACE, got %d arguments", fs.NArg())
 	}
-	h, err := c.host(stderr)
+	h, err := c.host(ctx, stderr, host.Config{})
 	if err != nil {
 		return err
 	}
@@ -25,7 +27,10 @@ func cmdClean(_ context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	driver, err := p.NewDriver(fs.Arg(0), nil)
+	if _, err := p.Info(ctx); err != nil {
+		return err
+	}
+	driver, err := p.Open(ctx, fs.Arg(0), host.OpenOptions{})
 	if err != nil {
 		return err
 	}

@@ -40,26 +40,63 @@ Usage:
 Every command takes:
   --plugin-dir DIR   a plugin directory, searched before ORCHESTRA_PLUGIN_PATH, the
                      orchestra binary's directory and ~/.local/share/pocketci/plugins (repeatable)
-  --log-level LEVEL  debug, info, warn or error (default warn)
+  --log-level LEVEL  debug, info, warn, error or off (default off: stderr carries only
+                     the task's output, and orchestra's own failure as one line)
 
 Run "orchestra COMMAND --help" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
+	os.Exit(runMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// runMain runs a command and returns the process's exit code. The first
+// SIGINT or SIGTERM cancels the command, which cleans up what it started;
+// a second one kills every plugin it started, with its process group, and
+// ends the process at once with 130.
+func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	s := &session{}
+	ctx, cancel := context.WithCancel(withSession(context.Background(), s))
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	// A reader that went away (orchestra run ... | head -1) makes writes to
+	// stdout fail with EPIPE instead of killing orchestra before it has
+	// cleaned up. Notify, not Ignore: the plugins it starts keep SIGPIPE.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		s.kill()
+		fmt.Fprintln(stderr, "orchestra: interrupted twice: killed the plugins it started")
+		os.Exit(130)
+	}()
+	err := run(ctx, args, stdin, stdout, stderr)
 	var exit exitError
 	switch {
 	case err == nil:
+		return 0
 	case errors.As(err, &exit):
-		os.Exit(exit.code)
+		return exit.code
 	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
+		return 0
+	case ctx.Err() != nil:
+		return 130
+	case errors.Is(err, syscall.EPIPE):
+		// Like a process killed by SIGPIPE, after cleaning up.
+		return 128 + int(syscall.SIGPIPE)
 	default:
-		fmt.Fprintf(os.Stderr, "orchestra: %v\n", err)
-		os.Exit(125)
+		fmt.Fprintf(stderr, "orchestra: %s\n", oneLine(err.Error()))
+		return 125
 	}
+}
+
+// oneLine makes an error one line: orchestra's own failures take exactly
+// one line of stderr, which otherwise carries only the task's output.
+func oneLine(s string) string {
+	return escape(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " | ")), " "))
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -97,7 +134,7 @@ func newFlagSet(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *common
 	fs.SetOutput(stderr)
 	c := &common{}
 	fs.Var(&c.pluginDirs, "plugin-dir", "plugin `directory`, searched first (repeatable)")
-	fs.StringVar(&c.logLevel, "log-level", "warn", "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logLevel, "log-level", "off", "log `level`: debug, info, warn, error or off; at off, stderr carries only the task's output and orchestra's own failure")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: orchestra %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
@@ -105,14 +142,27 @@ func newFlagSet(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *common
 	return fs, c
 }
 
-// host discovers the plugins, logging to stderr at the chosen level.
-func (c *common) host(stderr io.Writer) (*host.Host, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+// host discovers the plugins, logging to stderr at the chosen level. The
+// session of ctx learns of the host, so that a second Ctrl-C can kill its
+// plugins.
+func (c *common) host(ctx context.Context, stderr io.Writer, cfg host.Config) (*host.Host, error) {
+	logger := slog.New(slog.DiscardHandler)
+	if c.logLevel != "off" {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+			return nil, fmt.Errorf("--log-level %q: want debug, info, warn, error or off", c.logLevel)
+		}
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return host.New(host.Config{Dirs: host.Dirs(c.pluginDirs), Logger: logger})
+	cfg.Dirs, cfg.Logger = host.Dirs(c.pluginDirs), logger
+	h, err := host.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if s := sessionOf(ctx); s != nil {
+		s.add(h)
+	}
+	return h, nil
 }
 
 // stringList is a repeatable string flag.

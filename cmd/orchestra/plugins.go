@@ -5,7 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/jtarchie/pocketci/host"
 )
 
 // pluginRow is one line of `orchestra plugins`.
@@ -15,22 +20,28 @@ type pluginRow struct {
 	SDK          string   `json:"sdk_version,omitempty"`
 	Protocol     string   `json:"protocol,omitempty"`
 	Capabilities []string `json:"capabilities,omitempty"`
-	Path         string   `json:"path"`
-	SHA256       string   `json:"sha256,omitempty"`
-	State        string   `json:"state"`
-	Error        string   `json:"error,omitempty"`
+	// Implements says which optional orchestra interfaces the driver
+	// implements (ContainerFinder, LogFollower); an interface the plugin's
+	// protocol does not report is absent. Capabilities, by contrast, are
+	// what the plugin's protocol serves.
+	Implements map[string]bool `json:"implements,omitempty"`
+	Path       string          `json:"path"`
+	SHA256     string          `json:"sha256,omitempty"`
+	State      string          `json:"state"`
+	Error      string          `json:"error,omitempty"`
 }
 
 func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlagSet("plugins", "plugins [--json]", stderr)
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	fs, c := newFlagSet("plugins", "plugins [--json] [--timeout D]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts (plugin-supplied strings raw)")
+	timeout := fs.Duration("timeout", 10*time.Second, "`limit` for starting and asking each plugin, and for stopping it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("plugins takes no arguments, got %q", fs.Args())
 	}
-	h, err := c.host(stderr)
+	h, err := c.host(ctx, stderr, host.Config{StartTimeout: *timeout, CloseTimeout: *timeout, ShutdownTimeout: min(*timeout, 5*time.Second)})
 	if err != nil {
 		return err
 	}
@@ -38,19 +49,7 @@ func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	rows := []pluginRow{}
 	for _, p := range h.Plugins() {
-		row := pluginRow{Name: p.Name, Path: p.Path, State: "ok"}
-		if sum, err := p.SHA256(); err == nil {
-			row.SHA256 = sum
-		}
-		if info, err := p.Info(ctx); err != nil {
-			row.State, row.Error = "error", err.Error()
-			if p.Err() != nil {
-				row.State = "refused"
-			}
-		} else {
-			row.Version, row.SDK, row.Protocol, row.Capabilities = info.PluginVersion, info.SDKVersion, info.ProtocolVersion, info.Capabilities
-		}
-		rows = append(rows, row)
+		rows = append(rows, describe(ctx, p, *timeout))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -60,28 +59,72 @@ func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(rows) == 0 {
 		fmt.Fprintln(stderr, "no plugins found; directories searched:")
 		for _, d := range hostDirs(c) {
-			fmt.Fprintln(stderr, "  "+d)
+			fmt.Fprintln(stderr, "  "+escape(d))
 		}
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tPROTOCOL\tSTATE\tSHA256\tPATH")
+	fmt.Fprintln(tw, "NAME\tVERSION\tPROTOCOL\tSTATE\tIMPLEMENTS\tSHA256\tPATH")
 	for _, r := range rows {
 		sum := r.SHA256
 		if len(sum) > 12 {
 			sum = sum[:12]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, dash(r.Version), dash(r.Protocol), r.State, dash(sum), r.Path)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", escape(r.Name), dash(escape(r.Version)), dash(escape(r.Protocol)), r.State,
+			dash(implements(r.Implements)), dash(sum), escape(r.Path))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(stdout, "\n%s: %s\n", r.Name, r.Error)
+			fmt.Fprintf(stdout, "\n%s: %s\n", escape(r.Name), oneLine(r.Error))
 		}
 	}
 	return nil
+}
+
+// describe asks one plugin about itself, within timeout.
+func describe(ctx context.Context, p *host.Plugin, timeout time.Duration) pluginRow {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	row := pluginRow{Name: p.Name, Path: p.Path, State: "ok"}
+	if sum, err := p.SHA256(); err == nil {
+		row.SHA256 = sum
+	}
+	info, err := p.Info(ctx)
+	if err != nil {
+		row.State, row.Error = "error", err.Error()
+		if p.Err() != nil {
+			row.State = "refused"
+		}
+		return row
+	}
+	row.Version, row.SDK, row.Protocol, row.Capabilities = info.PluginVersion, info.SDKVersion, info.ProtocolVersion, info.Capabilities
+	impl, err := p.Implements(ctx)
+	if err != nil {
+		row.State, row.Error = "error", err.Error()
+	}
+	row.Implements = impl
+	return row
+}
+
+// implements is the IMPLEMENTS column: each interface the driver has, and
+// "LogFollower?" for one its protocol does not report.
+func implements(m map[string]bool) string {
+	var out []string
+	for _, name := range []string{host.ImplementsContainerFinder, host.ImplementsLogFollower} {
+		has, known := m[name]
+		switch {
+		case m == nil:
+		case !known:
+			out = append(out, name+"?")
+		case has:
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 func dash(s string) string {

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
+	"os"
 	"strings"
 	"time"
 
@@ -34,7 +34,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	cpu := fs.Int64("cpu", 0, "CPU `shares` (0: unlimited)")
 	var envs, volumes stringList
 	fs.Var(&envs, "e", "environment variable `KEY=VALUE` (repeatable)")
-	fs.Var(&volumes, "v", "volume `NAME:/path` (repeatable)")
+	fs.Var(&volumes, "v", "volume `NAME:PATH` (repeatable; a relative PATH is below the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,8 +63,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	for _, v := range volumes {
 		name, p, ok := strings.Cut(v, ":")
-		if !ok || name == "" || !path.IsAbs(p) {
-			return fmt.Errorf("run: -v %q: want NAME:/absolute/path", v)
+		if !ok || name == "" || p == "" {
+			return fmt.Errorf("run: -v %q: want NAME:PATH", v)
 		}
 		task.Mounts = append(task.Mounts, orchestra.Mount{Name: name, Path: p})
 	}
@@ -80,20 +80,26 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		ns = "run-" + randomHex(4)
 	}
 
-	h, err := c.host(stderr)
+	h, err := c.host(ctx, stderr, host.Config{})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := h.Close(); cerr != nil && err == nil {
-			err = cerr
+		if cerr := h.Close(); cerr != nil {
+			err = joinErr(err, cerr)
 		}
 	}()
 	p, err := h.Plugin(*driverName)
 	if err != nil {
 		return err
 	}
-	driver, err := p.NewDriver(ns, nil)
+	// Started under ctx, so that Ctrl-C ends a slow start.
+	if _, err := p.Info(ctx); err != nil {
+		return err
+	}
+	// A throwaway namespace dies with orchestra, also when it is killed:
+	// a plugin that keeps its resources on host exit must not keep it.
+	driver, err := p.Open(ctx, ns, host.OpenOptions{Ephemeral: !keep})
 	if err != nil {
 		return err
 	}
@@ -101,8 +107,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		host.Release(driver)
 	} else {
 		defer func() {
-			if cerr := driver.Close(); cerr != nil && err == nil {
-				err = cerr
+			if cerr := driver.Close(); cerr != nil {
+				err = joinErr(err, cerr)
 			}
 		}()
 	}
@@ -114,8 +120,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		if cerr := container.Cleanup(cctx); cerr != nil && err == nil {
-			err = cerr
+		if cerr := container.Cleanup(cctx); cerr != nil {
+			err = joinErr(err, fmt.Errorf("clean up task %q: %w", task.ID, cerr))
 		}
 	}()
 
@@ -168,4 +174,18 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// joinErr adds a clean-up failure to err. An exit code from the task stays
+// the result; the failure is still reported.
+func joinErr(err, cerr error) error {
+	var exit exitError
+	if err == nil || errors.As(err, &exit) {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "orchestra: %s\n", oneLine(cerr.Error()))
+			return err
+		}
+		return cerr
+	}
+	return errors.Join(err, cerr)
 }

@@ -40,9 +40,15 @@ type Container struct {
 	stdinOnce sync.Once
 	stdinW    *os.File
 
-	mu      sync.Mutex
-	removed bool
+	mu       sync.Mutex
+	removed  bool
+	stdinErr error // the caller's stdin reader failed; the task was killed
 }
+
+// initScript is the task's PID 1: it runs the command as its child and
+// exits with the child's status.
+const initScript = `"$@"
+exit $?`
 
 var (
 	_ orchestra.Container   = (*Container)(nil)
@@ -67,7 +73,13 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: run task %q: %w", Name, task.ID, err)
 	}
-	if err := validate(task); err != nil {
+	// orchestra.ValidateTask is the contract's own check; return its error
+	// as it is, so that a task is refused with the same words in process
+	// and through the plugin (the host runs the same check).
+	if err := orchestra.ValidateTask(task); err != nil {
+		return nil, err
+	}
+	if err := validateMounts(task); err != nil {
 		return nil, fmt.Errorf("%s: task %q: %w", Name, task.ID, err)
 	}
 	d.mu.Lock()
@@ -86,31 +98,26 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	return c, nil
 }
 
-// validate refuses tasks the driver cannot run, with ErrInvalidTask.
-func validate(task orchestra.Task) error {
-	switch {
-	case task.ID == "":
-		return fmt.Errorf("%w: ID is empty", orchestra.ErrInvalidTask)
-	case len(task.Command) == 0 || task.Command[0] == "":
-		return fmt.Errorf("%w: Command is empty", orchestra.ErrInvalidTask)
-	}
-	for k, v := range task.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("%w: Env has an invalid entry %q", orchestra.ErrInvalidTask, k)
-		}
-	}
-	for _, m := range task.Mounts {
-		if m.Name == "" || mountPath(m.Path) == "" {
-			return fmt.Errorf("%w: mount %q at %q needs a volume name and a path below /", orchestra.ErrInvalidTask, m.Name, m.Path)
+// validateMounts refuses what this driver cannot do on top of the
+// contract: volumes are links in the working directory, so a mount inside
+// another ("/a" and "/a/b"), or two at one place ("/a" and "a"), would
+// write into a volume.
+func validateMounts(task orchestra.Task) error {
+	for i, a := range task.Mounts {
+		for j, b := range task.Mounts {
+			pa, pb := mountPath(a.Path), mountPath(b.Path)
+			if i != j && (pa == pb && i < j || strings.HasPrefix(pa, pb+"/")) {
+				return fmt.Errorf("%w: Mounts[%d].Path %q overlaps Mounts[%d].Path %q", orchestra.ErrInvalidTask, i, a.Path, j, b.Path)
+			}
 		}
 	}
 	return nil
 }
 
-// mountPath turns a mount path ("/test") into the path relative to the
-// working directory where the volume is linked ("test").
+// mountPath is where a mount is linked, relative to the working directory,
+// which stands for the task's root: "/test" and "test" are both "test".
 func mountPath(p string) string {
-	return strings.TrimPrefix(filepath.Clean("/"+p), "/")
+	return strings.TrimPrefix(orchestra.MountPath("/", p), "/")
 }
 
 // findLocked returns the container of id, if this instance knows it or an
@@ -119,7 +126,7 @@ func (d *Driver) findLocked(id string) *Container {
 	if c, ok := d.containers[id]; ok {
 		return c
 	}
-	dir := filepath.Join(d.dir, "tasks", sanitize(id))
+	dir := filepath.Join(d.dir, "tasks", orchestra.SafeName(orchestra.PathNameRule, id))
 	b, err := os.ReadFile(filepath.Join(dir, "exit"))
 	if err != nil {
 		return nil
@@ -136,7 +143,7 @@ func (d *Driver) findLocked(id string) *Container {
 
 // start prepares the task's directory and starts its process. d.mu is held.
 func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
-	dir := filepath.Join(d.dir, "tasks", sanitize(task.ID))
+	dir := filepath.Join(d.dir, "tasks", orchestra.SafeName(orchestra.PathNameRule, task.ID))
 	work := filepath.Join(dir, "work")
 	if err := os.RemoveAll(dir); err != nil { // left by a cleaned-up run of this ID
 		return nil, fmt.Errorf("clear directory: %w", err)
@@ -165,11 +172,13 @@ func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
 		}
 	}
 
-	// Go puts the process into a new PID namespace (it is PID 1 there and
-	// we are its parent, so its wait status, signals included, is exact);
-	// unshare adds mount, IPC and UTS namespaces, mounts a /proc that shows
-	// only the task's processes, and execs the command. (unshare --fork
-	// --pid would hide a signal death: it exits 1 when its child is killed.)
+	// Go puts the process into a new PID namespace; unshare adds mount,
+	// IPC and UTS namespaces, mounts a /proc that shows only the task's
+	// processes, and execs a shell as the namespace's init (PID 1), which
+	// runs the command as PID 2 and exits with its status (128+N for a
+	// signal N). The command must not be PID 1 itself: the kernel drops
+	// signals a PID 1 has no handler for, so `kill -9 $$` would do nothing.
+	// When PID 1 ends, the kernel kills everything else in the namespace.
 	args := []string{"--mount-proc", "--ipc", "--uts"}
 	if task.User != "" {
 		uid, gid, err := lookupUser(task.User)
@@ -181,7 +190,8 @@ func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
 		}
 		args = append(args, "--setuid", strconv.Itoa(uid), "--setgid", strconv.Itoa(gid))
 	}
-	cmd := exec.Command(d.unshare, append(append(args, "--"), task.Command...)...)
+	args = append(args, "--", "/bin/sh", "-c", initScript, "init")
+	cmd := exec.Command(d.unshare, append(args, task.Command...)...)
 	cmd.Dir = work
 	cmd.Env = taskEnv(task.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -222,12 +232,7 @@ func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
 	d.logger.Debug("task started", "task", task.ID, "pid", cmd.Process.Pid, "command", task.Command, "dir", work)
 	if stdinW != nil {
 		// Not tied to RunContainer's ctx: stdin keeps flowing after it ends.
-		go func() {
-			if _, err := io.Copy(stdinW, task.Stdin); err != nil && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, os.ErrClosed) {
-				d.logger.Warn("task stdin", "task", task.ID, "err", err)
-			}
-			c.closeStdin()
-		}()
+		go c.feedStdin(task.Stdin)
 	}
 	go c.wait()
 	return c, nil
@@ -268,6 +273,28 @@ func lookupUser(spec string) (uid, gid int, err error) {
 		return 0, 0, fmt.Errorf("%w: User %q: no numeric uid and gid", orchestra.ErrInvalidTask, spec)
 	}
 	return uid, gid, nil
+}
+
+// feedStdin copies r into the task's stdin and closes it at EOF. When r
+// fails, the task is killed first, so it never takes the failure for the
+// end of its input; it ends with 137 and Logs names stdin.
+func (c *Container) feedStdin(r io.Reader) {
+	_, err := io.Copy(c.stdinW, r)
+	if err != nil && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, os.ErrClosed) {
+		select {
+		case <-c.done: // it ended without needing the rest
+			c.closeStdin()
+			return
+		default:
+		}
+		c.mu.Lock()
+		c.stdinErr = err
+		c.mu.Unlock()
+		c.driver.logger.Warn("task stdin failed; killing the task", "task", c.id, "err", err)
+		c.kill()
+		<-c.done
+	}
+	c.closeStdin()
 }
 
 // closeStdin closes the task's stdin once.
@@ -337,6 +364,17 @@ func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s: task %q: copy %s: %w", Name, c.id, f.name, err)
 		}
 	}
+	return c.failed()
+}
+
+// failed is the error Logs and FollowLogs give, after the output, for a
+// task that was killed because its stdin failed.
+func (c *Container) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stdinErr != nil {
+		return fmt.Errorf("%s: task %q was killed: stdin: the caller's reader failed: %w", Name, c.id, c.stdinErr)
+	}
 	return nil
 }
 
@@ -371,7 +409,7 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 			return fmt.Errorf("%s: task %q: follow stderr: %w", Name, c.id, err)
 		}
 		if exited {
-			return nil
+			return c.failed()
 		}
 		select {
 		case <-ctx.Done():

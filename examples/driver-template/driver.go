@@ -10,15 +10,12 @@ package mydriver
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/jtarchie/pocketci/orchestra"
@@ -72,8 +69,8 @@ var (
 // New creates a driver for namespace. It is an orchestra.InitFunc: the
 // plugin SDK calls it once for every namespace the host opens.
 func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
-	if namespace == "" || namespace == "." || strings.Contains(namespace, "..") || strings.ContainsAny(namespace, "/\\\x00") {
-		return nil, fmt.Errorf("%s: namespace %q must be one directory name", Name, namespace)
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -82,7 +79,7 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: needs unshare from util-linux: %w", Name, err)
 	}
-	dir := filepath.Join(Root(), namespace)
+	dir := namespaceDir(namespace)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: create namespace directory: %w", Name, err)
 	}
@@ -99,21 +96,11 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 // Name returns the driver's registered name.
 func (d *Driver) Name() string { return Name }
 
-// sanitize turns s into one safe path element. When it had to change s, it
-// appends a short hash of s so that two different IDs never collide.
-func sanitize(s string) string {
-	const maxLen = 64
-	safe := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
-			return r
-		}
-		return '_'
-	}, s)
-	if safe == s && s != "" && !strings.HasPrefix(s, ".") && len(s) <= maxLen {
-		return s
-	}
-	sum := sha256.Sum256([]byte(s))
-	return strings.TrimLeft(safe[:min(len(safe), maxLen)], ".") + "-" + hex.EncodeToString(sum[:4])
+// namespaceDir is the directory of namespace: orchestra.SafeName makes one
+// safe path element of any namespace, adding a short hash when it had to
+// change it, so two namespaces never share a directory.
+func namespaceDir(namespace string) string {
+	return filepath.Join(Root(), orchestra.SafeName(orchestra.PathNameRule, namespace))
 }
 
 // CreateVolume creates, or returns the existing, volume: the directory
@@ -129,13 +116,13 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	if d.closed {
 		return nil, fmt.Errorf("%s: create volume %q: %w", Name, name, orchestra.ErrClosed)
 	}
-	if name == "" {
-		return nil, fmt.Errorf("%s: create volume: %w: empty name", Name, orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("%s: create volume: %w", Name, err)
 	}
 	if v, ok := d.volumes[name]; ok {
 		return v, nil
 	}
-	v := &Volume{driver: d, name: name, dir: filepath.Join(d.dir, "volumes", sanitize(name))}
+	v := &Volume{driver: d, name: name, dir: filepath.Join(d.dir, "volumes", orchestra.SafeName(orchestra.PathNameRule, name))}
 	if err := os.MkdirAll(v.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: create volume %q: %w", Name, name, err)
 	}

@@ -39,6 +39,15 @@ func Cases() []Case {
 		{Name: "cleanup twice", Fn: caseCleanupTwice},
 		{Name: "close twice", Fn: caseCloseTwice},
 		{Name: "status after done is stable", Fn: caseStatusStable},
+		{Name: "awkward task ids", Fn: caseAwkwardTaskIDs},
+		{Name: "relative mount shared", Fn: caseRelativeMountShared},
+		{Name: "stdin through dev stdin", Fn: caseStdinDevice},
+		{Name: "no final newline logs", Fn: caseNoFinalNewlineLogs},
+		{Name: "no final newline follow", Fn: caseNoFinalNewlineFollow},
+		{Name: "stream order", Fn: caseStreamOrder},
+		{Name: "kill self", Fn: caseKillSelf},
+		{Name: "failing stdin", Fn: caseFailingStdin},
+		{Name: "cleanup kills descendants", Fn: caseCleanupKillsDescendants},
 	}
 }
 

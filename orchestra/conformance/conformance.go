@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -49,7 +50,9 @@ type Env struct {
 	Driver    orchestra.Driver
 }
 
-// Result is the outcome of one case.
+// Result is the outcome of one case. A skipped case (it needs a capability
+// the driver lacks, such as orchestra.LogFollower) has Skipped set, Passed
+// unset, and the reason in Error.
 type Result struct {
 	Name     string        `json:"name"`
 	Passed   bool          `json:"passed"`
@@ -57,6 +60,28 @@ type Result struct {
 	Duration time.Duration `json:"duration_ns"`
 	Error    string        `json:"error,omitempty"`
 }
+
+// skipError is what a case returns when the driver lacks what it needs.
+type skipError struct{ reason string }
+
+func (e *skipError) Error() string { return "skipped: " + e.reason }
+
+// skip ends a case as skipped, with reason.
+func skip(reason string) error { return &skipError{reason: reason} }
+
+// skipped returns the reason when err (or what the leak probe added to it)
+// is a skip and nothing else went wrong.
+func skipped(err error) (string, bool) {
+	var s *skipError
+	if errors.As(err, &s) && err.Error() == s.Error() {
+		return s.reason, true
+	}
+	return "", false
+}
+
+// closeGrace is how long a case that ran out of time gets to return after
+// its ctx was cancelled, before the driver is closed under it anyway.
+const closeGrace = 30 * time.Second
 
 // Run runs every case as a subtest of t.
 func Run(t *testing.T, opts Options) {
@@ -67,7 +92,11 @@ func Run(t *testing.T, opts Options) {
 			continue
 		}
 		t.Run(c.Name, func(t *testing.T) {
-			if err := runCase(t.Context(), opts, c); err != nil {
+			err := runCase(t.Context(), opts, c)
+			if reason, ok := skipped(err); ok {
+				t.Skip(reason)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -86,7 +115,9 @@ func RunAll(ctx context.Context, opts Options, report func(Result)) []Result {
 		start := time.Now()
 		err := runCase(ctx, opts, c)
 		r := Result{Name: c.Name, Passed: err == nil, Duration: time.Since(start)}
-		if err != nil {
+		if reason, ok := skipped(err); ok {
+			r.Skipped, r.Error = true, reason
+		} else if err != nil {
 			r.Error = err.Error()
 		}
 		if report != nil {
@@ -108,7 +139,9 @@ func (o Options) withDefaults() Options {
 }
 
 // runCase gives the case a fresh namespace and driver, runs it under the
-// timeout, closes the driver, and asks the leak probe.
+// timeout, closes the driver, and asks the leak probe, also after a case
+// that failed. A case that runs out of time has its ctx cancelled and is
+// waited for (up to closeGrace) before the driver is closed.
 func runCase(ctx context.Context, opts Options, c Case) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -117,20 +150,18 @@ func runCase(ctx context.Context, opts Options, c Case) (err error) {
 	if err != nil {
 		return fmt.Errorf("new driver for namespace %q: %w", namespace, err)
 	}
-	closed := false
 	defer func() {
-		if !closed {
-			if cerr := driver.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("close driver: %w", cerr)
-			}
+		if cerr := driver.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close driver: %w", cerr))
 		}
-		if err == nil && opts.Leaks != nil {
-			left, lerr := opts.Leaks(namespace)
-			if lerr != nil {
-				err = fmt.Errorf("leak probe: %w", lerr)
-			} else if len(left) > 0 {
-				err = fmt.Errorf("after Close, namespace %q still has: %v", namespace, left)
-			}
+		if opts.Leaks == nil {
+			return
+		}
+		left, lerr := opts.Leaks(namespace)
+		if lerr != nil {
+			err = errors.Join(err, fmt.Errorf("leak probe: %w", lerr))
+		} else if len(left) > 0 {
+			err = errors.Join(err, fmt.Errorf("after Close, namespace %q still has: %v", namespace, left))
 		}
 	}()
 	env := &Env{Options: opts, Namespace: namespace, Driver: driver}
@@ -138,17 +169,16 @@ func runCase(ctx context.Context, opts Options, c Case) (err error) {
 	go func() { done <- c.Fn(ctx, env) }()
 	select {
 	case err = <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("case %q did not finish within %s: %w", c.Name, opts.Timeout, ctx.Err())
-	}
-	if err != nil {
 		return err
+	case <-ctx.Done():
 	}
-	closed = true
-	if err := driver.Close(); err != nil {
-		return fmt.Errorf("close driver: %w", err)
+	err = fmt.Errorf("case %q did not finish within %s: %w", c.Name, opts.Timeout, ctx.Err())
+	select {
+	case <-done:
+	case <-time.After(closeGrace):
+		err = fmt.Errorf("%w; it still ran %s after its ctx was cancelled, so the driver was closed under it", err, closeGrace)
 	}
-	return nil
+	return err
 }
 
 // maxSlug bounds the case-name part of a namespace so that the whole stays

@@ -11,7 +11,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -45,6 +44,7 @@ type Container struct {
 	mu         sync.Mutex
 	final      *Status // cached once done
 	startError string  // the runtime's message when the command could not start
+	stdinErr   error   // the caller's stdin reader failed: the task was stopped
 	removed    bool    // Cleanup removed it
 }
 
@@ -70,6 +70,15 @@ func (c *Container) remember() {
 	c.driver.containers[c.taskID] = c
 }
 
+// forget drops c from its driver: nothing is kept per task after Cleanup.
+func (c *Container) forget() {
+	c.driver.mu.Lock()
+	defer c.driver.mu.Unlock()
+	if c.driver.containers[c.taskID] == c {
+		delete(c.driver.containers, c.taskID)
+	}
+}
+
 func (c *Container) isRemoved() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -81,11 +90,22 @@ func (c *Container) isRemoved() bool {
 // connection until the engine ends it (when the container exits), so that
 // nothing written is lost. It runs in its own goroutine, independent of
 // RunContainer's context.
+//
+// When r fails (an error other than EOF), the command must not see a clean
+// end of its input: the container is killed before the connection closes,
+// and Status reports the failure from then on.
 func (c *Container) copyStdin(r io.Reader) {
 	h := c.stdin
 	defer c.closeStdin()
-	n, err := io.Copy(h.Conn, r)
+	src := &errorRecorder{r: r}
+	n, err := io.Copy(h.Conn, src)
+	if src.err != nil {
+		c.failStdin(n, src.err)
+		return
+	}
 	if err != nil {
+		// The connection failed, not the caller: the engine ended it (the
+		// command exited or the container went away).
 		c.driver.logger.Warn("copying stdin into the container stopped early", "task", c.taskID, "container", c.name, "bytes", n, "err", err)
 	} else {
 		c.driver.logger.Debug("stdin copied", "task", c.taskID, "container", c.name, "bytes", n)
@@ -94,6 +114,51 @@ func (c *Container) copyStdin(r io.Reader) {
 		c.driver.logger.Debug("half-closing stdin", "task", c.taskID, "err", err)
 	}
 	_, _ = io.Copy(io.Discard, h.Reader)
+}
+
+// stdinStopTimeout bounds how long failStdin waits for the engine to kill
+// the container.
+const stdinStopTimeout = time.Minute
+
+// failStdin records that the caller's stdin reader failed after n bytes and
+// kills the container, waiting until it no longer runs, so that the
+// command never reads a clean EOF on truncated input.
+func (c *Container) failStdin(n int64, err error) {
+	c.mu.Lock()
+	c.stdinErr = fmt.Errorf("stdin failed after %d bytes, the task was stopped: %w", n, err)
+	c.mu.Unlock()
+	c.driver.logger.Warn("the task's stdin reader failed: killing the task", "task", c.taskID, "container", c.name, "bytes", n, "err", err)
+	ctx, cancel := context.WithTimeout(context.Background(), stdinStopTimeout)
+	defer cancel()
+	if kerr := c.driver.client.ContainerKill(ctx, c.id, "KILL"); kerr != nil && !cerrdefs.IsNotFound(kerr) {
+		c.driver.logger.Debug("kill after stdin failure", "task", c.taskID, "err", kerr)
+	}
+	for ctx.Err() == nil {
+		info, ierr := c.driver.client.ContainerInspect(ctx, c.id)
+		if ierr != nil || info.State == nil || !info.State.Running {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// errorRecorder passes reads through and remembers the first error other
+// than io.EOF, so that a failing reader can be told from a failing
+// connection after io.Copy.
+type errorRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errorRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // closeStdin closes the attach connection, if any. Safe to call many times.
@@ -105,8 +170,25 @@ func (c *Container) closeStdin() {
 }
 
 // Status inspects the container. Once it is done the result is cached and
-// returned from then on without asking the engine.
+// returned from then on without asking the engine. When the caller's stdin
+// reader failed, the task was stopped and Status returns an error naming
+// stdin (wrapping the reader's error), from then on.
 func (c *Container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	c.mu.Lock()
+	stdinErr := c.stdinErr
+	c.mu.Unlock()
+	if stdinErr != nil {
+		return nil, fmt.Errorf("docker: task %q (container %s): %w", c.taskID, c.name, stdinErr)
+	}
+	st, err := c.state(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// state is Status without the stdin check: the container's own state.
+func (c *Container) state(ctx context.Context) (*Status, error) {
 	c.mu.Lock()
 	if c.final != nil {
 		s := c.final
@@ -181,70 +263,6 @@ func statusOf(st *container.State, created, now time.Time) (s *Status, startErro
 	}
 }
 
-// Logs writes everything the container wrote, from the start, demultiplexed
-// into stdout and stderr. When the command could not start, the runtime's
-// message is written to stderr.
-func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
-	return c.logs(ctx, stdout, stderr, false)
-}
-
-// FollowLogs writes the container's output from the start as it is produced
-// and returns once the container has exited and everything was written, or
-// when ctx ends.
-func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
-	return c.logs(ctx, stdout, stderr, true)
-}
-
-func (c *Container) logs(ctx context.Context, stdout, stderr io.Writer, follow bool) error {
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	if stderr == nil {
-		stderr = io.Discard
-	}
-	st, err := c.Status(ctx)
-	if err != nil {
-		return err
-	}
-	rc, err := c.driver.client.ContainerLogs(ctx, c.id, container.LogsOptions{
-		ShowStdout: true,
-		ShowStderr: true,
-		Follow:     follow && !st.IsDone(),
-	})
-	if err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return fmt.Errorf("docker: logs of task %q (container %s): %w", c.taskID, c.name, orchestra.ErrContainerNotFound)
-		}
-		return fmt.Errorf("docker: logs of task %q (container %s): %w", c.taskID, c.name, err)
-	}
-	defer rc.Close()
-	if _, err := stdcopy.StdCopy(stdout, stderr, rc); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("docker: logs of task %q: %w", c.taskID, ctx.Err())
-		}
-		return fmt.Errorf("docker: logs of task %q (container %s): %w", c.taskID, c.name, err)
-	}
-	if follow && ctx.Err() != nil {
-		return fmt.Errorf("docker: follow logs of task %q: %w", c.taskID, ctx.Err())
-	}
-	if follow && !st.IsDone() {
-		// The stream ended because the container exited: pick up the
-		// status (and a start error, if any) for the message below.
-		if _, err := c.Status(ctx); err != nil {
-			return err
-		}
-	}
-	c.mu.Lock()
-	msg := c.startError
-	c.mu.Unlock()
-	if msg != "" {
-		if _, err := io.WriteString(stderr, msg+"\n"); err != nil {
-			return fmt.Errorf("docker: logs of task %q: %w", c.taskID, err)
-		}
-	}
-	return nil
-}
-
 // Cleanup force-removes the container (killing it when still running). An
 // absent container is not an error; calling it again does nothing. A task
 // removed before it finished reports exit code 137 from then on.
@@ -254,7 +272,7 @@ func (c *Container) Cleanup(ctx context.Context) error {
 		return nil
 	}
 	// Settle the final status first, so Status stays answerable afterwards.
-	if _, err := c.Status(ctx); err != nil && !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if _, err := c.state(ctx); err != nil && !errors.Is(err, orchestra.ErrContainerNotFound) {
 		c.driver.logger.Debug("status before cleanup", "task", c.taskID, "err", err)
 	}
 	err := c.driver.client.ContainerRemove(ctx, c.id, container.RemoveOptions{Force: true})
@@ -267,6 +285,7 @@ func (c *Container) Cleanup(ctx context.Context) error {
 		c.final = &Status{done: true, exitCode: exitKilled}
 	}
 	c.mu.Unlock()
+	c.forget()
 	c.driver.logger.Debug("container removed", "task", c.taskID, "container", c.name)
 	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -59,7 +58,8 @@ type Driver struct {
 	// something in the engine, and for writing by Close, so that nothing is
 	// created after Close listed the namespace.
 	lifecycle sync.RWMutex
-	closed    bool
+	closing   bool // Close was called: new work is refused
+	closed    bool // a Close removed everything: later calls return nil
 
 	// connectMu guards connected: the API version is negotiated once,
 	// before any concurrent use of the client (the client's lazy
@@ -67,10 +67,11 @@ type Driver struct {
 	connectMu sync.Mutex
 	connected bool
 
+	taskLocks taskLocks // serialises RunContainer per task ID
+
 	mu         sync.Mutex
-	containers map[string]*Container  // by task ID
-	taskLocks  map[string]*sync.Mutex // serialises RunContainer per task ID
-	volumes    map[string]*Volume     // by volume name
+	containers map[string]*Container // by task ID, until Cleanup
+	volumes    map[string]*Volume    // by volume name, until its Cleanup
 }
 
 var (
@@ -83,8 +84,8 @@ var (
 // driver for namespace. It does not contact the engine: the first operation
 // that needs it does.
 func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
-	if namespace == "" {
-		return nil, fmt.Errorf("docker: new driver: %w: namespace is empty", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("docker: new driver: %w", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -98,7 +99,6 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 		logger:     logger.With("driver", "docker", "namespace", namespace),
 		client:     cli,
 		containers: map[string]*Container{},
-		taskLocks:  map[string]*sync.Mutex{},
 		volumes:    map[string]*Volume{},
 	}, nil
 }
@@ -137,50 +137,28 @@ func namespaceFilter(namespace string) filters.Args {
 	return filters.NewArgs(filters.Arg("label", LabelNamespace+"="+namespace))
 }
 
-// taskLock returns the mutex serialising RunContainer calls for taskID.
-func (d *Driver) taskLock(taskID string) *sync.Mutex {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	l, ok := d.taskLocks[taskID]
-	if !ok {
-		l = &sync.Mutex{}
-		d.taskLocks[taskID] = l
-	}
-	return l
-}
-
 // RunContainer creates and starts a container for task and returns without
 // waiting for it to finish. When a container for task.ID already exists in
 // the namespace (started by this or another driver instance), it is returned
 // and the command does not run again.
 func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
-	if task.ID == "" {
-		return nil, fmt.Errorf("docker: run container: %w: task ID is empty", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateTask(task); err != nil {
+		return nil, fmt.Errorf("docker: run container: %w", err)
 	}
 	if task.Image == "" {
-		return nil, fmt.Errorf("docker: run task %q: %w: image is empty", task.ID, orchestra.ErrInvalidTask)
-	}
-	if task.ContainerLimits.CPU < 0 || task.ContainerLimits.Memory < 0 {
-		return nil, fmt.Errorf("docker: run task %q: %w: negative container limits", task.ID, orchestra.ErrInvalidTask)
-	}
-	for _, m := range task.Mounts {
-		if m.Name == "" || m.Path == "" {
-			return nil, fmt.Errorf("docker: run task %q: %w: mount needs a name and a path (got %q at %q)", task.ID, orchestra.ErrInvalidTask, m.Name, m.Path)
-		}
+		return nil, fmt.Errorf("docker: run task %q: %w: Image is empty", task.ID, orchestra.ErrInvalidTask)
 	}
 
 	d.lifecycle.RLock()
 	defer d.lifecycle.RUnlock()
-	if d.closed {
+	if d.closing {
 		return nil, fmt.Errorf("docker: run task %q: %w", task.ID, orchestra.ErrClosed)
 	}
 
 	if err := d.connect(ctx); err != nil {
 		return nil, fmt.Errorf("docker: run task %q: %w", task.ID, err)
 	}
-	lock := d.taskLock(task.ID)
-	lock.Lock()
-	defer lock.Unlock()
+	defer d.taskLocks.lock(task.ID)()
 
 	if c, err := d.findContainer(ctx, task.ID); err == nil {
 		d.logger.Debug("task already has a container", "task", task.ID, "container", c.name)
@@ -200,20 +178,17 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		if err != nil {
 			return nil, fmt.Errorf("docker: run task %q: mount %q: %w", task.ID, m.Name, err)
 		}
-		target := m.Path
-		if !strings.HasPrefix(target, "/") {
-			target = "/" + target
-		}
-		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: v.dockerName, Target: path.Clean(target)})
+		target := orchestra.MountPath(workDir, m.Path)
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: v.dockerName, Target: target})
 	}
 
-	name := dockerName(d.namespace, task.ID)
+	name := containerName(d.namespace, task.ID)
 	cfg := &container.Config{
 		Image:      ref,
 		Cmd:        task.Command,
 		Env:        envList(task.Env),
 		User:       task.User,
-		WorkingDir: "/",
+		WorkingDir: workDir,
 		Labels: map[string]string{
 			LabelNamespace: d.namespace,
 			LabelTaskID:    task.ID,
@@ -224,7 +199,12 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		cfg.StdinOnce = true
 		cfg.AttachStdin = true
 	}
+	runInit := true
 	hostCfg := &container.HostConfig{
+		// The engine's init (docker-init) is PID 1 and the command its
+		// child, as on a native host: a command that kills itself with
+		// SIGKILL exits 137, signals reach it, zombies are reaped.
+		Init:       &runInit,
 		LogConfig:  logConfig,
 		Privileged: task.Privileged,
 		Mounts:     mounts,
@@ -317,7 +297,7 @@ func envList(env map[string]string) []string {
 func (d *Driver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
 	d.lifecycle.RLock()
 	defer d.lifecycle.RUnlock()
-	if d.closed {
+	if d.closing {
 		return nil, fmt.Errorf("docker: get container for task %q: %w", taskID, orchestra.ErrClosed)
 	}
 	if err := d.connect(ctx); err != nil {
@@ -349,7 +329,7 @@ func (d *Driver) findContainer(ctx context.Context, taskID string) (*Container, 
 		if s.Labels[LabelNamespace] != d.namespace || s.Labels[LabelTaskID] != taskID {
 			continue
 		}
-		name := dockerName(d.namespace, taskID)
+		name := containerName(d.namespace, taskID)
 		c := &Container{driver: d, id: s.ID, name: name, taskID: taskID}
 		c.remember()
 		return c, nil
@@ -429,12 +409,12 @@ func (d *Driver) pull(ctx context.Context, canonical, familiar string) error {
 // "{namespace}-{name}" (sanitized) labelled with the namespace. size is
 // ignored: the local volume driver has no size limit.
 func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
-	if name == "" {
-		return nil, fmt.Errorf("docker: create volume: %w: volume name is empty", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("docker: create volume: %w", err)
 	}
 	d.lifecycle.RLock()
 	defer d.lifecycle.RUnlock()
-	if d.closed {
+	if d.closing {
 		return nil, fmt.Errorf("docker: create volume %q: %w", name, orchestra.ErrClosed)
 	}
 	if err := d.connect(ctx); err != nil {
@@ -452,7 +432,7 @@ func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orche
 
 // createVolume does CreateVolume's work; the caller holds lifecycle.
 func (d *Driver) createVolume(ctx context.Context, name string) (*Volume, error) {
-	vname := dockerName(d.namespace, name)
+	vname := volumeName(d.namespace, name)
 	_, err := d.client.VolumeCreate(ctx, volume.CreateOptions{
 		Name: vname,
 		Labels: map[string]string{
@@ -473,17 +453,19 @@ func (d *Driver) createVolume(ctx context.Context, name string) (*Volume, error)
 	return v, nil
 }
 
-// Close force-removes every container labelled with the namespace (running
-// ones too), then every such volume, as the engine reports them. It logs
-// each failure, continues, and returns them joined. Calls after the first
-// return nil.
+// Close refuses new work (orchestra.ErrClosed), then force-removes every
+// container labelled with the namespace (running ones too) and every such
+// volume, as the engine reports them. It logs each failure, continues, and
+// returns them joined. The driver counts as closed only once that
+// succeeded: a Close that failed can be called again and removes what is
+// left; calls after a successful Close return nil.
 func (d *Driver) Close() error {
 	d.lifecycle.Lock()
 	defer d.lifecycle.Unlock()
 	if d.closed {
 		return nil
 	}
-	d.closed = true
+	d.closing = true
 
 	d.mu.Lock()
 	for _, c := range d.containers {
@@ -499,15 +481,22 @@ func (d *Driver) Close() error {
 	} else {
 		err = removeNamespace(ctx, d.client, d.namespace, d.logger)
 	}
-	if cerr := d.client.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("docker: close client: %w", cerr))
-	}
 	if err != nil {
-		d.logger.Warn("close finished with errors", "err", err)
-	} else {
-		d.logger.Debug("closed")
+		// Keep the client: a retried Close needs it.
+		d.logger.Warn("close failed; calling Close again retries", "err", err)
+		return err
 	}
-	return err
+	d.closed = true
+	d.mu.Lock()
+	clear(d.containers)
+	clear(d.volumes)
+	d.mu.Unlock()
+	if cerr := d.client.Close(); cerr != nil {
+		d.logger.Warn("closing the engine client", "err", cerr)
+		return fmt.Errorf("docker: close client: %w", cerr)
+	}
+	d.logger.Debug("closed")
+	return nil
 }
 
 // removeNamespace force-removes the namespace's containers, then its

@@ -21,7 +21,10 @@ import (
 
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
-func TestDockerName(t *testing.T) {
+// TestNames checks the container and volume names made with
+// orchestra.SafeName: kept when valid, else valid, bounded and hashed, and
+// never the same for two IDs.
+func TestNames(t *testing.T) {
 	tests := []struct {
 		namespace, id string
 		want          string // exact, or "" to check only validity and hashing
@@ -29,6 +32,8 @@ func TestDockerName(t *testing.T) {
 	}{
 		{"ns", "task-1", "ns-task-1", false},
 		{"ns", "a.b_c", "ns-a.b_c", false},
+		{"ns", "_lead", "ns-_lead", false},
+		{"ns", "-lead", "ns--lead", false},
 		{"ns", "with space", "", true},
 		{"ns", "slash/y", "", true},
 		{"_ns", "x", "", true},
@@ -37,27 +42,28 @@ func TestDockerName(t *testing.T) {
 	}
 	seen := map[string]string{}
 	for _, tt := range tests {
-		got := dockerName(tt.namespace, tt.id)
-		if !validName.MatchString(got) {
-			t.Errorf("dockerName(%q, %q) = %q: not a valid Docker name", tt.namespace, tt.id, got)
+		for _, got := range []string{containerName(tt.namespace, tt.id), volumeName(tt.namespace, tt.id)} {
+			if !validName.MatchString(got) {
+				t.Errorf("name(%q, %q) = %q: not a valid Docker name", tt.namespace, tt.id, got)
+			}
+			if len(got) > orchestra.DockerNameRule.MaxLen {
+				t.Errorf("name(%q, %q) is %d long, want <= %d", tt.namespace, tt.id, len(got), orchestra.DockerNameRule.MaxLen)
+			}
+			if tt.want != "" && got != tt.want {
+				t.Errorf("name(%q, %q) = %q, want %q", tt.namespace, tt.id, got, tt.want)
+			}
+			if hashed := got != tt.namespace+"-"+tt.id; hashed != tt.hashed {
+				t.Errorf("name(%q, %q) = %q: changed=%v, want %v", tt.namespace, tt.id, got, hashed, tt.hashed)
+			}
 		}
-		if len(got) > maxNameLen {
-			t.Errorf("dockerName(%q, %q) is %d long, want <= %d", tt.namespace, tt.id, len(got), maxNameLen)
-		}
-		if tt.want != "" && got != tt.want {
-			t.Errorf("dockerName(%q, %q) = %q, want %q", tt.namespace, tt.id, got, tt.want)
-		}
-		if hashed := got != tt.namespace+"-"+tt.id; hashed != tt.hashed {
-			t.Errorf("dockerName(%q, %q) = %q: changed=%v, want %v", tt.namespace, tt.id, got, hashed, tt.hashed)
-		}
+		got := containerName(tt.namespace, tt.id)
 		if prev, ok := seen[got]; ok {
-			t.Errorf("dockerName collision: %q and %q both give %q", prev, tt.id, got)
+			t.Errorf("name collision: %q and %q both give %q", prev, tt.id, got)
 		}
 		seen[got] = tt.id
 	}
-	// Sanitizing must not make two IDs collide.
-	if a, b := dockerName("ns", "a b"), dockerName("ns", "a/b"); a == b {
-		t.Errorf("dockerName collision: %q", a)
+	if a, b := containerName("ns", "a b"), containerName("ns", "a/b"); a == b {
+		t.Errorf("name collision: %q", a)
 	}
 }
 

@@ -5,18 +5,47 @@ package native
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"testing"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
 )
 
 // BenchmarkRunTrue measures one task from RunContainer to done with its logs
-// read, beside the baseline of exec.Command("true").Run() in the same run.
+// read, beside the baseline of exec.Command("true").Run() in the same run,
+// and the cost of the descendant-killing shim alone: "true" run through the
+// shim (the subreaper re-exec of the driver's binary) with exec.Command.
 func BenchmarkRunTrue(b *testing.B) {
 	b.Run("baseline-exec", func(b *testing.B) {
 		for b.Loop() {
 			if err := exec.Command("true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("exec-through-shim", func(b *testing.B) {
+		truePath, err := exec.LookPath("true")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			ctlR, ctlW, err := os.Pipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			killR, killW, err := os.Pipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			argv, env := shim.Args(truePath, []string{"true"}, nil)
+			cmd := &exec.Cmd{Path: "/proc/self/exe", Args: argv, Env: env, ExtraFiles: []*os.File{ctlW, ctlW, killR}}
+			err = cmd.Run()
+			for _, f := range []*os.File{ctlR, ctlW, killR, killW} {
+				_ = f.Close()
+			}
+			if err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -3,6 +3,7 @@
 package native
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,38 +19,53 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
 )
 
-// followInterval is how often FollowLogs looks for new output.
+// followInterval is how often FollowLogs looks for new output, and how
+// often a container attached to another instance's task looks at its lock.
 const followInterval = 20 * time.Millisecond
 
-// killWait bounds how long Cleanup and Close wait for a killed process.
+// killWait bounds how long Cleanup and Close wait for a killed task.
 const killWait = 10 * time.Second
 
-// Container is a task running, or done, as a local process group. It
-// implements orchestra.Container and orchestra.LogFollower.
+// Container is a task running, or done, as a local process tree below its
+// shim. It implements orchestra.Container and orchestra.LogFollower.
 type Container struct {
 	driver *Driver
 	id     string
-	dir    string // <root>/<namespace>/tasks/<task>: logs and work/
-	cmd    *exec.Cmd
-	pgid   int
+	dir    string // <root>/<namespace>/tasks/<task>: lock, pid, logs, exit and work/
 
-	done     chan struct{} // closed once the process was reaped
+	// Set for a task this instance started; nil for one found on disk or
+	// run by another instance.
+	cmd  *exec.Cmd
+	pid  int      // the shim's pid, which is also its process group id
+	lock *os.File // the task lock, held until the exit file is written
+
+	done     chan struct{} // closed once the task is over
 	exitCode int           // valid once done is closed
+	failure  string        // why the driver failed the task; valid once done
 
-	mu      sync.Mutex // guards reaped, removed and the kill-vs-reap race
-	reaped  bool
-	removed bool
+	mu        sync.Mutex // guards reaped, removed, stopFail and the kill-vs-reap race
+	reaped    bool
+	removed   bool
+	stdinFail string // set by feedStdin before it kills the task
 
 	stdinOnce sync.Once
 	stdinW    *os.File
+	killOnce  sync.Once
+	killW     *os.File      // closing it makes the shim kill the task's tree
+	stopWatch chan struct{} // closes the watcher of an attached container
 }
 
 var (
 	_ orchestra.Container   = (*Container)(nil)
 	_ orchestra.LogFollower = (*Container)(nil)
 )
+
+func newContainer(d *Driver, id, dir string) *Container {
+	return &Container{driver: d, id: id, dir: dir, done: make(chan struct{})}
+}
 
 // status is a snapshot of a container's state.
 type status struct {
@@ -65,324 +79,134 @@ func (s status) IsDone() bool { return s.done }
 // ExitCode is the task's exit code, 128+N when killed by signal N.
 func (s status) ExitCode() int { return s.exitCode }
 
-// RunContainer starts task as a local process and returns at once. The same
-// task ID returns the existing container without running the command again.
-func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("native: run task %q: %w", task.ID, err)
-	}
-	if err := validateTask(task); err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil, fmt.Errorf("native: run task %q: %w", task.ID, orchestra.ErrClosed)
-	}
-	if c, ok := d.containers[task.ID]; ok {
-		return c, nil
-	}
-	if c, ok := d.recoverLocked(task.ID); ok {
-		return c, nil
-	}
-	c, err := d.start(task)
-	if err != nil {
-		return nil, err
-	}
-	d.containers[task.ID] = c
-	return c, nil
-}
-
-// validateTask checks the fields native relies on.
-func validateTask(task orchestra.Task) error {
-	invalid := func(format string, args ...any) error {
-		return fmt.Errorf("native: task %q: %w: %s", task.ID, orchestra.ErrInvalidTask, fmt.Sprintf(format, args...))
-	}
-	if task.ID == "" {
-		return invalid("ID is empty")
-	}
-	if len(task.Command) == 0 || task.Command[0] == "" {
-		return invalid("Command is empty")
-	}
-	for k, v := range task.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return invalid("Env has an invalid entry %q", k)
-		}
-	}
-	seen := map[string]bool{}
-	for _, m := range task.Mounts {
-		rel, err := mountPath(m.Path)
-		if err != nil {
-			return invalid("Mounts: %v", err)
-		}
-		if m.Name == "" {
-			return invalid("Mounts: mount at %q has no volume name", m.Path)
-		}
-		if seen[rel] {
-			return invalid("Mounts: two mounts at %q", m.Path)
-		}
-		seen[rel] = true
-	}
-	return nil
-}
-
-// mountPath turns a mount path ("/test") into the path relative to the
-// working directory where the volume is linked ("test").
-func mountPath(p string) (string, error) {
-	rel := strings.TrimPrefix(filepath.Clean("/"+p), "/")
-	if rel == "" {
-		return "", fmt.Errorf("mount path %q is the root", p)
-	}
-	return rel, nil
-}
-
-// start prepares the task's directory and starts its process. d.mu is held.
-func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
-	dir := filepath.Join(d.dir, "tasks", sanitize(task.ID))
-	work := filepath.Join(dir, "work")
-	// A directory left by an earlier, cleaned-up run of this ID is replaced.
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("native: task %q: clear directory: %w", task.ID, err)
-	}
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, fmt.Errorf("native: task %q: create working directory: %w", task.ID, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(dir)
-		}
-	}()
-
-	for _, m := range task.Mounts {
-		v, err := d.volumeLocked(m.Name)
-		if err != nil {
-			return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
-		}
-		rel, _ := mountPath(m.Path) // validated
-		link := filepath.Join(work, rel)
-		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-			return nil, fmt.Errorf("native: task %q: mount %q: %w", task.ID, m.Path, err)
-		}
-		if err := os.Symlink(v.dir, link); err != nil {
-			return nil, fmt.Errorf("native: task %q: mount volume %q at %q: %w", task.ID, m.Name, m.Path, err)
-		}
-	}
-
-	path, err := resolveCommand(task.Command[0], work)
-	if err != nil {
-		return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
-	}
-	cred, err := credential(task.User)
-	if err != nil {
-		return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
-	}
-	if cred != nil {
-		if err := os.Chown(work, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("native: task %q: chown working directory to %q: %w", task.ID, task.User, err)
-		}
-	}
-
-	stdout, err := os.OpenFile(filepath.Join(dir, "stdout"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("native: task %q: create stdout file: %w", task.ID, err)
-	}
-	defer stdout.Close()
-	stderr, err := os.OpenFile(filepath.Join(dir, "stderr"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("native: task %q: create stderr file: %w", task.ID, err)
-	}
-	defer stderr.Close()
-
-	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   task.Command,
-		Dir:    work,
-		Env:    taskEnv(task.Env),
-		Stdout: stdout,
-		Stderr: stderr,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:    true,
-			Credential: cred,
-			// If the driver's process dies without Close, the task's main
-			// process dies with it. (Go never ends the forking OS thread
-			// unless a goroutine locked to it exits, so this is safe.)
-			Pdeathsig: syscall.SIGKILL,
-		},
-	}
-	var stdinR, stdinW *os.File
-	if task.Stdin != nil {
-		stdinR, stdinW, err = os.Pipe()
-		if err != nil {
-			return nil, fmt.Errorf("native: task %q: stdin pipe: %w", task.ID, err)
-		}
-		cmd.Stdin = stdinR
-	}
-	if err := cmd.Start(); err != nil {
-		if stdinR != nil {
-			_ = stdinR.Close()
-			_ = stdinW.Close()
-		}
-		return nil, fmt.Errorf("native: task %q: start %q: %w", task.ID, path, err)
-	}
-	if stdinR != nil {
-		_ = stdinR.Close() // the child has its copy
-	}
-
-	c := &Container{
-		driver: d,
-		id:     task.ID,
-		dir:    dir,
-		cmd:    cmd,
-		pgid:   cmd.Process.Pid,
-		done:   make(chan struct{}),
-		stdinW: stdinW,
-	}
-	d.logger.Debug("task started", "task", task.ID, "pid", c.pgid, "command", task.Command, "dir", work)
-	if stdinW != nil {
-		// Not tied to RunContainer's ctx: stdin keeps flowing after it ends.
-		go c.feedStdin(task.Stdin)
-	}
-	go c.reap()
-	return c, nil
-}
-
-// resolveCommand finds the executable for name: relative paths with a slash
-// are taken from the working directory, bare names from the host's PATH.
-func resolveCommand(name, work string) (string, error) {
-	if strings.Contains(name, "/") {
-		if !filepath.IsAbs(name) {
-			name = filepath.Join(work, name)
-		}
-		return name, nil
-	}
-	path, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("command %q not found on the host's PATH: %w", name, err)
-	}
-	return path, nil
-}
-
-// taskEnv is exactly env, plus a default PATH when env has none.
-func taskEnv(env map[string]string) []string {
-	out := make([]string, 0, len(env)+1)
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	if _, ok := env["PATH"]; !ok {
-		out = append(out, "PATH="+defaultPath)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// credential resolves task.User ("name", "uid", "name:group" or
-// "uid:gid"). Empty means the driver's own user. Switching user needs root.
-func credential(spec string) (*syscall.Credential, error) {
-	if spec == "" {
-		return nil, nil
-	}
-	name, group, hasGroup := strings.Cut(spec, ":")
-	u, err := user.Lookup(name)
-	if err != nil {
-		if u, err = user.LookupId(name); err != nil {
-			return nil, fmt.Errorf("%w: User %q: no such user", orchestra.ErrInvalidTask, spec)
-		}
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("%w: User %q: uid %q is not numeric", orchestra.ErrInvalidTask, spec, u.Uid)
-	}
-	gidStr := u.Gid
-	if hasGroup {
-		if g, err := user.LookupGroup(group); err == nil {
-			gidStr = g.Gid
-		} else if _, err := strconv.ParseUint(group, 10, 32); err == nil {
-			gidStr = group
-		} else {
-			return nil, fmt.Errorf("%w: User %q: no such group %q", orchestra.ErrInvalidTask, spec, group)
-		}
-	}
-	gid, err := strconv.ParseUint(gidStr, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("%w: User %q: gid %q is not numeric", orchestra.ErrInvalidTask, spec, gidStr)
-	}
-	if int(uid) == os.Geteuid() && int(gid) == os.Getegid() {
-		return nil, nil // already that user
-	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w: User %q: running as another user needs the driver to run as root", orchestra.ErrInvalidTask, spec)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// feedStdin copies r into the process's stdin and closes it at the end.
+// feedStdin copies r into the task's stdin and closes it at the end. When r
+// fails, the task is killed before its stdin is closed, so it never reads a
+// clean end of a truncated input, and it ends failed with the reason.
 func (c *Container) feedStdin(r io.Reader) {
 	_, err := io.Copy(c.stdinW, r)
 	if err != nil && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, os.ErrClosed) {
-		c.driver.logger.Warn("task stdin", "task", c.id, "err", err)
+		c.mu.Lock()
+		if !c.reaped {
+			c.stdinFail = fmt.Sprintf("stdin: reading the caller's input failed: %v", err)
+		}
+		c.mu.Unlock()
+		c.driver.logger.Warn("task stdin failed; killing the task", "task", c.id, "err", err)
+		c.kill()
+		<-c.done
 	}
 	c.closeStdin()
 }
 
 func (c *Container) closeStdin() {
-	if c.stdinW == nil {
-		return
+	if c.stdinW != nil {
+		c.stdinOnce.Do(func() { _ = c.stdinW.Close() })
 	}
-	c.stdinOnce.Do(func() { _ = c.stdinW.Close() })
 }
 
-// reap waits for the process to exit, kills what is left of its process
-// group (as a container runtime does when the main process ends), and
-// records the exit code.
-func (c *Container) reap() {
-	if err := waitExited(c.pgid); err != nil {
+// reap reads the shim's report, reaps the shim, kills what may be left of
+// its process group (a shim killed with SIGKILL could not do it), records
+// the exit code on disk and releases the task lock.
+func (c *Container) reap(ctl *os.File) {
+	code, failure := -1, ""
+	r := bufio.NewReader(ctl)
+	line, _ := r.ReadString('\n')
+	if pid, ok := strings.CutPrefix(strings.TrimSpace(line), "pid "); ok {
+		// The main process: what another instance kills to stop the task.
+		if n, err := strconv.Atoi(pid); err == nil {
+			if err := writePidFile(c.dir, n); err != nil {
+				c.driver.logger.Warn("record task pid", "task", c.id, "err", err)
+			}
+		}
+		line, _ = r.ReadString('\n')
+	}
+	_ = ctl.Close()
+	if s, rest, _ := strings.Cut(strings.TrimSpace(line), " "); s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			code, failure = n, rest
+		}
+	}
+	if err := waitExited(c.pid); err != nil {
 		c.driver.logger.Warn("wait for task", "task", c.id, "err", err)
 	}
 	c.mu.Lock()
-	// The leader is a zombie (not reaped yet), so its pid, which is the
+	// The shim is a zombie (not reaped yet), so its pid, which is the
 	// group's id, cannot have been reused.
-	_ = syscall.Kill(-c.pgid, syscall.SIGKILL)
+	_ = syscall.Kill(-c.pid, syscall.SIGKILL)
 	err := c.cmd.Wait()
 	c.reaped = true
+	if c.stdinFail != "" && failure == "" {
+		failure = c.stdinFail
+	}
 	c.mu.Unlock()
 	c.closeStdin()
-	if !waitGroupGone(c.pgid, killWait) {
-		c.driver.logger.Warn("processes of the task survive SIGKILL", "task", c.id, "pgid", c.pgid)
-	}
-
-	code := -1
-	if ps := c.cmd.ProcessState; ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-			switch {
-			case ws.Signaled():
-				code = 128 + int(ws.Signal())
-			case ws.Exited():
-				code = ws.ExitStatus()
-			}
-		}
+	if !waitGroupGone(c.pid, killWait) {
+		c.driver.logger.Warn("processes of the task survive SIGKILL", "task", c.id, "pgid", c.pid)
 	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		c.driver.logger.Warn("wait for task", "task", c.id, "err", err)
 	}
-	c.exitCode = code
-	if err := writeExitFile(c.dir, code); err != nil {
+	if line == "" { // the shim died without a report
+		code, failure = -1, "the task's shim died without reporting"
+		if ps := c.cmd.ProcessState; ps != nil {
+			if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+				code = shim.ExitCode(ws)
+			}
+		}
+	}
+	if failure != "" && code == 0 {
+		code = 1
+	}
+	c.exitCode, c.failure = code, failure
+	if failure != "" {
+		c.driver.logger.Error("task failed", "task", c.id, "exit_code", code, "reason", failure)
+	}
+	if err := writeExitFile(c.dir, code, failure); err != nil {
 		c.driver.logger.Warn("record exit code", "task", c.id, "err", err)
 	}
+	_ = c.lock.Close()
+	c.closeKill()
 	close(c.done)
 	c.driver.logger.Debug("task done", "task", c.id, "exit_code", code)
 }
 
-// kill sends SIGKILL to the process group unless it was already reaped.
+// kill asks the task's shim to kill the whole tree: it closes the kill
+// pipe. A task run by another instance is stopped by killing its main
+// process (recorded pid, start time checked); its shim then kills the rest.
 func (c *Container) kill() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.reaped {
-		_ = syscall.Kill(-c.pgid, syscall.SIGKILL)
+	if c.cmd == nil {
+		select {
+		case <-c.done:
+		default:
+			terminateRecorded(c.dir)
+		}
+		return
+	}
+	c.closeKill()
+}
+
+func (c *Container) closeKill() {
+	if c.killW != nil {
+		c.killOnce.Do(func() { _ = c.killW.Close() })
 	}
 }
 
-// Status reports whether the process finished and its exit code.
+// killHard sends SIGKILL to the shim's process group: the fallback when the
+// shim does not end after SIGTERM.
+func (c *Container) killHard() {
+	if c.cmd == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.reaped {
+		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+	}
+}
+
+// Status reports whether the task finished and its exit code. A task the
+// driver failed (its stdin reader failed, its output could not be written)
+// has a non-zero exit code, and Logs says why.
 func (c *Container) Status(_ context.Context) (orchestra.ContainerStatus, error) {
 	select {
 	case <-c.done:
@@ -392,7 +216,21 @@ func (c *Container) Status(_ context.Context) (orchestra.ContainerStatus, error)
 	}
 }
 
-// Logs writes everything the task wrote so far to stdout and stderr.
+// failed is the error Logs and FollowLogs return after the output of a
+// task the driver failed.
+func (c *Container) failed() error {
+	select {
+	case <-c.done:
+		if c.failure != "" {
+			return fmt.Errorf("native: task %q failed (exit code %d): %s", c.id, c.exitCode, c.failure)
+		}
+	default:
+	}
+	return nil
+}
+
+// Logs writes everything the task wrote so far to stdout and stderr. For a
+// task the driver failed it then returns an error with the reason.
 func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 	if err := copyFile(ctx, filepath.Join(c.dir, "stdout"), stdout); err != nil {
 		return fmt.Errorf("native: task %q: stdout: %w", c.id, err)
@@ -400,7 +238,7 @@ func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 	if err := copyFile(ctx, filepath.Join(c.dir, "stderr"), stderr); err != nil {
 		return fmt.Errorf("native: task %q: stderr: %w", c.id, err)
 	}
-	return nil
+	return c.failed()
 }
 
 func copyFile(ctx context.Context, path string, w io.Writer) error {
@@ -420,7 +258,7 @@ func copyFile(ctx context.Context, path string, w io.Writer) error {
 }
 
 // FollowLogs writes the task's output from the start as it is produced and
-// returns once the process exited and all its output was written, or when
+// returns once the task is over and all its output was written, or when
 // ctx ends.
 func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
 	outF, err := os.Open(filepath.Join(c.dir, "stdout"))
@@ -438,7 +276,7 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 	defer ticker.Stop()
 	for {
 		// Look at done before draining: whatever was written before the
-		// exit is in the files by then.
+		// end is in the files by then.
 		exited := false
 		select {
 		case <-c.done:
@@ -452,7 +290,7 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 			return fmt.Errorf("native: task %q: follow stderr: %w", c.id, err)
 		}
 		if exited {
-			return nil
+			return c.failed()
 		}
 		select {
 		case <-ctx.Done():
@@ -463,8 +301,8 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 	}
 }
 
-// Cleanup kills the process group if it still runs, waits for it and
-// removes the task's directory. It is idempotent.
+// Cleanup kills the task's tree if it still runs, waits for it and removes
+// the task's directory. It is idempotent.
 func (c *Container) Cleanup(ctx context.Context) error {
 	c.driver.mu.Lock()
 	if cur, ok := c.driver.containers[c.id]; ok && cur == c {
@@ -477,65 +315,137 @@ func (c *Container) Cleanup(ctx context.Context) error {
 // remove kills, waits and deletes the task directory.
 func (c *Container) remove(ctx context.Context) error {
 	c.kill()
-	timer := time.NewTimer(killWait)
-	defer timer.Stop()
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return fmt.Errorf("native: task %q: wait for the killed process: %w", c.id, ctx.Err())
-	case <-timer.C:
-		return fmt.Errorf("native: task %q: process group %d did not exit within %s of SIGKILL", c.id, c.pgid, killWait)
+	soft := time.NewTimer(killWait / 4)
+	defer soft.Stop()
+	again := time.NewTicker(followInterval) // another instance's task: its pid may be recorded late
+	defer again.Stop()
+	hard := time.NewTimer(killWait)
+	defer hard.Stop()
+wait:
+	for {
+		select {
+		case <-c.done:
+			break wait
+		case <-ctx.Done():
+			return fmt.Errorf("native: task %q: wait for the killed task: %w", c.id, ctx.Err())
+		case <-again.C:
+			if c.cmd == nil {
+				c.kill()
+			}
+		case <-soft.C:
+			if c.cmd != nil {
+				c.driver.logger.Warn("task shim did not end after its kill pipe closed; killing its process group", "task", c.id, "pid", c.pid)
+				c.killHard()
+			}
+		case <-hard.C:
+			return fmt.Errorf("native: task %q: still running %s after it was killed", c.id, killWait)
+		}
+	}
+	if c.stopWatch != nil {
+		c.stopOnce()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.removed {
 		return nil
 	}
-	if err := os.RemoveAll(c.dir); err != nil {
+	if err := removeTaskDir(c.dir); err != nil {
 		return fmt.Errorf("native: task %q: remove directory: %w", c.id, err)
 	}
 	c.removed = true
 	return nil
 }
 
-// exitFile is the file in a task's directory that holds its exit code once
-// it is done, so that another driver instance of the namespace finds it.
+// removeTaskDir renames dir out of the way before it deletes it, so that a
+// driver instance that starts the same ID meanwhile gets a fresh directory
+// and lock instead of losing its files to this removal.
+func removeTaskDir(dir string) error {
+	gone := filepath.Join(filepath.Dir(dir), fmt.Sprintf(".gone-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err := os.Rename(dir, gone); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return os.RemoveAll(gone)
+}
+
+// exitFile is the file in a task's directory that holds its exit code (and
+// the reason when the driver failed it) once it is done, so that another
+// driver instance of the namespace finds it.
 const exitFile = "exit"
 
-// writeExitFile records code in dir atomically.
-func writeExitFile(dir string, code int) error {
+// writeExitFile records code and failure in dir atomically.
+func writeExitFile(dir string, code int, failure string) error {
 	tmp := filepath.Join(dir, exitFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(code)+"\n"), 0o644); err != nil {
+	line := strconv.Itoa(code)
+	if failure != "" {
+		line += " " + failure
+	}
+	if err := os.WriteFile(tmp, []byte(line+"\n"), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, exitFile))
 }
 
-// recoverLocked returns a finished container of id that an earlier driver
-// instance of this namespace left on disk. d.mu is held.
-func (d *Driver) recoverLocked(id string) (*Container, bool) {
-	if d.closed {
-		return nil, false
-	}
-	dir := filepath.Join(d.dir, "tasks", sanitize(id))
+// readExitFile reads what writeExitFile wrote.
+func readExitFile(dir string) (code int, failure string, ok bool) {
 	b, err := os.ReadFile(filepath.Join(dir, exitFile))
 	if err != nil {
+		return 0, "", false
+	}
+	s, rest, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	code, err = strconv.Atoi(s)
+	return code, rest, err == nil
+}
+
+// recover returns the finished container of id that an earlier driver
+// instance of the namespace left on disk. The caller holds the task lock.
+func (d *Driver) recover(id, dir string) (*Container, bool) {
+	code, failure, ok := readExitFile(dir)
+	if !ok {
 		return nil, false
 	}
-	code, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, false
-	}
-	c := &Container{
-		driver:   d,
-		id:       id,
-		dir:      dir,
-		done:     make(chan struct{}),
-		exitCode: code,
-		reaped:   true, // no process of ours: never signal pgid 0
-	}
+	c := newContainer(d, id, dir)
+	c.exitCode, c.failure, c.reaped = code, failure, true
 	close(c.done)
-	d.containers[id] = c
 	d.logger.Debug("task recovered from disk", "task", id, "exit_code", code)
 	return c, true
+}
+
+// attach returns a container for a task that another driver instance runs:
+// it is done when the task lock is released, with the exit code the other
+// instance recorded.
+func (d *Driver) attach(id, dir string) *Container {
+	c := newContainer(d, id, dir)
+	c.stopWatch = make(chan struct{})
+	go func() {
+		ticker := time.NewTicker(followInterval)
+		defer ticker.Stop()
+		for lockHeld(dir) {
+			select {
+			case <-c.stopWatch:
+			case <-ticker.C:
+				continue
+			}
+			break
+		}
+		code, failure, ok := readExitFile(dir)
+		if !ok {
+			code, failure = 137, "the driver instance that ran the task died before it finished"
+		}
+		c.exitCode, c.failure = code, failure
+		close(c.done)
+	}()
+	return c
+}
+
+func (c *Container) stopOnce() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.stopWatch:
+	default:
+		close(c.stopWatch)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/jtarchie/pocketci/orchestra"
 )
 
 // Leaks reports what of namespace is still on this host, independently of any
@@ -17,10 +19,10 @@ import (
 // live process whose working directory is under it. Empty means nothing
 // leaked. It fits conformance.Options.Leaks.
 func Leaks(namespace string) ([]string, error) {
-	if err := validateNamespace(namespace); err != nil {
-		return nil, err
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("native: leak probe: %w", err)
 	}
-	dir := filepath.Join(Root(), namespace)
+	dir := namespaceDir(namespace)
 	var left []string
 	if _, err := os.Lstat(dir); err == nil {
 		left = append(left, "directory "+dir)

@@ -4,14 +4,11 @@ package native
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/jtarchie/pocketci/orchestra"
@@ -60,13 +57,13 @@ var (
 
 // New creates a native driver for namespace. It is an orchestra.InitFunc.
 func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
-	if err := validateNamespace(namespace); err != nil {
-		return nil, err
+	if err := orchestra.ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("native: %w", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dir := filepath.Join(Root(), namespace)
+	dir := namespaceDir(namespace)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: create namespace directory %q: %w", dir, err)
 	}
@@ -79,47 +76,14 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 	}, nil
 }
 
-// validateNamespace refuses namespaces that cannot be one directory name.
-func validateNamespace(namespace string) error {
-	switch {
-	case namespace == "":
-		return errors.New("native: namespace must not be empty")
-	case strings.ContainsAny(namespace, "/\\\x00"):
-		return fmt.Errorf("native: namespace %q must not contain '/', '\\' or NUL", namespace)
-	case strings.Contains(namespace, ".."), namespace == ".":
-		return fmt.Errorf("native: namespace %q must not contain '..' or be '.'", namespace)
-	}
-	return nil
+// namespaceDir is the directory of namespace under root: one path element
+// made by orchestra.SafeName, so any namespace the contract allows works.
+func namespaceDir(namespace string) string {
+	return filepath.Join(Root(), orchestra.SafeName(orchestra.PathNameRule, namespace))
 }
 
 // Name returns "native".
 func (d *Driver) Name() string { return DriverName }
-
-// sanitize turns s into a safe single path element: characters other than
-// [A-Za-z0-9._-] become '_', and when anything changed (or the name is
-// reserved or too long) a short hash of s is appended so that two different
-// inputs never share a directory.
-func sanitize(s string) string {
-	const maxLen = 64
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	out := b.String()
-	if out == s && s != "" && !strings.HasPrefix(s, ".") && len(s) <= maxLen {
-		return out
-	}
-	if len(out) > maxLen {
-		out = out[:maxLen]
-	}
-	sum := sha256.Sum256([]byte(s))
-	return strings.TrimLeft(out, ".") + "-" + hex.EncodeToString(sum[:4])
-}
 
 // CreateVolume creates, or returns the existing, volume name: the directory
 // <root>/<namespace>/volumes/<name>. size is ignored.
@@ -133,10 +97,10 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	if d.closed {
 		return nil, fmt.Errorf("native: create volume %q: %w", name, orchestra.ErrClosed)
 	}
-	if name == "" {
-		return nil, fmt.Errorf("native: create volume: %w: volume name is empty", orchestra.ErrInvalidTask)
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("native: create volume: %w", err)
 	}
-	dir := filepath.Join(d.dir, "volumes", sanitize(name))
+	dir := filepath.Join(d.dir, "volumes", orchestra.SafeName(orchestra.PathNameRule, name))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: create volume %q: %w", name, err)
 	}
@@ -149,22 +113,32 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	return v, nil
 }
 
-// GetContainer returns the container this driver started for taskID, or a
-// finished one that another instance of the namespace left on disk, or an
-// error wrapping orchestra.ErrContainerNotFound.
+// GetContainer returns the container this driver started for taskID, a
+// finished one that another instance of the namespace left on disk, or one
+// that another instance (in this process or another) still runs; otherwise
+// an error wrapping orchestra.ErrContainerNotFound.
 func (d *Driver) GetContainer(_ context.Context, taskID string) (orchestra.Container, error) {
+	if err := orchestra.ValidateTaskID(taskID); err != nil {
+		return nil, fmt.Errorf("native: %w", err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("native: get task %q: %w", taskID, orchestra.ErrClosed)
+	}
 	if c, ok := d.containers[taskID]; ok {
 		return c, nil
 	}
-	if c, ok := d.recoverLocked(taskID); ok {
-		return c, nil
+	c, err := d.openLocked(taskID, nil)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("native: task %q in namespace %q: %w", taskID, d.namespace, orchestra.ErrContainerNotFound)
+	d.containers[taskID] = c
+	return c, nil
 }
 
-// Close kills every process group of the namespace, waits for them, and
+// Close kills every task of the namespace, its own and those another driver
+// instance runs (through their recorded shim pid), waits for them, and
 // removes the namespace directory with all tasks and volumes. It is
 // idempotent and continues past failures, returning them joined.
 func (d *Driver) Close() error {
@@ -177,6 +151,7 @@ func (d *Driver) Close() error {
 	clear(d.containers)
 	clear(d.volumes)
 	d.mu.Unlock()
+	containers = append(containers, d.othersOnDisk(containers)...)
 
 	// Kill every group first so that they die in parallel, then wait.
 	for _, c := range containers {
@@ -219,4 +194,25 @@ func (v *Volume) Cleanup(_ context.Context) error {
 		return fmt.Errorf("native: remove volume %q: %w", v.name, err)
 	}
 	return nil
+}
+
+// othersOnDisk returns an attached container for every task directory whose
+// lock another driver instance holds and that is not among known.
+func (d *Driver) othersOnDisk(known []*Container) []*Container {
+	entries, err := os.ReadDir(filepath.Join(d.dir, "tasks"))
+	if err != nil {
+		return nil
+	}
+	mine := map[string]bool{}
+	for _, c := range known {
+		mine[c.dir] = true
+	}
+	var out []*Container
+	for _, e := range entries {
+		dir := filepath.Join(d.dir, "tasks", e.Name())
+		if e.IsDir() && !mine[dir] && lockHeld(dir) {
+			out = append(out, d.attach(e.Name(), dir))
+		}
+	}
+	return out
 }

@@ -126,6 +126,40 @@ func TestConformanceCatchesFaults(t *testing.T) {
 	}
 }
 
+// plainDriver hides the optional interfaces of native's containers.
+type plainDriver struct{ orchestra.Driver }
+
+func (p plainDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	c, err := p.Driver.RunContainer(ctx, task)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ orchestra.Container }{c}, nil
+}
+
+// TestConformanceSkipsWhatTheDriverLacks: a case that needs LogFollower is
+// reported skipped, with the reason, for a driver without it.
+func TestConformanceSkipsWhatTheDriverLacks(t *testing.T) {
+	useRoot(t)
+	results := conformance.RunAll(t.Context(), conformance.Options{
+		New: func(ns string) (orchestra.Driver, error) {
+			d, err := New(ns, testLogger(t))
+			return plainDriver{d}, err
+		},
+		Leaks: Leaks,
+		Run:   regexp.MustCompile(`^(no final newline follow|stream order)$`),
+	}, nil)
+	if len(results) != 2 {
+		t.Fatalf("expected 2 results, got %d", len(results))
+	}
+	if r := results[0]; !r.Skipped || r.Passed || !strings.Contains(r.Error, "orchestra.LogFollower") {
+		t.Fatalf("no final newline follow: expected skipped for the missing LogFollower, got %+v", r)
+	}
+	if r := results[1]; !r.Passed || r.Skipped {
+		t.Fatalf("stream order: expected it to pass on Logs alone, got %+v", r)
+	}
+}
+
 func waitDone(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -193,7 +227,7 @@ func TestCloseKillsRunningTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := c.(*Container).pgid
+	pid := c.(*Container).pid
 	time.Sleep(100 * time.Millisecond)
 	before, err := Leaks("close-kills")
 	if err != nil {
@@ -490,12 +524,33 @@ func TestRegistered(t *testing.T) {
 	}
 }
 
-func TestInvalidNamespace(t *testing.T) {
-	useRoot(t)
-	for _, ns := range []string{"", "a/b", "..", "x..y", ".", "nul\x00"} {
-		if _, err := New(ns, nil); err == nil {
-			t.Errorf("New(%q): expected an error", ns)
+func TestNamespaceNames(t *testing.T) {
+	root := useRoot(t)
+	for _, ns := range []string{"", "nul\x00"} {
+		if _, err := New(ns, nil); !errors.Is(err, orchestra.ErrInvalidTask) {
+			t.Errorf("New(%q): expected ErrInvalidTask, got %v", ns, err)
 		}
+	}
+	// Any other namespace is one directory right below the root.
+	for _, ns := range []string{"a/b", "..", ".", "x..y", "_lead", "-lead", "with space", "ünï", strings.Repeat("n", 300)} {
+		t.Run(ns, func(t *testing.T) {
+			d := newDriver(t, ns)
+			c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "t", Command: []string{"true"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitDone(t, c)
+			entries, _ := filepath.Glob(filepath.Join(root, "*", "tasks", "*", "exit"))
+			if len(entries) != 1 {
+				t.Fatalf("expected one task under one namespace directory of %s, got %v", root, entries)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if left, _ := os.ReadDir(root); len(left) != 0 {
+				t.Fatalf("after Close, the root still has %v", left)
+			}
+		})
 	}
 }
 
@@ -550,32 +605,5 @@ func TestUser(t *testing.T) {
 	out, errOut := logsOf(t, c)
 	if st.ExitCode() != 0 || out != "65534\n" {
 		t.Fatalf("expected exit 0 and uid 65534, got exit %d stdout %q stderr %q", st.ExitCode(), out, errOut)
-	}
-}
-
-func TestSanitize(t *testing.T) {
-	tests := []struct {
-		in       string
-		wantSame bool
-	}{
-		{"simple-id_1.2", true},
-		{"has space", false},
-		{"a/b", false},
-		{"..", false},
-		{".hidden", false},
-		{strings.Repeat("x", 100), false},
-	}
-	valid := regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`)
-	for _, tt := range tests {
-		got := sanitize(tt.in)
-		if (got == tt.in) != tt.wantSame {
-			t.Errorf("sanitize(%q) = %q, expected unchanged=%v", tt.in, got, tt.wantSame)
-		}
-		if !valid.MatchString(got) || len(got) > 80 {
-			t.Errorf("sanitize(%q) = %q is not a safe path element", tt.in, got)
-		}
-	}
-	if sanitize("a b") == sanitize("a_b") || sanitize("a/b") == sanitize("a b") {
-		t.Error("sanitize: different IDs share a directory")
 	}
 }

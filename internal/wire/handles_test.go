@@ -1,0 +1,94 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// TestHandleTable: a handle names one task ID until it is dropped; serving
+// the task again gives a new entry under the same handle and leaves the
+// entry handed out before as it was.
+func TestHandleTable(t *testing.T) {
+	inst := newInstance(newFakeDriver("ns"), "ns")
+	first := inst.serve(&fakeContainer{}, "a", nil)
+	second := inst.serve(&fakeContainer{}, "a", nil)
+	other := inst.serve(&fakeContainer{}, "b", nil)
+	if first.id != second.id || first == second || first.container == second.container {
+		t.Fatalf("same task: handles %d and %d, entries equal %v: want one handle, a new entry", first.id, second.id, first == second)
+	}
+	if other.id == first.id {
+		t.Fatal("two task IDs share a handle")
+	}
+	got, err := inst.lookup(&driverv1.ContainerRef{Container: first.id})
+	if err != nil || got != second {
+		t.Fatalf("lookup = %v, %v; want the newest entry", got, err)
+	}
+	inst.drop(first) // a stale entry: the newer one stays
+	if _, err := inst.lookup(&driverv1.ContainerRef{Container: first.id}); err != nil {
+		t.Fatalf("dropping a stale entry removed the current one: %v", err)
+	}
+	inst.drop(second)
+	inst.drop(other)
+	if _, err := inst.lookup(&driverv1.ContainerRef{Container: first.id, TaskId: "a"}); err == nil || !strings.Contains(err.Error(), `task "a"`) {
+		t.Fatalf("lookup after drop: %v, want not found naming the task", err)
+	}
+	v1 := inst.addVolume(fakeVolume("v"))
+	v2 := inst.addVolume(fakeVolume("v"))
+	if v1.id != v2.id {
+		t.Fatal("the same volume name got two handles")
+	}
+	inst.dropVolume(v2)
+	if c, tasks, vols := inst.size(); c+tasks+vols != 0 {
+		t.Fatalf("table not empty after every drop: %d containers, %d task IDs, %d volume entries", c, tasks, vols)
+	}
+}
+
+// TestHandlesDroppedOnCleanup: through the wire, Cleanup, CleanupVolume and
+// Close leave nothing in the plugin's tables; Cleanup and volume Cleanup
+// stay idempotent for the caller.
+func TestHandlesDroppedOnCleanup(t *testing.T) {
+	c, srv := connectServer(t)
+	d, err := c.Open(context.Background(), "drops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 50 {
+		ct, err := d.RunContainer(ctx, orchestra.Task{ID: fmt.Sprint("t", i), Command: []string{"true"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := d.CreateVolume(ctx, fmt.Sprint("v", i%5), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := ct.Cleanup(ctx); err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			if err := v.Cleanup(ctx); err != nil {
+				t.Fatalf("volume Cleanup: %v", err)
+			}
+		}
+	}
+	srv.mu.Lock()
+	for _, inst := range srv.drivers {
+		if n, tasks, vols := inst.size(); n+tasks+vols != 0 {
+			t.Errorf("after 50 tasks cleaned up: %d containers, %d task IDs, %d volume entries kept", n, tasks, vols)
+		}
+	}
+	srv.mu.Unlock()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.drivers) != 0 {
+		t.Fatalf("%d driver instances kept after Close", len(srv.drivers))
+	}
+}

@@ -1,0 +1,174 @@
+package wire
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// The handle table: the numbers the plugin gives the host for the
+// containers and volumes of each driver instance. An entry is immutable once
+// handed out (a call that holds it reads it without a lock); serving the
+// same task ID again replaces the entry. Entries are dropped when their
+// container or volume is cleaned up and with their instance, so a plugin
+// that runs for months keeps nothing per finished task.
+
+// instance is one driver opened for a namespace, with the handles given out
+// for its containers and volumes.
+type instance struct {
+	driver    orchestra.Driver
+	namespace string
+	finder    bool
+
+	mu            sync.Mutex
+	nextContainer uint64
+	nextVolume    uint64
+	containers    map[uint64]*served
+	byTask        map[string]uint64
+	volumes       map[uint64]*servedVolume
+	byVolume      map[string]uint64
+}
+
+func newInstance(driver orchestra.Driver, namespace string) *instance {
+	_, finder := driver.(orchestra.ContainerFinder)
+	return &instance{
+		driver:     driver,
+		namespace:  namespace,
+		finder:     finder,
+		containers: map[uint64]*served{},
+		byTask:     map[string]uint64{},
+		volumes:    map[uint64]*servedVolume{},
+		byVolume:   map[string]uint64{},
+	}
+}
+
+// served is a container handed to the host, with the stdin feeding it. It
+// is never changed once in the table.
+type served struct {
+	id        uint64
+	container orchestra.Container
+	taskID    string
+	stdin     *stdinPipe // nil without stdin
+}
+
+// servedVolume is a volume handed to the host; never changed once in the
+// table.
+type servedVolume struct {
+	id     uint64
+	volume orchestra.Volume
+}
+
+// serve gives container a handle and returns the entry. A task ID seen
+// before keeps its handle and its first stdin: a stdin meant for a
+// container that already existed is closed, since the driver did not run
+// the command again and nothing will read it.
+func (inst *instance) serve(container orchestra.Container, taskID string, pipe *stdinPipe) *served {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if id, seen := inst.byTask[taskID]; seen {
+		old := inst.containers[id]
+		if pipe != nil && pipe != old.stdin {
+			pipe.close(fmt.Errorf("task %q already ran: stdin not read", taskID))
+		}
+		c := &served{id: id, container: container, taskID: taskID, stdin: old.stdin}
+		inst.containers[id] = c
+		return c
+	}
+	inst.nextContainer++
+	c := &served{id: inst.nextContainer, container: container, taskID: taskID, stdin: pipe}
+	inst.containers[c.id] = c
+	inst.byTask[taskID] = c.id
+	return c
+}
+
+// response is what RunContainer and GetContainer answer for c.
+func (c *served) response() *driverv1.RunContainerResponse {
+	_, follower := c.container.(orchestra.LogFollower)
+	return &driverv1.RunContainerResponse{
+		Container:   &driverv1.ContainerRef{Container: c.id, TaskId: c.taskID},
+		LogFollower: follower,
+	}
+}
+
+// lookup returns the entry of a container handle.
+func (inst *instance) lookup(ref *driverv1.ContainerRef) (*served, error) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	c, ok := inst.containers[ref.GetContainer()]
+	if !ok {
+		return nil, fmt.Errorf("container handle %d (task %q): %w", ref.GetContainer(), ref.GetTaskId(), orchestra.ErrContainerNotFound)
+	}
+	return c, nil
+}
+
+// drop forgets c, once cleaned up. A newer entry for the same handle (the
+// task served again meanwhile) stays.
+func (inst *instance) drop(c *served) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.containers[c.id] == c {
+		delete(inst.containers, c.id)
+		if inst.byTask[c.taskID] == c.id {
+			delete(inst.byTask, c.taskID)
+		}
+	}
+}
+
+// addVolume gives vol a handle; the same name keeps its handle.
+func (inst *instance) addVolume(vol orchestra.Volume) *servedVolume {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	id, ok := inst.byVolume[vol.Name()]
+	if !ok {
+		inst.nextVolume++
+		id = inst.nextVolume
+		inst.byVolume[vol.Name()] = id
+	}
+	v := &servedVolume{id: id, volume: vol}
+	inst.volumes[id] = v
+	return v
+}
+
+func (inst *instance) lookupVolume(ref *driverv1.VolumeRef) (*servedVolume, error) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	v, ok := inst.volumes[ref.GetVolume()]
+	if !ok {
+		return nil, fmt.Errorf("volume handle %d (%q): %w", ref.GetVolume(), ref.GetName(), orchestra.ErrVolumeNotFound)
+	}
+	return v, nil
+}
+
+// dropVolume forgets v, once cleaned up.
+func (inst *instance) dropVolume(v *servedVolume) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.volumes[v.id] == v {
+		delete(inst.volumes, v.id)
+		delete(inst.byVolume, v.volume.Name())
+	}
+}
+
+// close closes every stdin still open and the driver, and empties the table.
+func (inst *instance) close() error {
+	inst.mu.Lock()
+	containers := inst.containers
+	inst.containers, inst.byTask = map[uint64]*served{}, map[string]uint64{}
+	inst.volumes, inst.byVolume = map[uint64]*servedVolume{}, map[string]uint64{}
+	inst.mu.Unlock()
+	for _, c := range containers {
+		if c.stdin != nil {
+			c.stdin.close(orchestra.ErrClosed)
+		}
+	}
+	return inst.driver.Close()
+}
+
+// size is the number of entries, for tests.
+func (inst *instance) size() (containers, tasks, volumes int) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	return len(inst.containers), len(inst.byTask), len(inst.volumes) + len(inst.byVolume)
+}

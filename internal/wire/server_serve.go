@@ -1,0 +1,208 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// LogLevelEnv is the environment variable through which the host tells a
+// plugin the lowest log level it wants ("debug", "info", "warn", "error").
+const LogLevelEnv = "POCKETCI_PLUGIN_LOG_LEVEL"
+
+// DebugEnv, set in a plugin's environment, makes Serve run the plugin by
+// hand (for instance under a debugger): it serves until interrupted and
+// prints the ORCHESTRA_REATTACH_PLUGINS value with which orchestra uses it
+// instead of starting its own.
+const DebugEnv = "POCKETCI_PLUGIN_DEBUG"
+
+// parentPollInterval is how often a plugin checks that its host is alive.
+const parentPollInterval = 500 * time.Millisecond
+
+// Serve runs the driver registered as name as a plugin and returns when the
+// host stops it. init is called once per namespace the host opens; its logger
+// reaches the host's logger with level and attributes.
+//
+// Started from a shell rather than by a host, Serve prints what the binary
+// is and how to install it, and exits with status 1. When the host dies
+// without stopping the plugin, the plugin closes every driver it opened (so
+// their containers, processes and VMs go with it) and exits.
+//
+// keepOnHostExit is pluginsdk.KeepOnHostExit: when the host dies, the plugin
+// exits without closing its drivers.
+func Serve(name string, init orchestra.InitFunc, keepOnHostExit bool) {
+	hs := HandshakeConfig()
+	if os.Getenv(DebugEnv) != "" {
+		serveDebug(name, init, hs)
+		return
+	}
+	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
+		fmt.Fprintf(os.Stderr, "%s is the %q driver plugin for orchestra (pocketci); plugin version %s, SDK %s, protocol %d.%d.\n"+
+			"It is started by the orchestra host, not from a shell. To install it, copy it into a plugin directory\n"+
+			"(--plugin-dir, ORCHESTRA_PLUGIN_PATH, the directory of the orchestra binary, or ~/.local/share/pocketci/plugins)\n"+
+			"as pocketci-driver-%s, then run: orchestra plugins\n",
+			os.Args[0], name, version(), SDKVersion, ProtocolMajor, ProtocolMinor, name)
+		os.Exit(1)
+	}
+
+	// A dead host leaves the plugin's stdout and stderr as broken pipes: a
+	// write there must fail, not kill the plugin with SIGPIPE before it has
+	// closed its drivers. Notify, not Ignore: an ignored signal stays ignored
+	// in every process the driver starts, and tasks rely on SIGPIPE.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	go func() {
+		for range sigpipe {
+		}
+	}()
+
+	// go-plugin replaces os.Stderr after the handshake; logs go to the
+	// original, which the host parses as hclog JSON.
+	stderr := os.Stderr
+	logs := &logOutput{w: stderr}
+	logger := slog.New(NewLogHandler(logs, levelFromEnv()))
+	srv := newServer(name, version(), init, logger)
+	srv.logOut = logs
+	if stop := startBulk(srv, os.Getenv("PLUGIN_UNIX_SOCKET_DIR")); stop != nil {
+		defer stop()
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go watchHost(ctx, srv, logger, keepOnHostExit)
+
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts,
+				grpc.ChainUnaryInterceptor(recoverUnary(logger)),
+				grpc.ChainStreamInterceptor(recoverStream(logger)),
+				ServerCodec())
+			return grpc.NewServer(opts...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: stderr, JSONFormat: true, Level: hclog.Warn}),
+	})
+	// The host stopped the plugin. Drivers it left open stay as they are: a
+	// host may release a namespace on purpose so its volumes outlive it.
+}
+
+func version() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}
+
+func levelFromEnv() slog.Level {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv(LogLevelEnv))); err != nil {
+		return slog.LevelInfo
+	}
+	return level
+}
+
+// recoverUnary turns a panic in a driver method into an error for the host;
+// the plugin lives on.
+func recoverUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicError(logger, info.FullMethod, r)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+func recoverStream(logger *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicError(logger, info.FullMethod, r)
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
+func panicError(logger *slog.Logger, method string, r any) error {
+	logger.Error("driver panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
+}
+
+// serveDebug serves the plugin for hosts that reattach to it by hand, until
+// SIGINT or SIGTERM.
+func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig) {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: levelFromEnv()}))
+	srv := newServer(name, version(), init, logger)
+	if stop := startBulk(srv, ""); stop != nil {
+		defer stop()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reattach := make(chan *plugin.ReattachConfig, 1)
+	closed := make(chan struct{})
+	go plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)), ServerCodec())
+			return grpc.NewServer(opts...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, Level: hclog.Warn}),
+		Test:   &plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattach, CloseCh: closed},
+	})
+	select {
+	case rc := <-reattach:
+		fmt.Printf("%s serves in debug mode (pid %d). Point orchestra at it, in another shell:\n\n"+
+			"    export ORCHESTRA_REATTACH_PLUGINS='{\"%s\":{\"pid\":%d,\"addr\":\"%s\"}}'\n\n"+
+			"Interrupt (Ctrl-C) to stop; its open drivers are closed.\n", name, rc.Pid, name, rc.Pid, rc.Addr.String())
+	case <-closed:
+		return
+	}
+	<-closed
+	srv.closeAll()
+}
+
+// startBulk opens the bulk socket in dir, go-plugin's private socket
+// directory, or in a new private directory when dir is empty. Without it the
+// plugin still works, over gRPC streams only. It returns what stops it.
+func startBulk(srv *server, dir string) func() {
+	own := ""
+	if dir == "" {
+		d, err := os.MkdirTemp("", "pocketci-bulk-")
+		if err != nil {
+			srv.logger.Warn("no bulk socket: stdin and logs go over gRPC", "err", err)
+			return nil
+		}
+		dir, own = d, d
+	}
+	l, err := srv.listenBulk(dir)
+	if err != nil {
+		srv.logger.Warn("no bulk socket: stdin and logs go over gRPC", "err", err)
+		if own != "" {
+			os.RemoveAll(own)
+		}
+		return nil
+	}
+	return func() {
+		l.Close()
+		if own != "" {
+			os.RemoveAll(own)
+		}
+	}
+}

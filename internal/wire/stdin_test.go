@@ -1,0 +1,203 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// failingReader yields data, then fails with err.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func catOutput(t *testing.T, c orchestra.Container) string {
+	t.Helper()
+	waitDone(t, c)
+	var out bytes.Buffer
+	if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// TestStdinReadErrorReachesTheTask: a caller's stdin reader that fails
+// ends the task's stdin with that error, not with a clean end.
+func TestStdinReadErrorReachesTheTask(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "grpc", true: "bulk"}[bulk], func(t *testing.T) {
+			overBulk = bulk
+			defer func() { overBulk = false }()
+			d := open(t, connect(t))
+			c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "failing", Command: []string{"cat"},
+				Stdin: &failingReader{data: []byte("12345"), err: errors.New("disk on fire")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := catOutput(t, c), "5 stdin error: stdin from host: disk on fire\n"; got != want {
+				t.Fatalf("the task read %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestStdinFallsBackToGRPC: a bulk socket that cannot be reached costs
+// nothing but speed: stdin, the run and the logs go over gRPC.
+func TestStdinFallsBackToGRPC(t *testing.T) {
+	c := connect(t)
+	c.UseBulk(filepath.Join(t.TempDir(), "gone.sock"))
+	d := open(t, c)
+	ct, err := d.RunContainer(context.Background(), orchestra.Task{ID: "fallback", Command: []string{"cat"}, Stdin: strings.NewReader("hello")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := catOutput(t, ct); !strings.HasPrefix(got, "5 2cf24dba") {
+		t.Fatalf("the task read %q, want hello's 5 bytes and sha256", got)
+	}
+}
+
+// noStdinClient is a connection whose WriteStdin never opens.
+type noStdinClient struct{ driverv1.DriverClient }
+
+func (noStdinClient) WriteStdin(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[driverv1.StdinChunk, driverv1.WriteStdinResponse], error) {
+	return nil, errors.New("no stdin for you")
+}
+
+// TestRunContainerFailsWhenStdinCannotOpen: when no stdin transport opens,
+// RunContainer fails naming stdin and the task never starts (it would wait
+// on its input forever).
+func TestRunContainerFailsWhenStdinCannotOpen(t *testing.T) {
+	good, srv := connectServer(t)
+	c := NewClient("fake", noStdinClient{good.rpc})
+	c.run = good.run
+	c.UseBulk(filepath.Join(t.TempDir(), "gone.sock"))
+	d := open(t, c)
+	_, err := d.RunContainer(context.Background(), orchestra.Task{ID: "nostdin", Command: []string{"cat"}, Stdin: strings.NewReader("x")})
+	if err == nil || !strings.Contains(err.Error(), "stdin") || !strings.Contains(err.Error(), "plugin fake") {
+		t.Fatalf("RunContainer = %v, want an error naming the plugin and stdin", err)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, inst := range srv.drivers {
+		if n, _, _ := inst.size(); n != 0 {
+			t.Fatalf("the plugin has %d containers: the task started without its stdin", n)
+		}
+	}
+}
+
+// TestNoStdinEntryOutlivesItsTask: the registry forgets a task's stdin when
+// the input ends, when the task is refused, and when it is cleaned up while
+// its input is still open.
+func TestNoStdinEntryOutlivesItsTask(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "grpc", true: "bulk"}[bulk], func(t *testing.T) {
+			overBulk = bulk
+			defer func() { overBulk = false }()
+			c, srv := connectServer(t)
+			d := open(t, c)
+			ctx := context.Background()
+			done, err := d.RunContainer(ctx, orchestra.Task{ID: "ends", Command: []string{"cat"}, Stdin: strings.NewReader("abc")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			catOutput(t, done)
+			if _, err := d.RunContainer(ctx, orchestra.Task{ID: "refused", Command: []string{"fail"}, Stdin: strings.NewReader("abc")}); !errors.Is(err, orchestra.ErrInvalidTask) {
+				t.Fatalf("refused task: %v", err)
+			}
+			pr, pw := io.Pipe() // an input that never ends
+			defer pw.Close()
+			open, err := d.RunContainer(ctx, orchestra.Task{ID: "open", Command: []string{"cat"}, Stdin: pr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := open.Cleanup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := done.Cleanup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for srv.stdins.len() != 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n := srv.stdins.len(); n != 0 {
+				t.Fatalf("%d stdin entries left after every task ended", n)
+			}
+		})
+	}
+}
+
+// TestStdinRegistry: either side may come first; an entry nobody claims is
+// closed after the timeout; drop forgets only the entry it is given.
+func TestStdinRegistry(t *testing.T) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, r *stdinRegistry)
+	}{
+		{"stream first", func(t *testing.T, r *stdinRegistry) {
+			if a, c := r.attach("t"), r.claim("t"); a != c {
+				t.Fatal("attach then claim gave two pipes")
+			}
+		}},
+		{"task first", func(t *testing.T, r *stdinRegistry) {
+			if c, a := r.claim("t"), r.attach("t"); a != c {
+				t.Fatal("claim then attach gave two pipes")
+			}
+		}},
+		{"unclaimed closes", func(t *testing.T, r *stdinRegistry) {
+			r.timeout = 10 * time.Millisecond
+			p := r.attach("t")
+			if err := p.feed([]byte("x")); !errors.Is(err, errStdinGone) {
+				t.Fatalf("feed of an unclaimed pipe: %v, want errStdinGone once it timed out", err)
+			}
+			if r.len() != 0 {
+				t.Fatal("the unclaimed entry stayed")
+			}
+		}},
+		{"claimed stays", func(t *testing.T, r *stdinRegistry) {
+			r.timeout = 10 * time.Millisecond
+			p := r.attach("t")
+			r.claim("t")
+			time.Sleep(30 * time.Millisecond)
+			if r.len() != 1 {
+				t.Fatal("a claimed entry timed out")
+			}
+			p.close(errors.New("done"))
+			if r.len() != 0 {
+				t.Fatal("close kept the entry")
+			}
+		}},
+		{"drop keeps a newer entry", func(t *testing.T, r *stdinRegistry) {
+			old := r.claim("t")
+			r.drop(old)
+			r.claim("t")
+			r.drop(old)
+			if r.len() != 1 {
+				t.Fatal("dropping a stale pipe removed the current one")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStdinRegistry()) })
+	}
+}

@@ -1,0 +1,45 @@
+package wire
+
+import (
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// Task conversion, shared by both halves: the host sends a task with
+// taskToProto and the plugin rebuilds it with taskFromProto.
+
+func taskFromProto(t *driverv1.Task) orchestra.Task {
+	task := orchestra.Task{
+		Command:         t.GetCommand(),
+		ContainerLimits: orchestra.ContainerLimits{CPU: t.GetCpu(), Memory: t.GetMemory()},
+		Env:             t.GetEnv(),
+		ID:              t.GetId(),
+		Image:           t.GetImage(),
+		Privileged:      t.GetPrivileged(),
+		User:            t.GetUser(),
+	}
+	if task.Env == nil {
+		task.Env = map[string]string{}
+	}
+	for _, m := range t.GetMounts() {
+		task.Mounts = append(task.Mounts, orchestra.Mount{Name: m.GetName(), Path: m.GetPath()})
+	}
+	return task
+}
+
+func taskToProto(t orchestra.Task) *driverv1.Task {
+	pt := &driverv1.Task{
+		Command:    t.Command,
+		Cpu:        t.ContainerLimits.CPU,
+		Memory:     t.ContainerLimits.Memory,
+		Env:        t.Env,
+		Id:         t.ID,
+		Image:      t.Image,
+		Privileged: t.Privileged,
+		User:       t.User,
+	}
+	for _, m := range t.Mounts {
+		pt.Mounts = append(pt.Mounts, &driverv1.Mount{Name: m.Name, Path: m.Path})
+	}
+	return pt
+}

@@ -1,0 +1,88 @@
+// Package wire is the orchestra driver protocol's implementation, shared by
+// the host (package host) and the plugin SDK (package pluginsdk): the
+// go-plugin handshake and plugin set, the error mapping, the codecs, the bulk
+// socket's framing, and its two halves in mirrored files named for their
+// side: client_*.go (the host's half) and server_*.go (the plugin's half).
+//
+// The wire format itself is the public package pluginsdk/proto/driverv1.
+package wire
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+const (
+	// SDKVersion is the version of this SDK, reported by every plugin built with it.
+	SDKVersion = "0.1.0"
+	// ProtocolMajor is the wire protocol's major version, negotiated by
+	// go-plugin. A host and a plugin with no major version in common refuse
+	// each other with an error naming both sides' versions.
+	ProtocolMajor = 1
+	// ProtocolMinor is the wire protocol's minor version. A minor version only
+	// adds; see the compatibility rules in proto/driverv1/driver.proto.
+	ProtocolMinor = 3
+	// ProtocolVersion is ProtocolMajor.ProtocolMinor, as Info reports it.
+	ProtocolVersion = "1.3"
+	// PluginKey is the name the driver service is dispensed under.
+	PluginKey = "driver"
+
+	// chunkSize bounds every stdin and log message, well under gRPC's 4 MiB
+	// default message limit.
+	chunkSize = 1 << 20
+)
+
+// HandshakeConfig is the go-plugin handshake shared by host and plugins. The
+// magic cookie is not a secret: it only tells a plugin binary started from a
+// shell that it was not started by a host.
+func HandshakeConfig() plugin.HandshakeConfig {
+	return plugin.HandshakeConfig{
+		ProtocolVersion:  ProtocolMajor,
+		MagicCookieKey:   "POCKETCI_DRIVER_PLUGIN",
+		MagicCookieValue: "4c1b5c2e-orchestra-driver",
+	}
+}
+
+// Capabilities the SDK serves. The host calls an optional RPC only when the
+// plugin's Info lists its capability.
+var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach, CapabilityRun}
+
+// CapabilityBulk marks a plugin whose bulk socket carries stdin and logs
+// (protocol 1.2; see BulkRequest in the proto).
+const CapabilityBulk = "bulk"
+
+// CapabilityRun marks a plugin that serves Run, the stream that starts a
+// task and carries the caller's context (protocol 1.3).
+const CapabilityRun = "run"
+
+// CapabilityDetach marks a plugin that serves Detach and Attach (protocol 1.1).
+const CapabilityDetach = "detach"
+
+// grpcPlugin is the go-plugin glue: the plugin side registers the server, the
+// host side gets the raw gRPC client.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	server driverv1.DriverServer
+}
+
+// GRPCServer registers the driver service on the plugin's gRPC server.
+func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	driverv1.RegisterDriverServer(s, p.server)
+	return nil
+}
+
+// GRPCClient returns the host's client for the driver service.
+func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
+	return driverv1.NewDriverClient(c), nil
+}
+
+// ClientPlugins is the plugin set a host passes to go-plugin's ClientConfig.
+func ClientPlugins() map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		ProtocolMajor: {PluginKey: &grpcPlugin{}},
+	}
+}

@@ -1,0 +1,131 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// caseStdinDevice reads stdin through /dev/stdin, as scripts do.
+func caseStdinDevice(ctx context.Context, env *Env) error {
+	t := task(env, "dev-stdin", "sh", "-c", "cat < /dev/stdin")
+	t.Stdin = strings.NewReader("through /dev/stdin")
+	r, err := runToEnd(ctx, env, t)
+	if err != nil {
+		return err
+	}
+	return expect(t.ID, r, 0, "through /dev/stdin", ptr(""))
+}
+
+// noNewlineCommand writes to both streams without a final newline, as a
+// program printing JSON often does.
+const noNewlineCommand = `echo line; printf 'out-tail'; printf 'err-tail' >&2`
+
+func caseNoFinalNewlineLogs(ctx context.Context, env *Env) error {
+	r, err := runToEnd(ctx, env, task(env, "no-newline-logs", "sh", "-c", noNewlineCommand))
+	if err != nil {
+		return err
+	}
+	return expect("no-newline-logs", r, 0, "line\nout-tail", ptr("err-tail"))
+}
+
+// lockedBuffer is a bytes.Buffer that FollowLogs may write from any
+// goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+// follow runs task and follows its output to the end; it skips the case
+// when the driver's containers do not implement orchestra.LogFollower.
+func follow(ctx context.Context, env *Env, t orchestra.Task) (stdout, stderr []byte, code int, err error) {
+	c, err := env.Driver.RunContainer(ctx, t)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("task %q: run container: %w", t.ID, err)
+	}
+	f, ok := c.(orchestra.LogFollower)
+	if !ok {
+		_, _ = waitDone(ctx, c)
+		return nil, nil, 0, skip("the driver's containers do not implement orchestra.LogFollower")
+	}
+	var out, errb lockedBuffer
+	if err := f.FollowLogs(ctx, &out, &errb); err != nil {
+		return nil, nil, 0, fmt.Errorf("task %q: FollowLogs: %w", t.ID, err)
+	}
+	st, err := waitDone(ctx, c)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("task %q: %w", t.ID, err)
+	}
+	return out.Bytes(), errb.Bytes(), st.ExitCode(), nil
+}
+
+func caseNoFinalNewlineFollow(ctx context.Context, env *Env) error {
+	out, errb, code, err := follow(ctx, env, task(env, "no-newline-follow", "sh", "-c", noNewlineCommand))
+	if err != nil {
+		return err
+	}
+	return expect("no-newline-follow", result{exitCode: code, stdout: out, stderr: errb}, 0, "line\nout-tail", ptr("err-tail"))
+}
+
+// orderLines is how many lines each stream gets in "stream order".
+const orderLines = 2000
+
+// orderCommand interleaves numbered lines on stdout and stderr.
+var orderCommand = fmt.Sprintf(`i=1; while [ $i -le %d ]; do echo o$i; echo e$i >&2; i=$((i+1)); done`, orderLines)
+
+func orderWant(prefix string) string {
+	var b strings.Builder
+	for i := 1; i <= orderLines; i++ {
+		fmt.Fprintf(&b, "%s%d\n", prefix, i)
+	}
+	return b.String()
+}
+
+// caseStreamOrder checks that each stream keeps the order in which the task
+// wrote it, through Logs and, when the driver has it, FollowLogs.
+func caseStreamOrder(ctx context.Context, env *Env) error {
+	wantOut, wantErr := orderWant("o"), orderWant("e")
+	r, err := runToEnd(ctx, env, task(env, "stream-order", "sh", "-c", orderCommand))
+	if err != nil {
+		return err
+	}
+	if err := expectStreams("Logs", r.stdout, r.stderr, wantOut, wantErr); err != nil {
+		return err
+	}
+	out, errb, _, err := follow(ctx, env, task(env, "stream-order-follow", "sh", "-c", orderCommand))
+	var s *skipError
+	if errors.As(err, &s) {
+		return nil // Logs kept the order; there is nothing to follow
+	}
+	if err != nil {
+		return err
+	}
+	return expectStreams("FollowLogs", out, errb, wantOut, wantErr)
+}
+
+func expectStreams(via string, out, errb []byte, wantOut, wantErr string) error {
+	if string(out) != wantOut {
+		return fmt.Errorf("%s: stdout lost its order or bytes: first difference at byte %d of %d (got %d bytes)", via, firstDiff(out, []byte(wantOut)), len(wantOut), len(out))
+	}
+	if string(errb) != wantErr {
+		return fmt.Errorf("%s: stderr lost its order or bytes: first difference at byte %d of %d (got %d bytes)", via, firstDiff(errb, []byte(wantErr)), len(wantErr), len(errb))
+	}
+	return nil
+}

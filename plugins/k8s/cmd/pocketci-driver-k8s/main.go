@@ -1,0 +1,13 @@
+// Command pocketci-driver-k8s serves the k8s orchestra driver as a pocketci
+// plugin. The host starts it; it is not meant to be run by hand.
+//
+// The cluster owns the pods: when the host dies, the plugin exits and leaves
+// them running, for a new host to find again by task ID.
+package main
+
+import (
+	"github.com/jtarchie/pocketci/plugins/k8s"
+	"github.com/jtarchie/pocketci/pluginsdk"
+)
+
+func main() { pluginsdk.Serve("k8s", k8s.New, pluginsdk.KeepOnHostExit()) }

@@ -1,0 +1,166 @@
+package pluginsdk_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/pluginsdk"
+)
+
+// servePluginEnv makes the test binary serve ctxDriver as a plugin: the
+// tests install the binary itself as pocketci-driver-ctxexec, so no plugin
+// is built.
+const servePluginEnv = "PLUGINSDK_TEST_SERVE_CTXEXEC"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(servePluginEnv) != "" {
+		pluginsdk.Serve("ctxexec", newCtxDriver)
+		return
+	}
+	root, err := os.MkdirTemp("", "ctxdriver-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("CTXDRIVER_ROOT", root)
+	code := m.Run()
+	os.RemoveAll(root)
+	os.Exit(code)
+}
+
+// ctxPlugin starts the test binary as the ctxexec plugin in a fresh host and
+// returns how to open drivers in it.
+func ctxPlugin(t *testing.T) func(namespace string) (orchestra.Driver, error) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "pocketci-driver-ctxexec")
+	if err := os.Link(self, bin); err != nil {
+		data, rerr := os.ReadFile(self)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err := os.WriteFile(bin, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(servePluginEnv, "1")
+	h, err := host.New(host.Config{Dirs: []string{dir}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	p, err := h.Plugin("ctxexec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(namespace string) (orchestra.Driver, error) { return p.NewDriver(namespace, nil) }
+}
+
+// TestCtxBoundDriverPassesConformance: a driver that binds each task's
+// process to the ctx RunContainer got passes the whole suite in process and
+// through the plugin (protocol 1.3), where before the plugin killed every
+// task as its RunContainer call returned.
+func TestCtxBoundDriverPassesConformance(t *testing.T) {
+	t.Run("in process", func(t *testing.T) {
+		conformance.Run(t, conformance.Options{New: func(ns string) (orchestra.Driver, error) { return newCtxDriver(ns, nil) }})
+	})
+	t.Run("plugin", func(t *testing.T) {
+		conformance.Run(t, conformance.Options{New: ctxPlugin(t)})
+	})
+}
+
+// TestRunContextIsTheCallers: through the plugin, the ctx a driver's
+// RunContainer gets is the caller's: it outlives the call, ends when the
+// caller cancels, and carries the caller's deadline.
+func TestRunContextIsTheCallers(t *testing.T) {
+	d, err := ctxPlugin(t)("ctx-callers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+
+	t.Run("outlives the call", func(t *testing.T) {
+		c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "outlives", Command: []string{"sh", "-c", "sleep 0.3; echo ok"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := waitFor(t, c, 10*time.Second)
+		var out bytes.Buffer
+		if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if st.ExitCode() != 0 || out.String() != "ok\n" {
+			t.Fatalf("exit %d, stdout %q: want 0 and ok (the task outlives RunContainer's return)", st.ExitCode(), out.String())
+		}
+	})
+
+	t.Run("cancelled with the caller", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		c, err := d.RunContainer(ctx, orchestra.Task{ID: "cancelled", Command: []string{"sleep", "30"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if st, err := c.Status(context.Background()); err != nil || st.IsDone() {
+			t.Fatalf("before cancel: %v, %v; want running", st, err)
+		}
+		cancel()
+		if st := waitFor(t, c, 5*time.Second); st.ExitCode() != 137 {
+			t.Fatalf("exit %d after the caller cancelled, want 137 (killed with its ctx)", st.ExitCode())
+		}
+	})
+
+	t.Run("carries the deadline", func(t *testing.T) {
+		deadline := time.Now().Add(700 * time.Millisecond)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		c, err := d.RunContainer(ctx, orchestra.Task{ID: "deadline", Command: []string{"sleep", "30"}, Env: map[string]string{"CTXDRIVER_REPORT": "1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("deadline %d\n", deadline.UnixNano()); out.String() != want {
+			t.Fatalf("the driver saw %q, want %q", out.String(), want)
+		}
+		st := waitFor(t, c, 5*time.Second)
+		if st.ExitCode() != 137 || time.Now().Before(deadline) {
+			t.Fatalf("exit %d at %v: want 137 once the deadline passed", st.ExitCode(), time.Until(deadline))
+		}
+	})
+}
+
+func waitFor(t *testing.T, c orchestra.Container, limit time.Duration) orchestra.ContainerStatus {
+	t.Helper()
+	end := time.Now().Add(limit)
+	for time.Now().Before(end) {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.IsDone() {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("task not done after %v", limit)
+	return nil
+}
