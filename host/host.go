@@ -80,6 +80,9 @@ type Host struct {
 	oldSocketDirs []string
 	plugins       []*Plugin
 	byName        map[string]*Plugin
+	// replaced are plugins that Load put another in the place of: they
+	// are no longer listed, but one already started is stopped by Close.
+	replaced []*Plugin
 }
 
 // New discovers the plugins in cfg.Dirs. It starts none of them.
@@ -180,6 +183,7 @@ func (h *Host) Load(path string) (*Plugin, error) {
 	}
 	if old, ok := h.byName[name]; ok {
 		h.plugins = deletePlugin(h.plugins, old)
+		h.replaced = append(h.replaced, old)
 	}
 	for _, c := range scanDir(filepath.Dir(abs), h.logger) {
 		if c.path == abs {
@@ -238,7 +242,7 @@ func (h *Host) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, p := range h.plugins {
+	for _, p := range append(h.Plugins(), h.replaced...) {
 		if err := p.stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop plugin %s: %w", p.Name, err))
 		}
@@ -260,7 +264,7 @@ func (h *Host) Close() error {
 // orchestra.ErrClosed.
 func (h *Host) Kill() {
 	h.closed.Store(true)
-	for _, p := range h.plugins {
+	for _, p := range append(h.Plugins(), h.replaced...) {
 		p.kill()
 	}
 }

@@ -865,3 +865,39 @@ func TestLongTMPDIRKeepsSocketPathsShort(t *testing.T) {
 	}
 	runEcho(t, h, "short")
 }
+
+// TestLoadOverAStartedPlugin: Load puts another binary in the place of a
+// plugin that already runs; Close still stops the first one's process.
+func TestLoadOverAStartedPlugin(t *testing.T) {
+	dir := privateDir(t)
+	install(t, dir, "twice", 0o755)
+	other := privateDir(t)
+	path := install(t, other, "twice", 0o755)
+	h, err := New(Config{Dirs: []string{dir}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	first, err := h.Plugin("twice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := first.PID()
+	second, err := h.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first || len(h.Plugins()) != 1 {
+		t.Fatalf("Load did not replace the plugin: %d listed", len(h.Plugins()))
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("the replaced plugin %d outlived Close", pid)
+	}
+}

@@ -96,6 +96,12 @@ func (h *Host) Detach(timeout time.Duration) error {
 			st.Plugins = append(st.Plugins, *entry)
 		}
 	}
+	// A plugin Load replaced is not the host's to hand on: it stops.
+	for _, p := range h.replaced {
+		if err := p.stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(st.Plugins) == 0 {
 		return errors.Join(append(errs, os.RemoveAll(h.socketDir))...)
 	}
