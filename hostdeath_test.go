@@ -39,7 +39,8 @@ func dockerHelperHost(namespace string) {
 	if err != nil {
 		panic(err)
 	}
-	d, err := p.NewDriver(namespace, nil)
+	// DRIVERS_TEST_DOCKER_EPHEMERAL=1 opens the namespace as ephemeral.
+	d, err := p.Open(context.Background(), namespace, host.OpenOptions{Ephemeral: os.Getenv("DRIVERS_TEST_DOCKER_EPHEMERAL") == "1"})
 	if err != nil {
 		panic(err)
 	}

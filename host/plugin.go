@@ -192,21 +192,24 @@ func (p *Plugin) Open(ctx context.Context, namespace string, opts OpenOptions) (
 	return p.newDriver(namespace, inner, opts), nil
 }
 
-// ephemeralOpener is the client call that opens a namespace with
-// OpenRequest.ephemeral set, when the wire layer has it.
-type ephemeralOpener interface {
-	OpenEphemeral(ctx context.Context, namespace string) (orchestra.Driver, error)
-}
-
-// openNamespace opens namespace in the running plugin, as opts say.
+// openNamespace opens namespace in the running plugin, as opts say. An
+// ephemeral namespace is marked so on the wire (OpenRequest.ephemeral): a
+// plugin that has the "ephemeral" capability (1.3) closes it itself when
+// this host dies, even under KeepOnHostExit. To an older plugin the mark
+// means nothing: a warning says that only the reaper's Config.OrphanCleanup,
+// if the host has one, removes what the namespace leaves after a host death.
 func (p *Plugin) openNamespace(ctx context.Context, rpc *wire.Client, namespace string, opts OpenOptions) (orchestra.Driver, error) {
-	if opts.Ephemeral {
-		if eo, ok := any(rpc).(ephemeralOpener); ok {
-			return eo.OpenEphemeral(ctx, namespace)
-		}
-		p.logger.Debug("the wire cannot mark a namespace ephemeral: a plugin that keeps resources on host exit keeps this one's", "plugin", p.Name, "namespace", namespace)
+	if !opts.Ephemeral {
+		return rpc.Open(ctx, namespace)
 	}
-	return rpc.Open(ctx, namespace)
+	p.mu.Lock()
+	info := p.info
+	p.mu.Unlock()
+	if !hasCapability(info, wire.CapabilityEphemeral) {
+		p.logger.Warn("plugin cannot mark a namespace ephemeral (it predates protocol 1.3): if this host dies, a plugin that keeps its resources on host exit keeps this namespace's; only Config.OrphanCleanup removes them",
+			"plugin", p.Name, "namespace", namespace, "protocol", info.ProtocolVersion, "orphan_cleanup", len(p.host.orphanCleanup) > 0)
+	}
+	return rpc.OpenEphemeral(ctx, namespace)
 }
 
 // start returns a client for the running plugin and the generation of its
