@@ -29,9 +29,9 @@ import (
 const execFD = "/proc/self/fd/3"
 
 // ExeFDEnv tells a plugin that its fd (3) is the open file of its own
-// binary, which the host ran: the plugin may close it (pluginsdk does), so
+// binary, which the host ran: pluginsdk.Serve marks it close-on-exec, so
 // that the processes it starts do not inherit it.
-const ExeFDEnv = "POCKETCI_PLUGIN_EXE_FD"
+const ExeFDEnv = wire.ExeFDEnv
 
 // defaultStartTimeout bounds a plugin's start and handshake, unless
 // Config.StartTimeout says otherwise.

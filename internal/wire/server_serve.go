@@ -44,6 +44,7 @@ const parentPollInterval = 500 * time.Millisecond
 // keepOnHostExit is pluginsdk.KeepOnHostExit: when the host dies, the plugin
 // exits without closing its drivers.
 func Serve(name string, init orchestra.InitFunc, keepOnHostExit bool) {
+	closeExeFDOnExec()
 	hs := HandshakeConfig()
 	if os.Getenv(DebugEnv) != "" {
 		serveDebug(name, init, hs)
