@@ -6,16 +6,18 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// driver is a driver instance in a plugin, as the host hands it out. When the
-// plugin process dies, the next call restarts it and reopens the instance in
-// the new process; containers found again by task ID keep working.
-type driver struct {
+// hostDriver is the host side of a driver instance in a plugin, as the host
+// hands it out. It adds only what the client layer (internal/wire) cannot
+// know: when the plugin process dies, the next call restarts it and reopens
+// the instance in the new process; containers found again by task ID keep
+// working. Every call itself is the client layer's.
+type hostDriver struct {
 	plugin    *Plugin
 	namespace string
 	name      string
@@ -41,18 +43,18 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver, opts OpenOp
 		p.trackEphemeral(namespace, 1)
 	}
 	p.mu.Lock()
-	d := &driver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
+	d := &hostDriver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
 	p.mu.Unlock()
 	if _, ok := inner.(orchestra.ContainerFinder); ok {
-		return &finderDriver{d}
+		return &hostFinderDriver{d}
 	}
 	return d
 }
 
 // current returns the instance in the running process, reopening it there if
 // the process it lived in died.
-func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) {
+func (d *hostDriver) current(ctx context.Context) (orchestra.Driver, uint64, error) {
 	if err := d.plugin.host.checkOpen(ctx, d.plugin.Name); err != nil {
 		return nil, 0, err
 	}
@@ -74,7 +76,7 @@ func (d *driver) current(ctx context.Context) (orchestra.Driver, uint64, error) 
 	return inner, gen, nil
 }
 
-func (d *driver) forget() {
+func (d *hostDriver) forget() {
 	d.plugin.mu.Lock()
 	delete(d.plugin.drivers, d)
 	d.plugin.mu.Unlock()
@@ -86,21 +88,21 @@ func (d *driver) forget() {
 // come from a Plugin, Release does nothing.
 func Release(d orchestra.Driver) {
 	switch d := d.(type) {
-	case *driver:
+	case *hostDriver:
 		d.forget()
-	case *finderDriver:
+	case *hostFinderDriver:
 		d.forget()
 	}
 }
 
 // Name is the driver's name.
-func (d *driver) Name() string { return d.name }
+func (d *hostDriver) Name() string { return d.name }
 
 // Close closes the instance (in a restarted process if its own died, so the
 // namespace is cleaned all the same). It is idempotent.
-func (d *driver) Close() error { return d.close(context.Background()) }
+func (d *hostDriver) Close() error { return d.close(context.Background()) }
 
-func (d *driver) close(ctx context.Context) error {
+func (d *hostDriver) close(ctx context.Context) error {
 	d.mu.Lock()
 	closed := d.closed
 	d.mu.Unlock()
@@ -132,7 +134,7 @@ var errCloseTimeout = errors.New("close timed out")
 
 // closeBounded closes inner, waiting at most the host's CloseTimeout: a
 // plugin that never answers cannot hold up its caller (Close has no ctx).
-func (d *driver) closeBounded(inner orchestra.Driver) error {
+func (d *hostDriver) closeBounded(inner orchestra.Driver) error {
 	errc := make(chan error, 1)
 	go func() { errc <- inner.Close() }()
 	timeout := d.plugin.host.closeTimeout
@@ -145,7 +147,7 @@ func (d *driver) closeBounded(inner orchestra.Driver) error {
 }
 
 // CreateVolume creates or finds a volume.
-func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+func (d *hostDriver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
 	inner, gen, err := d.current(ctx)
 	if err != nil {
 		return nil, err
@@ -154,11 +156,11 @@ func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orche
 	if err != nil {
 		return nil, err
 	}
-	return &volume{driver: d, name: name, size: size, inner: v, gen: gen}, nil
+	return &hostVolume{driver: d, name: name, size: size, inner: v, gen: gen}, nil
 }
 
 // RunContainer starts a task.
-func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+func (d *hostDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
 	inner, gen, err := d.current(ctx)
 	if err != nil {
 		return nil, err
@@ -170,19 +172,19 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	return d.wrap(c, task.ID, gen), nil
 }
 
-func (d *driver) wrap(inner orchestra.Container, taskID string, gen uint64) orchestra.Container {
-	c := &container{driver: d, taskID: taskID, inner: inner, gen: gen}
+func (d *hostDriver) wrap(inner orchestra.Container, taskID string, gen uint64) orchestra.Container {
+	c := &hostContainer{driver: d, taskID: taskID, inner: inner, gen: gen}
 	if _, ok := inner.(orchestra.LogFollower); ok {
-		return &followContainer{c}
+		return &hostFollowContainer{c}
 	}
 	return c
 }
 
-// finderDriver is a driver whose plugin implements orchestra.ContainerFinder.
-type finderDriver struct{ *driver }
+// hostFinderDriver is a driver whose plugin implements orchestra.ContainerFinder.
+type hostFinderDriver struct{ *hostDriver }
 
 // GetContainer finds a container of the namespace by task ID.
-func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+func (d *hostFinderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
 	inner, gen, err := d.current(ctx)
 	if err != nil {
 		return nil, err
@@ -198,31 +200,27 @@ func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchest
 	return d.wrap(c, taskID, gen), nil
 }
 
-// container is a container in a plugin, found again by task ID after the
-// plugin restarts.
-type container struct {
-	driver *driver
+// hostContainer is the host side of a container in a plugin, found again by
+// task ID after the plugin restarts.
+type hostContainer struct {
+	driver *hostDriver
 	taskID string
 
 	mu    sync.Mutex
-	inner orchestra.Container
+	inner orchestra.Container // its finished status is cached there (wire.FinalStatus)
 	gen   uint64
-
-	// done holds the final status once seen: done is final, so polling a
-	// finished container costs neither an RPC nor a lock.
-	done atomic.Pointer[orchestra.ContainerStatus]
 }
 
 // current returns the container in the running process. After a restart it
 // asks the reopened driver for the task by ID; a driver that cannot find it
 // (its state died with the process) gives an error wrapping
 // orchestra.ErrContainerNotFound.
-func (c *container) current(ctx context.Context) (orchestra.Container, error) {
+func (c *hostContainer) current(ctx context.Context) (orchestra.Container, error) {
 	inner, _, err := c.currentGen(ctx)
 	return inner, err
 }
 
-func (c *container) currentGen(ctx context.Context) (orchestra.Container, uint64, error) {
+func (c *hostContainer) currentGen(ctx context.Context) (orchestra.Container, uint64, error) {
 	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
 		return nil, 0, err
 	}
@@ -244,6 +242,7 @@ func (c *container) currentGen(ctx context.Context) (orchestra.Container, uint64
 		return nil, 0, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
 	}
 	c.driver.plugin.logger.Info("container re-attached after plugin restart", "plugin", c.driver.plugin.Name, "task", c.taskID)
+	wire.CarryFinal(c.inner, found)
 	c.inner, c.gen = found, gen
 	return found, gen, nil
 }
@@ -261,14 +260,19 @@ func retry[T any](p *Plugin, op string, call func() (T, uint64, error)) (T, erro
 }
 
 // Status reports the container's state.
-func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+func (c *hostContainer) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
 	if err := c.driver.plugin.host.checkOpen(ctx, c.driver.plugin.Name); err != nil {
 		return nil, err
 	}
-	if done := c.done.Load(); done != nil {
-		return *done, nil
+	// A finished task's status is final: it is answered from the client
+	// layer's cache, without a call or a restart of a dead plugin.
+	c.mu.Lock()
+	inner := c.inner
+	c.mu.Unlock()
+	if st, ok := wire.FinalStatus(inner); ok {
+		return st, nil
 	}
-	st, err := retry(c.driver.plugin, "Status", func() (orchestra.ContainerStatus, uint64, error) {
+	return retry(c.driver.plugin, "Status", func() (orchestra.ContainerStatus, uint64, error) {
 		inner, gen, err := c.currentGen(ctx)
 		if err != nil {
 			return nil, 0, err
@@ -276,14 +280,10 @@ func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, erro
 		st, err := inner.Status(ctx)
 		return st, gen, err
 	})
-	if err == nil && st.IsDone() {
-		c.done.Store(&st)
-	}
-	return st, err
 }
 
 // Logs writes the container's output from the start.
-func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *hostContainer) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 	inner, err := c.current(ctx)
 	if err != nil {
 		return err
@@ -292,7 +292,7 @@ func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 }
 
 // Cleanup removes the container.
-func (c *container) Cleanup(ctx context.Context) error {
+func (c *hostContainer) Cleanup(ctx context.Context) error {
 	_, err := retry(c.driver.plugin, "Cleanup", func() (struct{}, uint64, error) {
 		inner, gen, err := c.currentGen(ctx)
 		if err != nil {
@@ -303,11 +303,11 @@ func (c *container) Cleanup(ctx context.Context) error {
 	return err
 }
 
-// followContainer is a container that can stream its output live.
-type followContainer struct{ *container }
+// hostFollowContainer is a container that can stream its output live.
+type hostFollowContainer struct{ *hostContainer }
 
 // FollowLogs streams the container's output until it exits.
-func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *hostFollowContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
 	inner, err := c.current(ctx)
 	if err != nil {
 		return err
@@ -319,9 +319,10 @@ func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writ
 	return f.FollowLogs(ctx, stdout, stderr)
 }
 
-// volume is a volume in a plugin, created again by name after a restart.
-type volume struct {
-	driver *driver
+// hostVolume is the host side of a volume in a plugin, created again by name
+// after a restart.
+type hostVolume struct {
+	driver *hostDriver
 	name   string
 	size   int
 
@@ -331,10 +332,10 @@ type volume struct {
 }
 
 // Name is the volume's name.
-func (v *volume) Name() string { return v.name }
+func (v *hostVolume) Name() string { return v.name }
 
 // Cleanup removes the volume.
-func (v *volume) Cleanup(ctx context.Context) error {
+func (v *hostVolume) Cleanup(ctx context.Context) error {
 	if err := v.driver.plugin.host.checkOpen(ctx, v.driver.plugin.Name); err != nil {
 		return err
 	}

@@ -151,7 +151,7 @@ func (h *Host) add(c candidate) *Plugin {
 		refused: c.refused,
 		logger:  h.logger,
 		stderr:  newTail(stderrLines),
-		drivers: map[*driver]struct{}{},
+		drivers: map[*hostDriver]struct{}{},
 	}
 	if c.refused != nil {
 		h.logger.Warn("plugin refused", "plugin", c.name, "path", c.path, "err", c.refused)

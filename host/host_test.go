@@ -901,3 +901,39 @@ func TestLoadOverAStartedPlugin(t *testing.T) {
 		t.Fatalf("the replaced plugin %d outlived Close", pid)
 	}
 }
+
+// TestFinishedStatusDoesNotRestart: the status of a finished task is final;
+// after its plugin died, Status answers it from the client layer's cache,
+// without starting the plugin again (one cache, in internal/wire).
+func TestFinishedStatusDoesNotRestart(t *testing.T) {
+	h, p, _ := hostileHost(t, "", Config{})
+	defer h.Close()
+	d, err := p.NewDriver("final", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "done", Command: []string{"sh", "-c", "exit 3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := waitStatus(t, c); st.ExitCode() != 3 {
+		t.Fatalf("exit %d, want 3", st.ExitCode())
+	}
+	pid := p.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid, 5*time.Second)
+	for p.State() != StateExited {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; i < 3; i++ {
+		st, err := c.Status(context.Background())
+		if err != nil || !st.IsDone() || st.ExitCode() != 3 {
+			t.Fatalf("Status of a finished task after its plugin died: %v, %v; want done with exit 3", st, err)
+		}
+	}
+	if s := p.State(); s != StateExited || p.PID() != 0 {
+		t.Fatalf("the plugin is %s (pid %d) after Status of a finished task: it was restarted", s, p.PID())
+	}
+}

@@ -87,7 +87,7 @@ type Plugin struct {
 	byHand  io.Closer                  // the connection to a plugin run by hand (DebugEnv)
 	rpc     *wire.Client
 	info    wire.Info
-	drivers map[*driver]struct{}
+	drivers map[*hostDriver]struct{}
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
 	crashes int       // consecutive early deaths, for the restart delay

@@ -29,7 +29,7 @@ func (p *Plugin) stop() error {
 		}
 	}
 	p.mu.Lock()
-	drivers := make([]*driver, 0, len(p.drivers))
+	drivers := make([]*hostDriver, 0, len(p.drivers))
 	if p.running() {
 		for d := range p.drivers {
 			drivers = append(drivers, d)

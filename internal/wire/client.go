@@ -107,8 +107,9 @@ func (c *Client) open(ctx context.Context, req *driverv1.OpenRequest) (orchestra
 	return c.Adopt(OpenDriver{Handle: resp.GetDriver(), Namespace: namespace, Name: resp.GetName(), ContainerFinder: resp.GetContainerFinder(), Implements: resp.GetImplements()}), nil
 }
 
-// driver is an orchestra.Driver whose instance lives in a plugin.
-type driver struct {
+// clientDriver is the client side of a driver instance in a plugin: an
+// orchestra.Driver whose calls cross the wire.
+type clientDriver struct {
 	client    *Client
 	handle    uint64
 	name      string
@@ -133,7 +134,7 @@ type driver struct {
 }
 
 // track records an open Run stream; false once the driver is closed.
-func (d *driver) track(r *runClient) bool {
+func (d *clientDriver) track(r *runClient) bool {
 	d.runsMu.Lock()
 	defer d.runsMu.Unlock()
 	if d.closed {
@@ -146,14 +147,14 @@ func (d *driver) track(r *runClient) bool {
 	return true
 }
 
-func (d *driver) untrack(r *runClient) {
+func (d *clientDriver) untrack(r *runClient) {
 	d.runsMu.Lock()
 	delete(d.runs, r)
 	d.runsMu.Unlock()
 }
 
 // endRuns ends every open Run stream.
-func (d *driver) endRuns() {
+func (d *clientDriver) endRuns() {
 	d.runsMu.Lock()
 	d.closed = true
 	runs := d.runs
@@ -165,11 +166,11 @@ func (d *driver) endRuns() {
 }
 
 // Name is the driver's name as the plugin reports it.
-func (d *driver) Name() string { return d.name }
+func (d *clientDriver) Name() string { return d.name }
 
 // Close closes the driver instance in the plugin, which removes every
 // resource of its namespace. It is idempotent.
-func (d *driver) Close() error {
+func (d *clientDriver) Close() error {
 	d.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
@@ -181,12 +182,12 @@ func (d *driver) Close() error {
 	return d.closeErr
 }
 
-func (d *driver) wrap(op string, err error) error {
+func (d *clientDriver) wrap(op string, err error) error {
 	return fromStatus(d.client.name, op, err)
 }
 
 // CreateVolume creates or finds a volume in the plugin.
-func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+func (d *clientDriver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
 	if err := orchestra.ValidateVolumeName(name); err != nil {
 		return nil, fmt.Errorf("plugin %s: CreateVolume: %w", d.client.name, err)
 	}
@@ -204,14 +205,14 @@ func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orche
 		return nil, d.client.invalidReply("CreateVolume", "volume %q for a request of %q", ref.GetName(), name)
 	}
 	ref.Driver = d.handle
-	return &volume{driver: d, ref: ref}, nil
+	return &clientVolume{driver: d, ref: ref}, nil
 }
 
 // RunContainer starts task in the plugin. The task is validated first (see
 // orchestra.ValidateTask): a bad one never reaches the plugin. When
 // task.Stdin is set, it is streamed to the plugin in chunks while the task
 // runs.
-func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+func (d *clientDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
 	if err := orchestra.ValidateTask(task); err != nil {
 		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
 	}
@@ -241,7 +242,7 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		}()
 		stopStdin = cancel
 	}
-	var c *container
+	var c *clientContainer
 	var err error
 	if d.client.run {
 		c, err = d.runContainer(ctx, req)
@@ -270,30 +271,30 @@ func newToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-func (d *driver) newContainer(resp *driverv1.RunContainerResponse) *container {
+func (d *clientDriver) newContainer(resp *driverv1.RunContainerResponse) *clientContainer {
 	if resp.GetLogFollower() {
 		d.follower.Store(true)
 	}
 	ref := resp.GetContainer()
 	ref.Driver = d.handle
-	return &container{driver: d, ref: ref, follower: resp.GetLogFollower()}
+	return &clientContainer{driver: d, ref: ref, follower: resp.GetLogFollower()}
 }
 
 // public is the container as callers get it: with FollowLogs exactly when
 // the plugin's container has it.
-func (c *container) public() orchestra.Container {
+func (c *clientContainer) public() orchestra.Container {
 	if c.follower {
-		return &followContainer{c}
+		return &clientFollowContainer{c}
 	}
 	return c
 }
 
-// finderDriver is a driver whose plugin implements orchestra.ContainerFinder.
-type finderDriver struct{ *driver }
+// clientFinderDriver is a driver whose plugin implements orchestra.ContainerFinder.
+type clientFinderDriver struct{ *clientDriver }
 
 // GetContainer finds a container of this namespace by task ID. The error
 // wraps orchestra.ErrContainerNotFound when there is none.
-func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+func (d *clientFinderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
 	if err := orchestra.ValidateTaskID(taskID); err != nil {
 		return nil, fmt.Errorf("plugin %s: GetContainer: %w", d.client.name, err)
 	}
@@ -307,10 +308,11 @@ func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchest
 	return d.newContainer(resp).public(), nil
 }
 
-// container is an orchestra.Container that lives in a plugin. A finished
-// status is cached: done is final, so polling it costs no RPC.
-type container struct {
-	driver   *driver
+// clientContainer is the client side of a container in a plugin. It holds
+// the one cache of a finished status (the host layer keeps none): done is
+// final, so polling it costs no RPC.
+type clientContainer struct {
+	driver   *clientDriver
 	ref      *driverv1.ContainerRef
 	follower bool
 	// run is the Run stream that started it, if any (protocol 1.3).
@@ -333,7 +335,7 @@ func (s *containerStatus) IsDone() bool  { return s.done }
 func (s *containerStatus) ExitCode() int { return s.exitCode }
 
 // Status reports the container's state, from the cache once it is done.
-func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+func (c *clientContainer) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
 	c.mu.Lock()
 	done := c.done
 	c.mu.Unlock()
@@ -357,11 +359,11 @@ func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, erro
 }
 
 // Logs streams the container's output from the start.
-func (c *container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *clientContainer) Logs(ctx context.Context, stdout, stderr io.Writer) error {
 	return c.logs(ctx, false, stdout, stderr)
 }
 
-func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Writer) error {
+func (c *clientContainer) logs(ctx context.Context, follow bool, stdout, stderr io.Writer) error {
 	op := "Logs"
 	if follow {
 		op = "FollowLogs"
@@ -498,7 +500,7 @@ func (c *logChunk) decode(b []byte) error {
 
 // cacheTrailer caches the final status a FollowLogs stream carries in its
 // trailer (see statusTrailer), so the Status that follows costs no RPC.
-func (c *container) cacheTrailer(md metadata.MD) {
+func (c *clientContainer) cacheTrailer(md metadata.MD) {
 	v := md.Get(statusTrailer)
 	if len(v) != 1 {
 		return
@@ -512,7 +514,7 @@ func (c *container) cacheTrailer(md metadata.MD) {
 }
 
 // cacheExit records the final exit code of a followed container.
-func (c *container) cacheExit(code int) {
+func (c *clientContainer) cacheExit(code int) {
 	c.mu.Lock()
 	if c.done == nil {
 		c.done = &containerStatus{done: true, exitCode: code}
@@ -525,7 +527,7 @@ func (c *container) cacheExit(code int) {
 //
 // The plugin forgets a container once it is cleaned up; cleaning it up again
 // is a no-op here, as the contract asks (it is idempotent).
-func (c *container) Cleanup(ctx context.Context) error {
+func (c *clientContainer) Cleanup(ctx context.Context) error {
 	if c.cleaned.Load() {
 		return nil
 	}
@@ -547,36 +549,36 @@ func (c *container) Cleanup(ctx context.Context) error {
 	return err
 }
 
-func (c *container) cleanupUnary(ctx context.Context) error {
+func (c *clientContainer) cleanupUnary(ctx context.Context) error {
 	_, err := c.driver.client.rpc.Cleanup(ctx, c.ref)
 	return c.driver.wrap("Cleanup", err)
 }
 
-// followContainer is a container whose driver implements orchestra.LogFollower.
-type followContainer struct{ *container }
+// clientFollowContainer is a container whose driver implements orchestra.LogFollower.
+type clientFollowContainer struct{ *clientContainer }
 
 // FollowLogs streams the container's output live until it exits.
-func (c *followContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *clientFollowContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
 	if c.run.acquire() {
 		return c.followRun(ctx, stdout, stderr)
 	}
 	return c.logs(ctx, true, stdout, stderr)
 }
 
-// volume is an orchestra.Volume that lives in a plugin.
-type volume struct {
-	driver  *driver
+// clientVolume is the client side of a volume in a plugin.
+type clientVolume struct {
+	driver  *clientDriver
 	ref     *driverv1.VolumeRef
 	cleaned atomic.Bool
 }
 
 // Name is the volume's name.
-func (v *volume) Name() string { return v.ref.GetName() }
+func (v *clientVolume) Name() string { return v.ref.GetName() }
 
 // Cleanup removes the volume in the plugin.
 // The plugin forgets the volume's handle once it is removed; removing it
 // again is a no-op here (it is idempotent).
-func (v *volume) Cleanup(ctx context.Context) error {
+func (v *clientVolume) Cleanup(ctx context.Context) error {
 	if v.cleaned.Load() {
 		return nil
 	}
@@ -624,10 +626,10 @@ func (c *Client) Attach(ctx context.Context, hostPID int) ([]OpenDriver, error) 
 // Adopt returns the driver for an instance that is already open in the
 // plugin, as Open would have.
 func (c *Client) Adopt(od OpenDriver) orchestra.Driver {
-	d := &driver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace, finder: od.ContainerFinder}
+	d := &clientDriver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace, finder: od.ContainerFinder}
 	d.stdinCtx, d.stopStdin = context.WithCancel(context.Background())
 	if od.ContainerFinder {
-		return &finderDriver{d}
+		return &clientFinderDriver{d}
 	}
 	return d
 }
@@ -639,12 +641,12 @@ func (c *Client) Adopt(od OpenDriver) orchestra.Driver {
 // known only after the first RunContainer or GetContainer). It returns nil
 // for any other driver.
 func Implements(d orchestra.Driver) []string {
-	var wd *driver
+	var wd *clientDriver
 	switch d := d.(type) {
-	case *driver:
+	case *clientDriver:
 		wd = d
-	case *finderDriver:
-		wd = d.driver
+	case *clientFinderDriver:
+		wd = d.clientDriver
 	default:
 		return nil
 	}

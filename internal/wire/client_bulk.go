@@ -79,7 +79,7 @@ var errBulkUnreachable = errors.New("bulk socket unreachable")
 
 // bulkLogs reads the container's output, from the start, as frames from the
 // bulk socket. (The host follows logs over gRPC; see container.logs.)
-func (c *container) bulkLogs(ctx context.Context, stdout, stderr io.Writer, op string) error {
+func (c *clientContainer) bulkLogs(ctx context.Context, stdout, stderr io.Writer, op string) error {
 	conn, stop, err := c.driver.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Logs{
 		Logs: &driverv1.LogsRequest{Container: c.ref, DeadlineUnixNano: deadlineOf(ctx)},
 	}})
@@ -127,7 +127,7 @@ func (c *container) bulkLogs(ctx context.Context, stdout, stderr io.Writer, op s
 	}
 }
 
-func (c *container) bulkError(ctx context.Context, op string, err error) error {
+func (c *clientContainer) bulkError(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("plugin %s: %s: %w", c.driver.client.name, op, ctx.Err())
 	}

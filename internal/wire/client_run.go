@@ -34,7 +34,7 @@ import (
 const deadlineGrace = 100 * time.Millisecond
 
 // runContainer starts task over a Run stream.
-func (d *driver) runContainer(ctx context.Context, req *driverv1.RunContainerRequest) (*container, error) {
+func (d *clientDriver) runContainer(ctx context.Context, req *driverv1.RunContainerRequest) (*clientContainer, error) {
 	req.DeadlineUnixNano = deadlineOf(ctx)
 	sctx, end := context.WithCancel(context.WithoutCancel(ctx))
 	var started atomic.Bool
@@ -176,7 +176,7 @@ func transportError(err error) error {
 type runClient struct {
 	stream  runConn
 	cancel  context.CancelFunc
-	driver  *driver
+	driver  *clientDriver
 	endOnce sync.Once
 
 	// use is held by the call that uses the stream (a follow, a cleanup);
@@ -222,7 +222,7 @@ func deadlineOf(ctx context.Context) int64 {
 // follow runs FollowLogs over the stream. When the stream ends under it (the
 // context RunContainer got ended, but ctx did not), the follow goes on over
 // the Logs call, skipping what was written already.
-func (c *container) followRun(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *clientContainer) followRun(ctx context.Context, stdout, stderr io.Writer) error {
 	r := c.run
 	defer r.use.Unlock()
 	const op = "FollowLogs"
@@ -295,7 +295,7 @@ func (c *container) followRun(ctx context.Context, stdout, stderr io.Writer) err
 
 // resumeFollow follows over the Logs call, dropping the first nout bytes of
 // stdout and nerr of stderr, which the caller has already.
-func (c *container) resumeFollow(ctx context.Context, stdout, stderr io.Writer, nout, nerr int64) error {
+func (c *clientContainer) resumeFollow(ctx context.Context, stdout, stderr io.Writer, nout, nerr int64) error {
 	return c.logs(ctx, true, &skipWriter{w: stdout, skip: nout}, &skipWriter{w: stderr, skip: nerr})
 }
 
@@ -322,7 +322,7 @@ func (s *skipWriter) Write(p []byte) (int, error) {
 }
 
 // cleanupRun cleans the container up over the stream, which then ends.
-func (c *container) cleanupRun(ctx context.Context) error {
+func (c *clientContainer) cleanupRun(ctx context.Context) error {
 	r := c.run
 	defer r.use.Unlock()
 	defer r.end()

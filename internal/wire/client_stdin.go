@@ -30,7 +30,7 @@ type stdinSink interface {
 // is one (framed with a 1.3 plugin, raw with a 1.2 one), else on gRPC. A bulk
 // socket that cannot be reached falls back to gRPC; the error says neither
 // could open.
-func (d *driver) openStdin(ctx context.Context, token string) (stdinSink, error) {
+func (d *clientDriver) openStdin(ctx context.Context, token string) (stdinSink, error) {
 	if d.client.bulk != "" {
 		req := &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_StdinToken{StdinToken: token}}
 		if d.client.run {

@@ -72,7 +72,7 @@ func TestExitCodesOutsideAByteAreErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rpc := &replyClient{replies: [][]byte{raw(tt.code)}}
-			c := &container{driver: &driver{client: NewClient("liar", rpc)}, ref: &driverv1.ContainerRef{Container: 1}}
+			c := &clientContainer{driver: &clientDriver{client: NewClient("liar", rpc)}, ref: &driverv1.ContainerRef{Container: 1}}
 			st, err := c.Status(context.Background())
 			if tt.ok {
 				if err != nil || int64(st.ExitCode()) != int64(tt.code) {
