@@ -47,7 +47,11 @@ type Config struct {
 	// plugin's reaper runs it with "--driver", the plugin's name and the
 	// namespace appended, after the plugin is gone: so a plugin that leaves
 	// its resources to the platform on host exit (KeepOnHostExit) does not
-	// keep a namespace that was to die with its host.
+	// keep a namespace that was to die with its host. A plugin with the
+	// "ephemeral" capability (1.3) closes such namespaces itself when its
+	// host dies, with or without OrphanCleanup; the command is the fallback
+	// for older plugins, and for a plugin too frozen to do it (the reaper
+	// kills it first).
 	OrphanCleanup []string
 	// AutoMTLS turns on go-plugin's automatic mutual TLS. It is off by
 	// default: the host and plugin already talk over a unix socket in a
