@@ -16,6 +16,16 @@ for cmd in containerd runc ctr openssl curl file; do command -v $cmd >/dev/null 
 bash "$here/build.sh" >/dev/null
 B=$K8S_BIN
 D=$CLUSTER_DIR
+# A cluster directory whose processes all died (a killed session, a reboot) holds stale mounts,
+# netns and containerd state: clear it and start afresh.
+if [ -d "$D/run" ]; then
+	any=""
+	for p in "$D"/run/*.pid; do [ -f "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null && any=1; done
+	if [ -z "$any" ]; then
+		log "no process of the cluster in $D runs: removing its stale state first"
+		bash "$here/down.sh"
+	fi
+fi
 mkdir -p "$D"/{run,log,etcd,containerd,kubelet,cni/net.d,cni/ipam,runc}
 bash "$here/certs.sh"
 pki=$D/pki
