@@ -4,7 +4,9 @@ package native
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -97,7 +99,10 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: task %q: create directory: %w", id, err)
 	}
-	lock, err := lockTask(dir)
+	lock, err := lockTask(dir, task != nil)
+	if task == nil && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("native: task %q in namespace %q: %w", id, d.namespace, orchestra.ErrContainerNotFound)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("native: task %q: %w", id, err)
 	}
@@ -110,6 +115,11 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 		return c, nil
 	}
 	if task == nil {
+		// Its driver died while it ran (and its shim killed its tree with
+		// it): remove what is left, so nothing of it outlives this look.
+		if err := removeTaskDir(dir); err != nil {
+			d.logger.Warn("remove the directory of a task whose driver died", "task", id, "err", err)
+		}
 		_ = lock.Close()
 		return nil, fmt.Errorf("native: task %q in namespace %q did not finish (its driver died): %w", id, d.namespace, orchestra.ErrContainerNotFound)
 	}

@@ -475,9 +475,12 @@ func (c *Container) kill(ctx context.Context) {
 	c.mu.Unlock()
 	killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	// The group, then the task's cgroup (if any) once its processes are gone.
-	const killScript = `kill -9 -$1
-g=/sys/fs/cgroup/task-$1
+	// Everything in the task's cgroup (its descendants, setsid or not), the
+	// wrapper's process group (wrapper, copiers, stdin feeder), then the
+	// cgroup once its processes are gone.
+	const killScript = `g=/sys/fs/cgroup/task-$1
+[ -d $g ] && echo 1 >$g/cgroup.kill
+kill -9 -$1
 i=0
 while [ -d $g ] && ! rmdir $g 2>/dev/null && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done`
 	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"sh", "-c", killScript, "pocketci-kill", strconv.Itoa(pid)}})

@@ -20,15 +20,16 @@ import (
 // in TASKDIR/work (where the host linked its mounts); otherwise imageScript
 // runs it chrooted in ROOT (an unpacked image) in a mount namespace of its
 // own, in WORKDIR, with MOUNTS ("SRC<tab>DST" lines) bound in. A non-zero
-// MEMORY (bytes) or CPUWEIGHT puts the task in a cgroup of its own
-// (/sys/fs/cgroup/task-<wrapper pid>) with memory.max and cpu.weight; the
-// kernel's OOM killer SIGKILLs a task over its limit (exit 137).
+// MEMORY (bytes) or CPUWEIGHT sets memory.max and cpu.weight on the task's
+// cgroup (/sys/fs/cgroup/task-<wrapper pid>); the kernel's OOM killer
+// SIGKILLs a task over its limit (exit 137).
 // The task's stdout and stderr are pipes, as on every other
 // platform (a task that opens /dev/stdout gets the pipe again, not a file
 // it would truncate); a cat per stream copies them into the files on the
-// share. When the task exits, what is left of its session (background
-// children holding the pipes open) is killed, as a container's init would,
-// and the wrapper exits with the task's status once the copies are done.
+// share. The task runs in a cgroup of its own; when it exits, whatever it
+// left running (background children, setsid or not) is killed through
+// cgroup.kill, as a container's init would, and the wrapper exits with the
+// task's status once the copies are done.
 const runScript = `# pocketci task wrapper (written by the qemu driver)
 d=$1 u=$2 in=$3 root=$4 wd=$5 mnts=$6 mem=$7 cpuw=$8
 shift 8
@@ -57,7 +58,7 @@ else
 fi
 p=/tmp/.pocketci-io.$$
 rm -rf "$p"
-mkdir -m 0700 "$p" && /bin/busybox mkfifo -m 0600 "$p/o" "$p/e" "$p/i" || exit 126
+mkdir -m 0700 "$p" && /bin/busybox mkfifo -m 0600 "$p/o" "$p/e" || exit 126
 exec 6>"$d/stdout" 7>"$d/stderr" || exit 126
 /bin/busybox cat "$p/o" >&6 6>&- 7>&- &
 o=$!
@@ -66,37 +67,38 @@ e=$!
 exec 6>&- 7>&-
 # Opening a FIFO for writing waits for its reader, so both copiers run.
 exec 3>"$p/o" 4>"$p/e"
-if [ "$in" = chunks ]; then
-	/bin/busybox sh ` + guestShare + `/.pocketci/stdin "$d" "$p/i" 2>/dev/null &
-	exec 5<"$p/i"
-else
-	exec 5</dev/null
-fi
-rm -rf "$p"
-g=
-if [ "$mem" != 0 ] || [ "$cpuw" != 0 ]; then
-	g=/sys/fs/cgroup/task-$$
-	mkdir "$g" || exit 126
-	if [ "$mem" != 0 ]; then echo "$mem" >"$g/memory.max" || exit 126; fi
-	if [ "$cpuw" != 0 ]; then echo "$cpuw" >"$g/cpu.weight" || exit 126; fi
-	echo $$ >"$g/cgroup.procs" || exit 126
-fi
+# Every task gets a cgroup of its own: its limits, and the one handle on all
+# its descendants (setsid or not) for cgroup.kill when it ends or is
+# cleaned up.
+g=/sys/fs/cgroup/task-$$
+mkdir "$g" || exit 126
+if [ "$mem" != 0 ]; then echo "$mem" >"$g/memory.max" || exit 126; fi
+if [ "$cpuw" != 0 ]; then echo "$cpuw" >"$g/cpu.weight" || exit 126; fi
+echo $$ >"$g/cgroup.procs" || exit 126
 # A subshell that execs the task: the shell's own "Killed" report of a
 # task killed by a signal goes to the wrapper's stderr, not the task's.
-(
-	exec <&5 >&3 2>&4 3>&- 4>&- 5<&-
-	exec "$@"
-)
-s=$?
-exec 3>&- 4>&- 5<&-
-for k in $(/bin/busybox awk -v s=$$ '{p=$1; sub(/.*\) /, ""); if ($4 == s) print p}' /proc/[0-9]*/stat 2>/dev/null); do
-	case $k in $$ | $o | $e) ;; *) kill -9 "$k" 2>/dev/null ;; esac
-done
-if [ -n "$g" ]; then
-	echo $$ >/sys/fs/cgroup/cgroup.procs
-	i=0
-	while ! rmdir "$g" 2>/dev/null && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done
+# Stdin is an anonymous pipe from the feeder (a FIFO would block a task
+# that reopens /dev/stdin after the feeder closed it); the subshell tells
+# the feeder its pid, so the feeder ends with the task.
+if [ "$in" = chunks ]; then
+	/bin/busybox sh ` + guestShare + `/.pocketci/stdin "$d" "$p/pid" 2>/dev/null 3>&- 4>&- | (
+		read -r self _ </proc/self/stat && echo "$self" >"$p/pid"
+		exec >&3 2>&4 3>&- 4>&-
+		exec "$@"
+	)
+else
+	(
+		exec </dev/null >&3 2>&4 3>&- 4>&-
+		exec "$@"
+	)
 fi
+s=$?
+exec 3>&- 4>&-
+rm -rf "$p"
+echo $$ >/sys/fs/cgroup/cgroup.procs
+echo 1 >"$g/cgroup.kill"
+i=0
+while ! rmdir "$g" 2>/dev/null && [ $i -lt 200 ]; do usleep 5000; i=$((i + 1)); done
 wait $o || w=stdout
 wait $e || w="$w stderr"
 if [ -n "$w" ] && [ $s = 0 ]; then
@@ -108,11 +110,13 @@ exit $s
 
 // stdinScript feeds a task's stdin: the host writes chunk files stdin.0,
 // stdin.1, ... (each renamed into place when complete) and stdin.end after
-// the last; this loop copies them in order into the FIFO and deletes each,
-// which tells the host it may write more. Arguments: TASKDIR FIFO.
+// the last; this loop copies them in order to its stdout (a pipe to the
+// task) and deletes each, which tells the host it may write more. It ends
+// at stdin.end, when the task stops reading (EPIPE), or when the task's
+// process (its pid in PIDFILE) is gone.
 const stdinScript = `# pocketci stdin feeder (written by the qemu driver)
-d=$1
-exec >"$2"
+# Arguments: TASKDIR PIDFILE; writes the task's stdin to its own stdout.
+d=$1 pf=$2 tp=
 i=0 w=1000
 while :; do
 	if [ -e "$d/stdin.$i" ]; then
@@ -122,6 +126,13 @@ while :; do
 	elif [ -e "$d/stdin.end" ]; then
 		[ -e "$d/stdin.$i" ] || exit 0
 	else
+		# The task ended (or became a zombie): nobody reads any more.
+		[ -z "$tp" ] && [ -e "$pf" ] && read -r tp <"$pf"
+		if [ -n "$tp" ]; then
+			st=
+			read -r st <"/proc/$tp/stat" 2>/dev/null
+			case $st in "" | *") Z "*) exit 0 ;; esac
+		fi
 		usleep $w
 		[ $w -lt 50000 ] && w=$((w * 2))
 	fi

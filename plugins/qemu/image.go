@@ -15,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
@@ -22,6 +25,7 @@ import (
 // filesystem, over a per-task overlayfs layer in the guest. The driver gets
 // the image from the local Docker Engine's API (inspect for the digest and
 // config, then a flattened export of a created, never started container),
+// an OCI layout or tarball, or a registry (go-containerregistry),
 // unpacks it once into a cache directory named by the image ID, and the
 // guest reads the cache through a second, read-only 9p share (tag
 // "images"), so an image unpacked after the boot is visible at once.
@@ -182,15 +186,80 @@ func (e *dockerEngine) export(ctx context.Context, ref string, unpack func(io.Re
 
 // resolveImage returns the unpacked image ref, unpacking it into the cache
 // on first use. A missing image is orchestra.ErrImageNotFound naming it.
+// Sources, by the form of ref:
+//   - "oci:DIR": an OCI image layout directory (its first image);
+//   - "oci-archive:FILE" or "docker-archive:FILE": a tarball (docker save
+//     or go-containerregistry's tarball format);
+//   - anything else: the local Docker Engine, and when it does not have the
+//     image (or is not there) and ref names a registry host explicitly
+//     ("host:port/repo:tag", "registry.example/repo"), that registry.
 func resolveImage(ctx context.Context, ref string, logger *slog.Logger) (*image, error) {
+	if path, ok := strings.CutPrefix(ref, "oci:"); ok {
+		img, err := layoutImage(path)
+		if err != nil {
+			return nil, fmt.Errorf("image %q: %w: %w", ref, orchestra.ErrImageNotFound, err)
+		}
+		return unpackRemote(ctx, ref, img, logger)
+	}
+	for _, prefix := range []string{"oci-archive:", "docker-archive:"} {
+		if path, ok := strings.CutPrefix(ref, prefix); ok {
+			img, err := tarball.ImageFromPath(path, nil)
+			if err != nil {
+				return nil, fmt.Errorf("image %q: %w: %w", ref, orchestra.ErrImageNotFound, err)
+			}
+			return unpackRemote(ctx, ref, img, logger)
+		}
+	}
 	engine, err := newDockerEngine()
+	var cfg imageConfig
+	if err == nil {
+		cfg, err = engine.inspect(ctx, ref)
+	}
+	if err == nil {
+		return unpack(ctx, ref, cfg, logger, func(root string) error {
+			return engine.export(ctx, ref, func(r io.Reader) error { return untar(r, root) })
+		})
+	}
+	engineErr := fmt.Errorf("local Docker Engine: %w", err)
+	if !namesRegistry(ref) {
+		return nil, fmt.Errorf("image %q: %w (%w)", ref, orchestra.ErrImageNotFound, engineErr)
+	}
+	img, rerr := registryImage(ctx, ref)
+	if rerr != nil {
+		return nil, fmt.Errorf("image %q: %w (%w; registry: %w)", ref, orchestra.ErrImageNotFound, engineErr, rerr)
+	}
+	return unpackRemote(ctx, ref, img, logger)
+}
+
+// namesRegistry reports whether ref starts with a registry host (a first
+// path component with a '.' or ':', or localhost), as Docker tells them.
+func namesRegistry(ref string) bool {
+	host, _, ok := strings.Cut(ref, "/")
+	return ok && (strings.ContainsAny(host, ".:") || host == "localhost")
+}
+
+// unpackRemote unpacks a go-containerregistry image (registry, layout or
+// tarball): its layers flattened with whiteouts applied.
+func unpackRemote(ctx context.Context, ref string, img v1.Image, logger *slog.Logger) (*image, error) {
+	id, err := img.ConfigName()
 	if err != nil {
 		return nil, fmt.Errorf("image %q: %w: %w", ref, orchestra.ErrImageNotFound, err)
 	}
-	cfg, err := engine.inspect(ctx, ref)
+	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("image %q: %w (looked up in the local Docker Engine: %w)", ref, orchestra.ErrImageNotFound, err)
+		return nil, fmt.Errorf("image %q: read its config: %w", ref, err)
 	}
+	cfg := imageConfig{ID: id.String(), Env: cf.Config.Env, WorkingDir: cf.Config.WorkingDir}
+	return unpack(ctx, ref, cfg, logger, func(root string) error {
+		rc := mutate.Extract(img)
+		defer rc.Close()
+		return untar(rc, root)
+	})
+}
+
+// unpack returns the cached image with cfg's ID, running fill to unpack it
+// into a temporary root first when the cache does not have it.
+func unpack(ctx context.Context, ref string, cfg imageConfig, logger *slog.Logger, fill func(root string) error) (*image, error) {
 	key := strings.TrimPrefix(cfg.ID, "sha256:")
 	if key == "" || strings.ContainsAny(key, "/.") {
 		return nil, fmt.Errorf("image %q: unusable image ID %q", ref, cfg.ID)
@@ -214,7 +283,7 @@ func resolveImage(ctx context.Context, ref string, logger *slog.Logger) (*image,
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return nil, fmt.Errorf("image cache: %w", err)
 	}
-	if err := engine.export(ctx, ref, func(r io.Reader) error { return untar(r, root) }); err != nil {
+	if err := fill(root); err != nil {
 		return nil, fmt.Errorf("image %q: unpack: %w", ref, err)
 	}
 	meta, _ := json.Marshal(cfg)

@@ -122,13 +122,20 @@ func confined(name string) (string, error) {
 }
 
 // noSymlinkParents refuses a path whose parent directories (inside root)
-// include a symlink, which would let an entry land outside root.
+// include a symlink, which would let an entry land outside root; missing
+// parents are created.
 func noSymlinkParents(root, rel string) error {
 	dir := root
 	parts := strings.Split(rel, "/")
 	for _, part := range parts[:len(parts)-1] {
 		dir = filepath.Join(dir, part)
 		fi, err := os.Lstat(dir)
+		if errors.Is(err, os.ErrNotExist) { // a tar need not list every parent
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return fmt.Errorf("unpack %s: parent %s: %w", rel, part, err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("unpack %s: parent %s: %w", rel, part, err)
 		}
