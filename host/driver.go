@@ -37,6 +37,9 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver, opts OpenOp
 		p.logger.Warn("driver's Name() disagrees with the name it is served under: using the served name",
 			"plugin", p.Name, "served", p.Name, "driver_name", name)
 	}
+	if opts.Ephemeral {
+		p.trackEphemeral(namespace, 1)
+	}
 	p.mu.Lock()
 	d := &driver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
@@ -114,8 +117,12 @@ func (d *driver) close(ctx context.Context) error {
 		return struct{}{}, gen, d.closeBounded(inner)
 	})
 	d.mu.Lock()
+	wasClosed := d.closed
 	d.closed, d.closeErr = true, err
 	d.mu.Unlock()
+	if d.opts.Ephemeral && err == nil && !wasClosed {
+		d.plugin.trackEphemeral(d.namespace, -1)
+	}
 	d.forget()
 	return err
 }

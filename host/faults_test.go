@@ -331,10 +331,23 @@ func orphanHost(dir string) {
 	if err != nil {
 		panic(err)
 	}
-	if _, err := p.Info(context.Background()); err != nil {
+	d, err := p.NewDriver("orphaned", nil)
+	if err != nil {
 		panic(err)
 	}
-	fmt.Println(p.PID())
+	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "long", Command: []string{"sh", "-c", "echo $$; exec sleep 1000"}})
+	if err != nil {
+		panic(err)
+	}
+	var out strings.Builder
+	for !strings.HasSuffix(out.String(), "\n") {
+		out.Reset()
+		if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+			panic(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Printf("%d %s", p.PID(), out.String())
 	select {}
 }
 
@@ -359,7 +372,13 @@ func TestKilledHostStoppedPlugin(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(exe, "-test.run=^$")
-			cmd.Env = append(os.Environ(), "HOST_TEST_ORPHAN_DIR="+dir, "FAKEPLUGIN_MODE="+tt.mode)
+			// A short directory: unix socket paths are limited to 108 bytes.
+			tmp, err := os.MkdirTemp("", "ko-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(tmp) })
+			cmd.Env = append(os.Environ(), "HOST_TEST_ORPHAN_DIR="+dir, "FAKEPLUGIN_MODE="+tt.mode, "TMPDIR="+tmp)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -367,11 +386,11 @@ func TestKilledHostStoppedPlugin(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			var pid int
-			if _, err := fmt.Fscan(stdout, &pid); err != nil {
+			var pid, task int
+			if _, err := fmt.Fscan(stdout, &pid, &task); err != nil {
 				cmd.Process.Kill()
 				cmd.Wait()
-				t.Fatalf("read the plugin PID: %v", err)
+				t.Fatalf("read the plugin's and the task's PIDs: %v", err)
 			}
 			if tt.stop {
 				stop(t, pid)
@@ -380,6 +399,21 @@ func TestKilledHostStoppedPlugin(t *testing.T) {
 			cmd.Wait()
 			took := waitGone(t, pid, orphanGrace+3*time.Second)
 			t.Logf("plugin gone %s after SIGKILL of its host (reaper grace %s)", took.Round(time.Millisecond), orphanGrace)
+			// The native task dies with its plugin.
+			waitGone(t, task, 3*time.Second)
+			// The dead host's socket directory goes too (the reaper removes
+			// it after the plugin).
+			deadline := time.Now().Add(orphanGrace + 3*time.Second)
+			for {
+				entries, _ := os.ReadDir(tmp)
+				if len(entries) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("left in the dead host's temporary directory: %v", entries)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		})
 	}
 }

@@ -41,6 +41,14 @@ type Config struct {
 	// after its drivers are closed (or CloseTimeout passed): then its whole
 	// process group is killed. Defaults to 5 seconds.
 	ShutdownTimeout time.Duration
+	// OrphanCleanup is a command that removes one namespace, such as
+	// {"/usr/local/bin/orchestra", "clean", "--plugin-dir", dir}. When the
+	// host dies without closing an ephemeral namespace (OpenOptions), the
+	// plugin's reaper runs it with "--driver", the plugin's name and the
+	// namespace appended, after the plugin is gone: so a plugin that leaves
+	// its resources to the platform on host exit (KeepOnHostExit) does not
+	// keep a namespace that was to die with its host.
+	OrphanCleanup []string
 	// AutoMTLS turns on go-plugin's automatic mutual TLS. It is off by
 	// default: the host and plugin already talk over a unix socket in a
 	// private 0700 directory, and AutoMTLS costs a key pair on both sides at
@@ -60,7 +68,11 @@ type Host struct {
 	socketDir       string
 	// closed is set once Close, Kill or Detach began: every later call
 	// returns orchestra.ErrClosed.
-	closed atomic.Bool
+	closed        atomic.Bool
+	orphanCleanup []string
+	// noReaper starts plugins without a reaper (for the benchmark that
+	// measures its cost).
+	noReaper bool
 	// closeRan is set once Close ran.
 	closeRan  atomic.Bool
 	stateFile string
@@ -81,13 +93,14 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("create plugin socket directory: %w", err)
 	}
 	h := &Host{
-		logger:       logger,
-		level:        lowestLevel(logger),
-		autoMTLS:     cfg.AutoMTLS,
-		closeTimeout: cfg.CloseTimeout,
-		stateFile:    cfg.StateFile,
-		socketDir:    socketDir,
-		byName:       map[string]*Plugin{},
+		logger:        logger,
+		level:         lowestLevel(logger),
+		autoMTLS:      cfg.AutoMTLS,
+		closeTimeout:  cfg.CloseTimeout,
+		stateFile:     cfg.StateFile,
+		orphanCleanup: cfg.OrphanCleanup,
+		socketDir:     socketDir,
+		byName:        map[string]*Plugin{},
 	}
 	if h.closeTimeout <= 0 {
 		h.closeTimeout = 2 * time.Minute
@@ -240,9 +253,11 @@ func (h *Host) Close() error {
 
 // Kill kills every plugin the host started, with its process group, at
 // once: no driver is closed and no plugin is asked to shut down. It is the
-// last resort for a caller that cannot wait (a second Ctrl-C); Close is
-// still needed afterwards to remove the host's directory. After Kill every
-// call returns orchestra.ErrClosed.
+// last resort for a caller that is about to exit and cannot wait (a second
+// Ctrl-C): each plugin's reaper stays armed, and once the host process has
+// exited it runs Config.OrphanCleanup for the ephemeral namespaces and
+// removes the host's directory. After Kill every call returns
+// orchestra.ErrClosed.
 func (h *Host) Kill() {
 	h.closed.Store(true)
 	for _, p := range h.plugins {

@@ -133,6 +133,9 @@ func (l lineLogger) Write(p []byte) (int, error) {
 		if line == "" {
 			continue
 		}
+		if len(line) > maxStderrLine {
+			line = strings.ToValidUTF8(line[:maxStderrLine], "") + truncMarker
+		}
 		var rec map[string]any
 		if json.Unmarshal([]byte(line), &rec) == nil {
 			if msg, ok := rec["@message"].(string); ok {

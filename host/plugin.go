@@ -2,13 +2,11 @@ package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,6 +91,12 @@ type Plugin struct {
 	gen     uint64    // generation of the running process, counted from 1
 	started time.Time // when the running process started
 	crashes int       // consecutive early deaths, for the restart delay
+	// ephemeral counts the open drivers of each ephemeral namespace, which
+	// the reaper cleans up if the host dies (see Config.OrphanCleanup).
+	ephemeral map[string]int
+	// final is set once the host stopped or killed the plugin for good: no
+	// call, not even one Close itself makes, starts it again.
+	final bool
 
 	// stopping is set while the host itself stops the process, so its exit
 	// is not reported as a crash. It is atomic: the exit callback runs while
@@ -220,6 +224,9 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if err := p.host.checkOpen(ctx, p.Name); err != nil {
 		return nil, 0, err
 	}
+	if p.final {
+		return nil, 0, fmt.Errorf("plugin %s: stopped by the host: %w", p.Name, orchestra.ErrClosed)
+	}
 	if p.running() {
 		return p.rpc, p.gen, nil
 	}
@@ -241,8 +248,10 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		}
 	}
 	// The file is opened once and checked (trust, and the SHA256SUMS pin)
-	// as it is open; the process runs that open file, so nothing can be
-	// swapped in between.
+	// as it is open. A pinned plugin runs that open file, so nothing can be
+	// swapped in between; an unpinned one runs the checked, resolved path
+	// (its directories admit no one else's writes), so that its processes
+	// do not inherit an fd of its binary.
 	exe, err := openTrusted(p.Path, p.sum)
 	if err != nil {
 		return nil, 0, fmt.Errorf("plugin %s: %w", p.Name, err)
@@ -272,14 +281,22 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		GRPCDialOptions: p.dialOptions(),
 		// go-plugin hands over a template command carrying its environment.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
-			cmd := exec.Command(execFD)
+			cmd := exec.Command(exe.Name())
+			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
+			if p.sum != "" {
+				cmd = exec.Command(execFD)
+				cmd.ExtraFiles = []*os.File{exe}
+				cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
+			}
 			cmd.Args[0] = p.Path
-			cmd.ExtraFiles = []*os.File{exe}
-			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
 			// The plugin gets no stdin: only the task it runs may read the
 			// host's, through the protocol.
 			cmd.Stdin = nil
 			r, err := newRunner(cmd, logger, p.exited)
+			if r != nil {
+				r.noReaper = p.host.noReaper
+				r.ephemeralList, r.plugin, r.cleanup = p.ephemeralList(), p.Name, p.host.orphanCleanup
+			}
 			procMu.Lock()
 			proc = r
 			procMu.Unlock()
@@ -351,37 +368,6 @@ func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*w
 	return rpc, info, nil
 }
 
-// Limits on what a plugin says about itself, which the host keeps and prints.
-const (
-	maxInfoString   = 256
-	maxCapabilities = 64
-	maxCapability   = 64
-)
-
-// boundInfo cuts the strings of a plugin's Info to their limits, and says so.
-func (p *Plugin) boundInfo(info wire.Info) wire.Info {
-	cut := func(field string, s string, limit int) string {
-		if len(s) <= limit {
-			return s
-		}
-		p.logger.Warn("plugin's Info field too long: truncated", "plugin", p.Name, "field", field, "bytes", len(s), "limit", limit)
-		return strings.ToValidUTF8(s[:limit], "") + truncMarker
-	}
-	info.PluginVersion = cut("plugin_version", info.PluginVersion, maxInfoString)
-	info.SDKVersion = cut("sdk_version", info.SDKVersion, maxInfoString)
-	info.ProtocolVersion = cut("protocol_version", info.ProtocolVersion, maxInfoString)
-	if len(info.Capabilities) > maxCapabilities {
-		p.logger.Warn("plugin lists too many capabilities: keeping the first", "plugin", p.Name, "count", len(info.Capabilities), "limit", maxCapabilities)
-		info.Capabilities = info.Capabilities[:maxCapabilities]
-	}
-	caps := make([]string, len(info.Capabilities))
-	for i, c := range info.Capabilities {
-		caps[i] = cut("capabilities", c, maxCapability)
-	}
-	info.Capabilities = caps
-	return info
-}
-
 // useBulk sends stdin and logs over the plugin's bulk socket when it has
 // one (protocol 1.2) and the channel is not meant to be encrypted. A plugin
 // this host started must put the socket in the private directory the host
@@ -390,11 +376,13 @@ func (p *Plugin) useBulk(rpc *wire.Client, info wire.Info, started bool) {
 	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, wire.CapabilityBulk) {
 		return
 	}
-	if started && !strings.HasPrefix(info.BulkAddr, p.host.socketDir+string(filepath.Separator)) {
-		p.logger.Warn("plugin's bulk socket is outside its private directory: not using it", "plugin", p.Name, "addr", info.BulkAddr)
+	if !started {
+		rpc.UseBulk(info.BulkAddr)
 		return
 	}
-	rpc.UseBulk(info.BulkAddr)
+	if err := rpc.UseBulkIn(info.BulkAddr, p.host.socketDir); err != nil {
+		p.logger.Warn("plugin's bulk socket is not in its private directory: not using it", "plugin", p.Name, "err", err)
+	}
 }
 
 // dialOptions are the gRPC options for the connection to the plugin.
@@ -426,35 +414,6 @@ func (p *Plugin) running() bool {
 	return true
 }
 
-// diedDuring reports whether a call to the process of generation gen that
-// failed with err failed because that process died: then the call may be
-// made again in a restarted process. A connection that broke is seen
-// before the exit of the process behind it, so this waits a little for it.
-func (p *Plugin) diedDuring(gen uint64, err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	p.mu.Lock()
-	proc, same := p.proc, p.gen == gen
-	p.mu.Unlock()
-	if !same {
-		return true
-	}
-	if proc == nil {
-		return !p.alive(gen)
-	}
-	select {
-	case <-proc.exitedCh():
-		return true
-	case <-time.After(exitGrace):
-		return false
-	}
-}
-
-// exitGrace is how long a failed call waits to see whether the plugin's
-// process is exiting.
-const exitGrace = 250 * time.Millisecond
-
 // exited is called the moment the plugin process ends.
 func (p *Plugin) exited(err error) {
 	if p.stopping.Load() {
@@ -475,183 +434,4 @@ func (p *Plugin) lastStderr() string {
 		return ""
 	}
 	return "; last stderr:\n" + strings.Join(lines, "\n")
-}
-
-// stop closes every driver opened through the plugin, then stops the
-// process. A plugin whose Close calls have not all returned within the
-// host's close timeout is killed all the same.
-func (p *Plugin) stop() error {
-	// Drivers kept open across a host restart that nobody claimed are
-	// closed like the others.
-	p.mu.Lock()
-	var unclaimed []string
-	for ns := range p.adopted {
-		unclaimed = append(unclaimed, ns)
-	}
-	p.mu.Unlock()
-	for _, ns := range unclaimed {
-		if od, ok := p.adopt(ns); ok && p.rpc != nil {
-			p.newDriver(ns, p.rpc.Adopt(od), OpenOptions{})
-		}
-	}
-	p.mu.Lock()
-	drivers := make([]*driver, 0, len(p.drivers))
-	if p.running() {
-		for d := range p.drivers {
-			drivers = append(drivers, d)
-		}
-	}
-	p.mu.Unlock()
-
-	errc := make(chan error, len(drivers))
-	for _, d := range drivers {
-		go func() { errc <- d.close(hostClosing(context.Background())) }()
-	}
-	var errs []error
-	timeout := time.After(p.host.closeTimeout)
-	for range drivers {
-		select {
-		case err := <-errc:
-			if err != nil {
-				errs = append(errs, err)
-			}
-			if errors.Is(err, errCloseTimeout) {
-				errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
-				goto kill
-			}
-		case <-timeout:
-			errs = append(errs, fmt.Errorf("plugin %s: closing its drivers took longer than %s: killing it", p.Name, p.host.closeTimeout))
-			goto kill
-		}
-	}
-kill:
-	p.mu.Lock()
-	clear(p.drivers)
-	client, proc, byHand := p.client, p.proc, p.byHand
-	p.stopping.Store(true)
-	p.client, p.proc, p.byHand = nil, nil, nil
-	p.mu.Unlock()
-	if byHand != nil {
-		// A plugin run by hand is not the host's to stop: only disconnect.
-		byHand.Close()
-	} else if client != nil {
-		if err := killClient(client, proc, p.host.shutdownTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("plugin %s: %w", p.Name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// kill kills the plugin's process group at once, without closing its
-// drivers: the host's last resort (a second Ctrl-C).
-func (p *Plugin) kill() {
-	p.mu.Lock()
-	proc, pid, reattached := p.proc, p.pid, p.client != nil && p.proc == nil && p.byHand == nil
-	p.stopping.Store(true)
-	p.mu.Unlock()
-	switch {
-	case proc != nil:
-		_ = proc.Kill(context.Background())
-	case reattached && pid > 0:
-		killReattached(pid)
-	}
-}
-
-// connect waits for go-plugin to connect to the plugin, or for ctx to end:
-// then the plugin is killed with its group, which ends go-plugin's wait.
-func connect(ctx context.Context, client *plugin.Client, proc func() *pluginRunner) (plugin.ClientProtocol, error) {
-	type result struct {
-		proto plugin.ClientProtocol
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		proto, err := client.Client()
-		done <- result{proto, err}
-	}()
-	select {
-	case r := <-done:
-		return r.proto, r.err
-	case <-ctx.Done():
-		if r := proc(); r != nil {
-			_ = r.Kill(context.Background())
-		}
-		r := <-done
-		if r.err == nil {
-			r.err = ctx.Err()
-		}
-		return r.proto, r.err
-	}
-}
-
-// killClient stops a plugin through go-plugin, which first asks it to shut
-// down over gRPC with no deadline of its own: after timeout the plugin's
-// process group is killed, which ends that call. The wait for go-plugin to
-// finish is bounded too.
-func killClient(client *plugin.Client, proc *pluginRunner, timeout time.Duration) error {
-	done := make(chan struct{})
-	go func() {
-		client.Kill()
-		close(done)
-	}()
-	select {
-	case <-done:
-		if proc != nil {
-			proc.disarm()
-		}
-		return nil
-	case <-time.After(timeout):
-	}
-	if proc != nil {
-		_ = proc.Kill(context.Background())
-	} else if rc := client.ReattachConfig(); rc != nil && rc.Pid > 0 {
-		killReattached(rc.Pid)
-	}
-	select {
-	case <-done:
-		if proc != nil {
-			proc.disarm()
-		}
-		return fmt.Errorf("did not shut down within %s: killed its process group", timeout)
-	case <-time.After(timeout):
-		return fmt.Errorf("did not shut down within %s, and is still not gone %s after SIGKILL", timeout, timeout)
-	}
-}
-
-// Interfaces the host can tell a driver implements, beside orchestra.Driver.
-const (
-	ImplementsContainerFinder = "ContainerFinder"
-	ImplementsLogFollower     = "LogFollower"
-)
-
-// followReporter is what a wire-level driver implements when its protocol
-// says, per driver, whether it follows logs (today the wire says so per
-// container only).
-type followReporter interface {
-	FollowsLogs() bool
-}
-
-// Implements opens a throwaway, ephemeral namespace in the plugin and
-// reports which optional orchestra interfaces its driver implements: true
-// or false, or absent when the plugin's protocol does not say.
-func (p *Plugin) Implements(ctx context.Context) (map[string]bool, error) {
-	ns := fmt.Sprintf("orchestra-probe-%d-%d", os.Getpid(), time.Now().UnixNano())
-	d, err := p.Open(ctx, ns, OpenOptions{Ephemeral: true})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	inner, _, err := d.(interface {
-		current(context.Context) (orchestra.Driver, uint64, error)
-	}).current(ctx)
-	if err == nil {
-		_, out[ImplementsContainerFinder] = inner.(orchestra.ContainerFinder)
-		if fr, ok := inner.(followReporter); ok {
-			out[ImplementsLogFollower] = fr.FollowsLogs()
-		}
-	}
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return out, err
 }

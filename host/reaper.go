@@ -18,9 +18,19 @@ const orphanGrace = 5 * time.Second
 // reaperScript waits for EOF on stdin, which comes when the host process
 // dies (it holds the only write end), then gives the plugin orphanGrace and
 // kills its process group. A plugin's own watch for its host cannot help
-// when the plugin is stopped (SIGSTOP): SIGKILL still ends it. It ignores
-// the terminal's SIGINT and SIGHUP, which are the host's to handle.
-const reaperScript = `trap '' HUP INT; read _; sleep "$1"; kill -9 "-$2" 2>/dev/null`
+// when the plugin is stopped (SIGSTOP): SIGKILL still ends it. Then, when
+// the host listed ephemeral namespaces ($3) and gave a clean-up command
+// ($5...), it runs the command once per namespace, with --driver <plugin>
+// and the namespace appended: what a plugin that keeps its resources on host
+// exit left of a namespace that was to die with its host goes too. Last, it
+// removes the dead host's private socket directory ($3's directory). It
+// ignores the terminal's SIGINT and SIGHUP, which are the host's to handle.
+const reaperScript = `trap '' HUP INT; read _; sleep "$1"; kill -9 "-$2" 2>/dev/null
+list=$3; name=$4; shift 4
+if [ -s "$list" ] && [ $# -gt 0 ]; then
+	while IFS= read -r ns; do "$@" --driver "$name" "$ns" </dev/null >/dev/null 2>&1; done < "$list"
+fi
+rm -rf "${list%/*}"; exit 0`
 
 // reaper is a tiny process beside a plugin that kills the plugin's group
 // once the host is gone. The host disarms it when it stops the plugin
@@ -30,17 +40,22 @@ type reaper struct {
 	pipe *os.File // the write end; the host's death closes it
 }
 
-// startReaper starts a reaper for the process group pgid.
-func startReaper(pgid int) (*reaper, error) {
+// startReaper starts a reaper for the process group pgid. list names the
+// file of ephemeral namespaces, cleanup the command that cleans one (both
+// may be empty).
+func startReaper(pgid int, list, plugin string, cleanup []string) (*reaper, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("reaper pipe: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command("/bin/sh", "-c", reaperScript, "reaper",
-		strconv.Itoa(int(orphanGrace/time.Second)), strconv.Itoa(pgid))
+	args := append([]string{"-c", reaperScript, "reaper",
+		strconv.Itoa(int(orphanGrace / time.Second)), strconv.Itoa(pgid), list, plugin}, cleanup...)
+	cmd := exec.Command("/bin/sh", args...)
 	cmd.Stdin = r
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	// The clean-up command needs the host's environment (DOCKER_HOST, the
+	// plugin path, ...).
+	cmd.Env = os.Environ()
 	// Its own group: neither the terminal's Ctrl-C nor a kill of the
 	// plugin's group reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

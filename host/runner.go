@@ -44,6 +44,12 @@ type pluginRunner struct {
 	logger *slog.Logger
 	exited func(error)
 	pid    int
+	// noReaper: see Host.noReaper.
+	noReaper bool
+	// For the reaper: the file listing the plugin's ephemeral namespaces,
+	// the plugin's name, and the command that cleans one up.
+	ephemeralList, plugin string
+	cleanup               []string
 
 	done    chan struct{} // closed when the process has exited and been reaped
 	waitErr error
@@ -57,6 +63,10 @@ type pluginRunner struct {
 	mu      sync.Mutex
 	started bool
 	killed  bool
+	// keepReaper leaves the reaper armed after the plugin's exit: the host
+	// killed it as a last resort (Host.Kill) and exits, and the reaper
+	// cleans up after both (Config.OrphanCleanup).
+	keepReaper bool
 }
 
 func newRunner(cmd *exec.Cmd, logger *slog.Logger, exited func(error)) (*pluginRunner, error) {
@@ -172,7 +182,9 @@ func (r *pluginRunner) Start(context.Context) error {
 	}
 	r.pid = r.cmd.Process.Pid
 	r.started = true
-	if r.reaper, err = startReaper(r.pid); err != nil {
+	if r.noReaper {
+		r.logger.Debug("plugin started without a reaper")
+	} else if r.reaper, err = startReaper(r.pid, r.ephemeralList, r.plugin, r.cleanup); err != nil {
 		r.logger.Warn("no reaper for the plugin: if the host is killed while the plugin is stopped, the plugin stays", "err", err)
 	}
 	go r.watch()
@@ -192,7 +204,12 @@ func (r *pluginRunner) disarm() {
 func (r *pluginRunner) watch() {
 	waitExited(r.pid)
 	r.killGroup()
-	r.disarm()
+	r.mu.Lock()
+	keep := r.keepReaper
+	r.mu.Unlock()
+	if !keep {
+		r.disarm()
+	}
 	r.waitErr = r.cmd.Wait()
 	close(r.done)
 	if r.exited != nil {
@@ -248,6 +265,15 @@ func (r *pluginRunner) Kill(context.Context) error {
 		return fmt.Errorf("kill plugin %d: %w", r.pid, err)
 	}
 	return nil
+}
+
+// killLeavingReaper kills the plugin's group and leaves its reaper armed,
+// to clean up once the host is gone.
+func (r *pluginRunner) killLeavingReaper() {
+	r.mu.Lock()
+	r.keepReaper = true
+	r.mu.Unlock()
+	_ = r.Kill(context.Background())
 }
 
 // exitedCh is closed when the process has exited.

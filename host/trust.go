@@ -17,8 +17,8 @@ import (
 // host's user and not writable by group or others. A directory writable by
 // others is accepted only with the sticky bit (like /tmp), where nobody can
 // replace an entry they do not own. The file is opened once; the checks and
-// the SHA256SUMS pin apply to that open file, and that same file is what
-// runs (/proc/self/fd/N), so nothing can be swapped in between.
+// the SHA256SUMS pin apply to that open file, and a pinned plugin runs that
+// same file (/proc/self/fd/3), so nothing can be swapped in between.
 
 // trustedOwner reports whether uid may own a plugin file or directory.
 func trustedOwner(uid uint32) bool {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
 	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
 // servePluginEnv makes the test binary serve ctxDriver as a plugin: the
@@ -73,15 +75,20 @@ func ctxPlugin(t *testing.T) func(namespace string) (orchestra.Driver, error) {
 }
 
 // TestCtxBoundDriverPassesConformance: a driver that binds each task's
-// process to the ctx RunContainer got passes the whole suite in process and
-// through the plugin (protocol 1.3), where before the plugin killed every
-// task as its RunContainer call returned.
+// process to the ctx RunContainer got passes the whole suite in process,
+// through the plugin binary, and through the in-process harness (protocol
+// 1.3), where before the plugin killed every task as its RunContainer call
+// returned.
 func TestCtxBoundDriverPassesConformance(t *testing.T) {
 	t.Run("in process", func(t *testing.T) {
 		conformance.Run(t, conformance.Options{New: func(ns string) (orchestra.Driver, error) { return newCtxDriver(ns, nil) }})
 	})
 	t.Run("plugin", func(t *testing.T) {
 		conformance.Run(t, conformance.Options{New: ctxPlugin(t)})
+	})
+	t.Run("harness", func(t *testing.T) {
+		init := sdktest.InitFunc(t, "ctxexec", newCtxDriver)
+		conformance.Run(t, conformance.Options{New: func(ns string) (orchestra.Driver, error) { return init(ns, nil) }})
 	})
 }
 
@@ -163,4 +170,20 @@ func waitFor(t *testing.T, c orchestra.Container, limit time.Duration) orchestra
 	}
 	t.Fatalf("task not done after %v", limit)
 	return nil
+}
+
+// TestLargeTaskReachesThePlugin: a 10 MiB task crosses go-plugin's gRPC
+// connection (whose default limit is 4 MiB) and reaches the driver, which
+// refuses it for its own reason (the kernel's limit on one environment
+// string), not gRPC's size error.
+func TestLargeTaskReachesThePlugin(t *testing.T) {
+	d, err := ctxPlugin(t)("large-task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, err = d.RunContainer(context.Background(), orchestra.Task{ID: "large", Command: []string{"true"}, Env: map[string]string{"BIG": strings.Repeat("x", 10<<20)}})
+	if err == nil || !strings.Contains(err.Error(), "argument list too long") {
+		t.Fatalf("RunContainer = %v, want the driver's exec error (E2BIG), which means the task reached it", err)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -150,8 +152,10 @@ func (d *ctxDriver) start(ctx context.Context, task orchestra.Task) (*ctxContain
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Its own session: every descendant stays in it unless it calls setsid,
+	// and one that does is found as a descendant (killTree).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Cancel = func() error { killTree(cmd.Process.Pid); return nil }
 	var stdinW *os.File
 	if task.Stdin != nil {
 		r, w, err := os.Pipe()
@@ -170,7 +174,11 @@ func (d *ctxDriver) start(ctx context.Context, task orchestra.Task) (*ctxContain
 	c := &ctxContainer{driver: d, id: task.ID, dir: dir, cmd: cmd, done: make(chan struct{})}
 	if stdinW != nil {
 		go func() {
-			io.Copy(stdinW, task.Stdin)
+			if _, err := io.Copy(stdinW, task.Stdin); err != nil {
+				// A failed input is not its end: stop the task first, so it
+				// never reads EOF and succeeds on truncated input.
+				killTree(cmd.Process.Pid)
+			}
 			stdinW.Close()
 		}()
 	}
@@ -205,12 +213,62 @@ func (c *ctxContainer) wait() {
 }
 
 func (c *ctxContainer) kill() {
-	select {
-	case <-c.done:
-	default:
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
+	killTree(c.cmd.Process.Pid)
+	<-c.done
+}
+
+// killTree kills the session a task leads and every descendant of its
+// process, also those that left the session with setsid.
+func killTree(pid int) {
+	tree := treeOf(pid)
+	// The task's group first, in one signal: a shell must not outlive its
+	// killed child long enough to go on.
+	syscall.Kill(-pid, syscall.SIGKILL)
+	for _, p := range tree {
+		syscall.Kill(p, syscall.SIGKILL)
 	}
+}
+
+// treeOf lists the processes in pid's session and their descendants, from
+// /proc.
+func treeOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	var tree []int
+	in := map[int]bool{pid: true}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) < 4 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		sid, _ := strconv.Atoi(f[3])
+		parent[p] = ppid
+		if sid == pid && p != pid {
+			in[p] = true
+			tree = append(tree, p)
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for p, pp := range parent {
+			if in[pp] && !in[p] {
+				in[p] = true
+				tree = append(tree, p)
+				changed = true
+			}
+		}
+	}
+	return tree
 }
 
 type ctxStatus struct {

@@ -64,7 +64,11 @@ say "$orchestra conformance --plugin $plugins/pocketci-driver-$name"
 say "$orchestra plugins --plugin-dir $plugins"
 listing=$("$orchestra" plugins --plugin-dir "$plugins") || die "orchestra plugins failed"
 printf '%s\n' "$listing" >&2
-awk -v n="$name" -v p="$plugins/pocketci-driver-$name" '$1 == n && $4 == "ok" && $6 == p { found = 1 } END { exit !found }' <<<"$listing" ||
+# Columns are found by their header (NAME, STATE, PATH), not by position.
+awk -v n="$name" -v p="$plugins/pocketci-driver-$name" '
+	NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+	$col["NAME"] == n && $col["STATE"] == "ok" && $NF == p { found = 1 }
+	END { exit !found }' <<<"$listing" ||
 	die "orchestra plugins does not list '$name' as ok at $plugins/pocketci-driver-$name"
 
 if [[ -d $work/root ]] && [[ -n $(ls -A "$work/root") ]]; then

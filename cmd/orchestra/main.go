@@ -165,6 +165,20 @@ func (c *common) host(ctx context.Context, stderr io.Writer, cfg host.Config) (*
 	return h, nil
 }
 
+// cleanCommand is `orchestra clean` with this run's plugin directories, for
+// host.Config.OrphanCleanup; nil when the executable cannot be found.
+func (c *common) cleanCommand() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	cmd := []string{exe, "clean", "--log-level", "off"}
+	for _, d := range c.pluginDirs {
+		cmd = append(cmd, "--plugin-dir", d)
+	}
+	return cmd
+}
+
 // stringList is a repeatable string flag.
 type stringList []string
 

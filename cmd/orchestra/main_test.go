@@ -550,3 +550,97 @@ func processesBelow(dir string) []int {
 	}
 	return out
 }
+
+// TestKilledCLILeavesNoContainer: orchestra is killed with SIGKILL while a
+// docker task runs in its throwaway namespace. The docker plugin keeps
+// containers on host exit (for hosts that reattach), but this namespace was
+// to die with orchestra: the plugin's reaper cleans it up.
+func TestKilledCLILeavesNoContainer(t *testing.T) {
+	dir := pluginDir(t, "docker", dockerPlugin(t))
+	id := fmt.Sprintf("killed-%d", time.Now().UnixNano())
+	cmd := cli(t, nil, "run", "--plugin-dir", dir, "--driver", "docker", "--id", id, "--", "sh", "-c", "echo started; exec sleep 1000")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "started\n" {
+		cmd.Process.Kill()
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	byID := func() []string {
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=pocketci.task-id="+id).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(out))
+	}
+	if len(byID()) != 1 {
+		t.Fatalf("want the task's container, docker ps says %v", byID())
+	}
+	t.Cleanup(func() {
+		for _, c := range byID() {
+			exec.Command("docker", "rm", "-f", c).Run()
+		}
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	start := time.Now()
+	for len(byID()) > 0 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("container of a killed orchestra's throwaway namespace still there %s later", time.Since(start).Round(time.Second))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("container removed %s after SIGKILL of orchestra", time.Since(start).Round(100*time.Millisecond))
+}
+
+// TestSecondInterruptDocker: the second Ctrl-C ends orchestra at once even
+// while the docker plugin is stopped; the container of its throwaway
+// namespace is removed by the plugin's reaper after orchestra exited.
+func TestSecondInterruptDocker(t *testing.T) {
+	dir := pluginDir(t, "docker", dockerPlugin(t))
+	id := fmt.Sprintf("twice-%d", time.Now().UnixNano())
+	cmd := cli(t, nil, "run", "--plugin-dir", dir, "--driver", "docker", "--id", id, "--", "sh", "-c", "echo started; exec sleep 1000")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	plugin := pluginOf(t, cmd.Process.Pid)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "started\n" {
+		cmd.Process.Kill()
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	byID := func() []string {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=pocketci.task-id="+id).Output()
+		return strings.Fields(string(out))
+	}
+	t.Cleanup(func() {
+		for _, c := range byID() {
+			exec.Command("docker", "rm", "-f", c).Run()
+		}
+	})
+	syscall.Kill(plugin, syscall.SIGSTOP)
+	defer syscall.Kill(plugin, syscall.SIGKILL)
+	cmd.Process.Signal(os.Interrupt)
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	if code, took := waitExit(t, cmd, 2*time.Second); code != 130 {
+		t.Fatalf("exit %d after a second Ctrl-C, want 130", code)
+	} else {
+		t.Logf("second Ctrl-C to exit: %s", took.Round(time.Millisecond))
+	}
+	start := time.Now()
+	for len(byID()) > 0 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("the container outlived orchestra's second Ctrl-C by 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("container removed %s after orchestra exited", time.Since(start).Round(100*time.Millisecond))
+}

@@ -80,7 +80,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		ns = "run-" + randomHex(4)
 	}
 
-	h, err := c.host(ctx, stderr, host.Config{})
+	// Should orchestra be killed, the reaper of each plugin cleans up the
+	// throwaway namespace with `orchestra clean`.
+	h, err := c.host(ctx, stderr, host.Config{OrphanCleanup: c.cleanCommand()})
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,9 @@ const (
 // frameHeader is a frame's type and length.
 const frameHeader = 5
 
-// maxBulkRequest bounds the request that opens a bulk connection.
-const maxBulkRequest = 64 << 10
+// maxBulkRequest bounds the request that opens a bulk connection, and each
+// request of a Run stream on one: it may carry a task.
+const maxBulkRequest = maxTask + maxTaskSlack
 
 func writeBulkRequest(w io.Writer, req *driverv1.BulkRequest) error {
 	data, err := proto.Marshal(req)

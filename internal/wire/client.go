@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
@@ -85,6 +86,9 @@ func (c *Client) Open(ctx context.Context, namespace string) (orchestra.Driver, 
 	resp, err := c.rpc.Open(ctx, &driverv1.OpenRequest{Namespace: namespace})
 	if err != nil {
 		return nil, fromStatus(c.name, "Open", err)
+	}
+	if resp.GetDriver() == 0 {
+		return nil, c.invalidReply("Open", "driver handle 0")
 	}
 	return c.Adopt(OpenDriver{Handle: resp.GetDriver(), Namespace: namespace, Name: resp.GetName(), ContainerFinder: resp.GetContainerFinder(), Implements: resp.GetImplements()}), nil
 }
@@ -179,6 +183,12 @@ func (d *driver) CreateVolume(ctx context.Context, name string, size int) (orche
 	if err != nil {
 		return nil, d.wrap("CreateVolume", err)
 	}
+	if ref == nil || ref.GetVolume() == 0 {
+		return nil, d.client.invalidReply("CreateVolume", "no volume handle")
+	}
+	if ref.GetName() != name {
+		return nil, d.client.invalidReply("CreateVolume", "volume %q for a request of %q", ref.GetName(), name)
+	}
 	ref.Driver = d.handle
 	return &volume{driver: d, ref: ref}, nil
 }
@@ -192,6 +202,9 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
 	}
 	req := &driverv1.RunContainerRequest{Driver: d.handle, Task: taskToProto(task)}
+	if err := d.client.checkTaskSize(req); err != nil {
+		return nil, err
+	}
 	stopStdin := func() {}
 	if task.Stdin != nil {
 		token, err := newToken()
@@ -223,7 +236,7 @@ func (d *driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		resp, err = d.client.rpc.RunContainer(ctx, req)
 		if err != nil {
 			err = d.wrap("RunContainer", err)
-		} else {
+		} else if err = d.client.checkContainer("RunContainer", resp); err == nil {
 			c = d.newContainer(resp)
 		}
 	}
@@ -274,6 +287,9 @@ func (d *finderDriver) GetContainer(ctx context.Context, taskID string) (orchest
 	if err != nil {
 		return nil, d.wrap("GetContainer", err)
 	}
+	if err := d.client.checkContainer("GetContainer", resp); err != nil {
+		return nil, err
+	}
 	return d.newContainer(resp).public(), nil
 }
 
@@ -310,9 +326,12 @@ func (c *container) Status(ctx context.Context) (orchestra.ContainerStatus, erro
 	if done != nil {
 		return done, nil
 	}
-	resp, err := c.driver.client.rpc.Status(ctx, c.ref)
+	resp, err := c.driver.client.rpc.Status(ctx, c.ref, logCallOption)
 	if err != nil {
 		return nil, c.driver.wrap("Status", err)
+	}
+	if err := c.driver.client.checkExitCode("Status", int64(resp.GetExitCode())); err != nil {
+		return nil, err
 	}
 	st := &containerStatus{done: resp.GetDone(), exitCode: int(resp.GetExitCode())}
 	if st.done {
@@ -358,6 +377,10 @@ func (c *container) logs(ctx context.Context, follow bool, stdout, stderr io.Wri
 		if err != nil {
 			return c.driver.wrap(op, err)
 		}
+		if err := c.driver.client.checkStream(op, chunk.stream); err != nil {
+			chunk.free()
+			return err
+		}
 		w := stdout
 		if chunk.stream == driverv1.LogChunk_STREAM_STDERR {
 			w = stderr
@@ -400,6 +423,13 @@ const protoCodecName = "proto"
 func (c logCodec) Name() string { return protoCodecName }
 
 func (c logCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if st, ok := v.(*driverv1.StatusResponse); ok {
+		b := data.Materialize()
+		if err := checkRawExitCode(b, 2); err != nil {
+			return err
+		}
+		return proto.Unmarshal(b, st)
+	}
 	if ev, ok := v.(*runEvent); ok {
 		return ev.decode(data.MaterializeToBuffer(mem.DefaultBufferPool()))
 	}
@@ -460,7 +490,8 @@ func (c *container) cacheTrailer(md metadata.MD) {
 		return
 	}
 	code, err := strconv.Atoi(v[0])
-	if err != nil {
+	if err != nil || code < 0 || code > 255 {
+		// Not cached: Status asks the plugin, and checks what it says.
 		return
 	}
 	c.cacheExit(code)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/status"
 	grpcstatus "google.golang.org/grpc/status"
@@ -22,6 +24,39 @@ import (
 // be encrypted (the bulk socket is a plain unix socket in the same private
 // directory as the gRPC one, so it is not used with AutoMTLS).
 func (c *Client) UseBulk(addr string) { c.bulk = addr }
+
+// UseBulkIn is UseBulk for a plugin the host started with dir as its
+// private socket directory: addr must resolve inside dir (cleaned, with
+// symlinks evaluated, so neither ".." nor a link leads out), or it is
+// refused and the client keeps to gRPC.
+func (c *Client) UseBulkIn(addr, dir string) error {
+	resolved, err := resolveInside(addr, dir)
+	if err != nil {
+		return fmt.Errorf("plugin %s: bulk socket %q: %w", c.name, addr, err)
+	}
+	c.bulk = resolved
+	return nil
+}
+
+// resolveInside returns addr with symlinks evaluated, when it is inside dir.
+func resolveInside(addr, dir string) (string, error) {
+	if !filepath.IsAbs(addr) {
+		return "", errors.New("not an absolute path")
+	}
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fmt.Errorf("socket directory: %w", err)
+	}
+	resolved, err := filepath.EvalSymlinks(filepath.Clean(addr))
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(root, resolved)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("outside the private socket directory %s", dir)
+	}
+	return resolved, nil
+}
 
 // dialBulk opens a bulk connection that asks for req. It is closed when ctx
 // ends.

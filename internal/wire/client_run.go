@@ -77,11 +77,19 @@ func (d *driver) runContainer(ctx context.Context, req *driverv1.RunContainerReq
 		return nil, d.wrap("RunContainer", statusError(failed.GetStatus()))
 	}
 	started.Store(true)
-	resp := ev.msg.GetStarted()
-	if resp == nil {
+	if ev.output {
 		ev.free()
 		cancel()
-		return nil, fmt.Errorf("plugin %s: RunContainer: the run stream began with %T, not started", d.client.name, ev.msg.GetKind())
+		return nil, d.client.invalidReply("RunContainer", "the run stream began with output, not started")
+	}
+	resp := ev.msg.GetStarted()
+	if resp == nil {
+		cancel()
+		return nil, d.client.invalidReply("RunContainer", "the run stream began with %T, not started", ev.msg.GetKind())
+	}
+	if err := d.client.checkContainer("RunContainer", resp); err != nil {
+		cancel()
+		return nil, err
 	}
 	r := &runClient{stream: t, cancel: cancel, driver: d}
 	if !d.track(r) {
@@ -250,6 +258,11 @@ func (c *container) followRun(ctx context.Context, stdout, stderr io.Writer) err
 			return c.resumeFollow(ctx, stdout, stderr, nout, nerr)
 		}
 		if ev.output {
+			if err := c.driver.client.checkStream(op, ev.chunk.stream); err != nil {
+				ev.free()
+				r.dead = true
+				return err
+			}
 			w, n := stdout, &nout
 			if ev.chunk.stream == driverv1.LogChunk_STREAM_STDERR {
 				w, n = stderr, &nerr
@@ -271,6 +284,9 @@ func (c *container) followRun(ctx context.Context, stdout, stderr io.Writer) err
 			return c.driver.wrap(op, err)
 		}
 		if end.GetDone() {
+			if err := c.driver.client.checkExitCode(op, int64(end.GetExitCode())); err != nil {
+				return err
+			}
 			c.cacheExit(int(end.GetExitCode()))
 		}
 		return nil
@@ -371,6 +387,10 @@ func (e *runEvent) decode(buf mem.Buffer) error {
 			e.output, e.chunk.buf = true, buf
 			return nil
 		}
+	}
+	if err := checkRawExitCode(b, 3, 3); err != nil {
+		buf.Free()
+		return fmt.Errorf("run event follow_end: %w", err)
 	}
 	e.msg = &driverv1.RunEvent{}
 	err := proto.Unmarshal(b, e.msg)

@@ -88,10 +88,7 @@ func Serve(name string, init orchestra.InitFunc, keepOnHostExit bool) {
 		HandshakeConfig:  hs,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts,
-				grpc.ChainUnaryInterceptor(recoverUnary(logger)),
-				grpc.ChainStreamInterceptor(recoverStream(logger)),
-				ServerCodec())
+			opts = append(opts, serverOptions(logger)...)
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: stderr, JSONFormat: true, Level: hclog.Warn}),
@@ -113,6 +110,18 @@ func levelFromEnv() slog.Level {
 		return slog.LevelInfo
 	}
 	return level
+}
+
+// serverOptions are the gRPC server options of every plugin: panics become
+// errors, stdin and logs use the plugin's codec, and a task may be as large
+// as maxTask.
+func serverOptions(logger *slog.Logger) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(recoverUnary(logger)),
+		grpc.ChainStreamInterceptor(recoverStream(logger)),
+		ServerCodec(),
+		grpc.MaxRecvMsgSize(maxTask + maxTaskSlack),
+	}
 }
 
 // recoverUnary turns a panic in a driver method into an error for the host;
@@ -160,7 +169,7 @@ func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig)
 		HandshakeConfig:  hs,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)), ServerCodec())
+			opts = append(opts, serverOptions(logger)...)
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, Level: hclog.Warn}),

@@ -20,6 +20,9 @@ import (
 // creates the pipe between them. An entry lives until its stream ends, or
 // its task is refused, cleaned up or closed with its driver; one that a
 // stream created and no RunContainer claims is closed after claimTimeout.
+// A task closed before its stream arrived leaves its closed pipe for
+// claimTimeout, so that the late stream finds it closed (and ends at once)
+// instead of feeding a new pipe nobody reads.
 // The input ends the way the host's reader ended: at its end, or with its
 // error (CloseWithError), never a clean end after a failure.
 
@@ -32,14 +35,30 @@ type stdinPipe struct {
 	r     *io.PipeReader
 	w     *io.PipeWriter
 	reg   *stdinRegistry
-	// unclaimed, while set, closes a pipe no RunContainer claimed.
+	// attached is set once a stream took the pipe.
+	attached bool
+	// unclaimed, while set, closes a pipe no RunContainer claimed, or
+	// forgets a closed pipe no stream came for.
 	unclaimed *time.Timer
 }
 
-// close ends the task's stdin with err and forgets the entry.
+// close ends the task's stdin with err and forgets the entry, or, when its
+// stream has not come yet, keeps it closed for that stream for a while.
 func (p *stdinPipe) close(err error) {
 	p.r.CloseWithError(err)
-	p.reg.drop(p)
+	r := p.reg
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pipes[p.token] != p {
+		return
+	}
+	if p.attached {
+		r.dropLocked(p)
+		return
+	}
+	if p.unclaimed == nil {
+		p.unclaimed = time.AfterFunc(r.timeout, func() { r.drop(p) })
+	}
 }
 
 type stdinRegistry struct {
@@ -80,6 +99,7 @@ func (r *stdinRegistry) attach(token string) *stdinPipe {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, created := r.getLocked(token)
+	p.attached = true
 	if created {
 		p.unclaimed = time.AfterFunc(r.timeout, func() {
 			p.close(fmt.Errorf("stdin stream: no task claimed it within %v", r.timeout))
@@ -92,6 +112,10 @@ func (r *stdinRegistry) attach(token string) *stdinPipe {
 func (r *stdinRegistry) drop(p *stdinPipe) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.dropLocked(p)
+}
+
+func (r *stdinRegistry) dropLocked(p *stdinPipe) {
 	if r.pipes[p.token] == p {
 		delete(r.pipes, p.token)
 	}

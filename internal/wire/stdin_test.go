@@ -114,6 +114,9 @@ func TestNoStdinEntryOutlivesItsTask(t *testing.T) {
 			overBulk = bulk
 			defer func() { overBulk = false }()
 			c, srv := connectServer(t)
+			// A task closed before its stream came keeps its closed pipe
+			// this long, for that stream.
+			srv.stdins.timeout = 200 * time.Millisecond
 			d := open(t, c)
 			ctx := context.Background()
 			done, err := d.RunContainer(ctx, orchestra.Task{ID: "ends", Command: []string{"cat"}, Stdin: strings.NewReader("abc")})
@@ -170,6 +173,9 @@ func TestStdinRegistry(t *testing.T) {
 			if err := p.feed([]byte("x")); !errors.Is(err, errStdinGone) {
 				t.Fatalf("feed of an unclaimed pipe: %v, want errStdinGone once it timed out", err)
 			}
+			for end := time.Now().Add(time.Second); r.len() != 0 && time.Now().Before(end); {
+				time.Sleep(time.Millisecond) // the timer drops the entry just after it closes the pipe
+			}
 			if r.len() != 0 {
 				t.Fatal("the unclaimed entry stayed")
 			}
@@ -185,6 +191,22 @@ func TestStdinRegistry(t *testing.T) {
 			p.close(errors.New("done"))
 			if r.len() != 0 {
 				t.Fatal("close kept the entry")
+			}
+		}},
+		{"closed before its stream", func(t *testing.T, r *stdinRegistry) {
+			r.timeout = 20 * time.Millisecond
+			p := r.claim("t")
+			p.close(errors.New("task refused"))
+			late := r.attach("t")
+			if late != p || late.feed([]byte("x")) == nil {
+				t.Fatal("a stream that came after its task closed got a fresh pipe nobody reads")
+			}
+			r.drop(late)
+			q := r.claim("u")
+			q.close(errors.New("refused, and no stream ever comes"))
+			time.Sleep(60 * time.Millisecond)
+			if r.len() != 0 {
+				t.Fatal("a closed pipe no stream came for stayed past the timeout")
 			}
 		}},
 		{"drop keeps a newer entry", func(t *testing.T, r *stdinRegistry) {

@@ -46,7 +46,7 @@ func connectServer(t testing.TB) (*Client, *server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(logger)), grpc.ChainStreamInterceptor(recoverStream(logger)), ServerCodec())
+	gs := grpc.NewServer(serverOptions(logger)...)
 	driverv1.RegisterDriverServer(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -112,6 +112,7 @@ func TestOverBulk(t *testing.T) {
 		"errors":              TestErrorsKeepTheirIdentity,
 		"logs context":        TestLogsContextCrossesTheWire,
 		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
+		"panic":               TestPanicBecomesAnError,
 	} {
 		t.Run(name, test)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -222,13 +223,36 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Cleanup deletes the pod (a running task gets a 1 s grace period). It is
-// idempotent.
+// Cleanup deletes the pod (a running task gets a 1 s grace period) and
+// waits until it is gone, so that no process of the task runs after it
+// returns. It is idempotent.
 func (c *Container) Cleanup(ctx context.Context) error {
 	if err := c.d.deletePod(ctx, c.name, 1); err != nil {
 		return fmt.Errorf("k8s: cleanup of task %q: %w", c.taskID, err)
 	}
+	if err := c.d.waitPodGone(ctx, c.name); err != nil {
+		return fmt.Errorf("k8s: cleanup of task %q: %w", c.taskID, err)
+	}
 	return nil
+}
+
+// waitPodGone waits until the cluster no longer has the pod: the kubelet
+// removes it only after its containers were stopped.
+func (d *Driver) waitPodGone(ctx context.Context, name string) error {
+	for {
+		_, err := d.client.CoreV1().Pods(d.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("waiting for pod %q to go: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pod %q still there: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // deletePod deletes a pod; an absent one is not an error.

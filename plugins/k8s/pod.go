@@ -55,7 +55,7 @@ func (d *Driver) podSpec(task orchestra.Task) (*corev1.Pod, error) {
 		}
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: vol, MountPath: orchestra.MountPath(workDir, m.Path)})
 	}
-	no := false
+	no, yes := false, true
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      podName(d.namespace, task.ID),
@@ -75,6 +75,10 @@ func (d *Driver) podSpec(task orchestra.Task) (*corev1.Pod, error) {
 			Volumes:                      volumes,
 			EnableServiceLinks:           &no,
 			AutomountServiceAccountToken: &no,
+			// The sandbox is PID 1, not the task: a task can signal itself
+			// (PID 1 ignores signals it has no handler for), and the runtime
+			// kills everything left in the container when the task exits.
+			ShareProcessNamespace: &yes,
 		},
 	}, nil
 }

@@ -43,6 +43,7 @@ type Container struct {
 	lock *os.File // the task lock, held until the exit file is written
 
 	done     chan struct{} // closed once the task is over
+	gone     chan struct{} // closed once its shim was reaped too (after done)
 	exitCode int           // valid once done is closed
 	failure  string        // why the driver failed the task; valid once done
 
@@ -64,7 +65,7 @@ var (
 )
 
 func newContainer(d *Driver, id, dir string) *Container {
-	return &Container{driver: d, id: id, dir: dir, done: make(chan struct{})}
+	return &Container{driver: d, id: id, dir: dir, done: make(chan struct{}), gone: make(chan struct{})}
 }
 
 // status is a snapshot of a container's state.
@@ -103,11 +104,15 @@ func (c *Container) closeStdin() {
 	}
 }
 
-// reap reads the shim's report, reaps the shim, kills what may be left of
-// its process group (a shim killed with SIGKILL could not do it), records
-// the exit code on disk and releases the task lock.
+// reap reads the shim's report and finishes the task, then reaps the shim
+// and kills what may be left of its process group (a shim killed with
+// SIGKILL could not do it).
+//
+// The shim reports only once every process of the task was reaped and all
+// output was copied, so the task is done (done closed) on the report; the
+// shim's own exit, which can take milliseconds more, is awaited after that
+// (gone closed), and Cleanup and Close wait for it.
 func (c *Container) reap(ctl *os.File) {
-	code, failure := -1, ""
 	r := bufio.NewReader(ctl)
 	line, _ := r.ReadString('\n')
 	if pid, ok := strings.CutPrefix(strings.TrimSpace(line), "pid "); ok {
@@ -120,11 +125,14 @@ func (c *Container) reap(ctl *os.File) {
 		line, _ = r.ReadString('\n')
 	}
 	_ = ctl.Close()
+	reported := false
 	if s, rest, _ := strings.Cut(strings.TrimSpace(line), " "); s != "" {
 		if n, err := strconv.Atoi(s); err == nil {
-			code, failure = n, rest
+			reported = true
+			c.finish(n, rest)
 		}
 	}
+
 	if err := waitExited(c.pid); err != nil {
 		c.driver.logger.Warn("wait for task", "task", c.id, "err", err)
 	}
@@ -132,28 +140,47 @@ func (c *Container) reap(ctl *os.File) {
 	// The shim is a zombie (not reaped yet), so its pid, which is the
 	// group's id, cannot have been reused.
 	_ = syscall.Kill(-c.pid, syscall.SIGKILL)
-	err := c.cmd.Wait()
-	c.reaped = true
-	if c.stdinFail != "" && failure == "" {
-		failure = c.stdinFail
+	// Reap it directly: exec.Cmd.Wait waits for the pidfd through the
+	// runtime's poller, which added milliseconds per task under load. The
+	// driver gave the shim only files of its own, so Wait has nothing else
+	// to do; Release drops the pidfd.
+	var ws syscall.WaitStatus
+	var err error
+	for {
+		if _, err = syscall.Wait4(c.pid, &ws, 0, nil); !errors.Is(err, syscall.EINTR) {
+			break
+		}
 	}
+	_ = c.cmd.Process.Release()
+	c.reaped = true
 	c.mu.Unlock()
 	c.closeStdin()
 	if !waitGroupGone(c.pid, killWait) {
 		c.driver.logger.Warn("processes of the task survive SIGKILL", "task", c.id, "pgid", c.pid)
 	}
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
+	if err != nil {
 		c.driver.logger.Warn("wait for task", "task", c.id, "err", err)
 	}
-	if line == "" { // the shim died without a report
-		code, failure = -1, "the task's shim died without reporting"
-		if ps := c.cmd.ProcessState; ps != nil {
-			if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-				code = shim.ExitCode(ws)
-			}
+	if !reported { // the shim died without a report
+		code := -1
+		if err == nil {
+			code = shim.ExitCode(ws)
 		}
+		c.finish(code, "the task's shim died without reporting")
 	}
+	c.closeKill()
+	close(c.gone)
+}
+
+// finish records the task's end: its exit code and the reason when the
+// driver failed it (never exit 0 then), on disk too, releases this
+// instance's hold of the task lock, and closes done.
+func (c *Container) finish(code int, failure string) {
+	c.mu.Lock()
+	if failure == "" {
+		failure = c.stdinFail
+	}
+	c.mu.Unlock()
 	if failure != "" && code == 0 {
 		code = 1
 	}
@@ -165,7 +192,6 @@ func (c *Container) reap(ctl *os.File) {
 		c.driver.logger.Warn("record exit code", "task", c.id, "err", err)
 	}
 	_ = c.lock.Close()
-	c.closeKill()
 	close(c.done)
 	c.driver.logger.Debug("task done", "task", c.id, "exit_code", code)
 }
@@ -192,7 +218,7 @@ func (c *Container) closeKill() {
 }
 
 // killHard sends SIGKILL to the shim's process group: the fallback when the
-// shim does not end after SIGTERM.
+// shim does not end after its kill pipe closed.
 func (c *Container) killHard() {
 	if c.cmd == nil {
 		return
@@ -324,7 +350,7 @@ func (c *Container) remove(ctx context.Context) error {
 wait:
 	for {
 		select {
-		case <-c.done:
+		case <-c.gone:
 			break wait
 		case <-ctx.Done():
 			return fmt.Errorf("native: task %q: wait for the killed task: %w", c.id, ctx.Err())
@@ -409,6 +435,7 @@ func (d *Driver) recover(id, dir string) (*Container, bool) {
 	c := newContainer(d, id, dir)
 	c.exitCode, c.failure, c.reaped = code, failure, true
 	close(c.done)
+	close(c.gone)
 	d.logger.Debug("task recovered from disk", "task", id, "exit_code", code)
 	return c, true
 }
@@ -436,6 +463,7 @@ func (d *Driver) attach(id, dir string) *Container {
 		}
 		c.exitCode, c.failure = code, failure
 		close(c.done)
+		close(c.gone)
 	}()
 	return c
 }

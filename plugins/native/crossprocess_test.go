@@ -5,6 +5,7 @@ package native
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -112,6 +113,15 @@ func TestSecondHostAndDriverDeath(t *testing.T) {
 	if alive(escapee) {
 		_ = syscall.Kill(escapee, syscall.SIGKILL)
 		t.Fatalf("the setsid descendant %d outlived its host's death", escapee)
+	}
+	// A new instance looking the task up finds it gone, and that look
+	// removes what the dead host left.
+	fresh := newDriver(t, ns)
+	if _, err := fresh.(orchestra.ContainerFinder).GetContainer(t.Context(), id); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer of a task whose host died: expected ErrContainerNotFound, got %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(Root(), ns, "tasks")); len(entries) != 0 {
+		t.Fatalf("the dead host's task directory is still there: %v", entries)
 	}
 }
 

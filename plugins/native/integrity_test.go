@@ -52,7 +52,7 @@ func TestDescendantsDieWithTask(t *testing.T) {
 		tail string // after the escapees started
 		end  func(t *testing.T, d orchestra.Driver, c orchestra.Container)
 	}{
-		{"main exits", "sleep 0.3; exit 0", func(t *testing.T, _ orchestra.Driver, c orchestra.Container) { waitDone(t, c) }},
+		{"main exits", "sleep 1.5; exit 0", func(t *testing.T, _ orchestra.Driver, c orchestra.Container) { waitDone(t, c) }},
 		{"cleanup", "sleep 1000", func(t *testing.T, _ orchestra.Driver, c orchestra.Container) {
 			if err := c.Cleanup(t.Context()); err != nil {
 				t.Fatal(err)

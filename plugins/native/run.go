@@ -110,6 +110,11 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 		return c, nil
 	}
 	if task == nil {
+		// Its driver died while it ran (and its shim killed its tree with
+		// it): remove what is left, so nothing of it outlives this look.
+		if err := removeTaskDir(dir); err != nil {
+			d.logger.Warn("remove the directory of a task whose driver died", "task", id, "err", err)
+		}
 		_ = lock.Close()
 		return nil, fmt.Errorf("native: task %q in namespace %q did not finish (its driver died): %w", id, d.namespace, orchestra.ErrContainerNotFound)
 	}

@@ -20,9 +20,9 @@ mkdir -p "$D"/{run,log,etcd,containerd,kubelet,cni/net.d,cni/ipam,runc}
 bash "$here/certs.sh"
 pki=$D/pki
 node=$(hostname)
-# kubelet and the hostPath provisioner write outside the cluster directory; down.sh removes
+# kubelet, the CNI library and the hostPath provisioner write outside the cluster directory; down.sh removes
 # those paths when they were not there before the first start.
-for p in /var/lib/kubelet /var/log/pods /var/log/containers /tmp/hostpath_pv; do
+for p in /var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /tmp/hostpath_pv; do
 	if [ ! -e "$p" ] && ! grep -qx "$p" "$D/created-outside" 2>/dev/null; then echo "$p" >>"$D/created-outside"; fi
 done
 KC="$B/kubectl --kubeconfig $KUBECONFIG_PATH"

@@ -1,0 +1,89 @@
+package wire
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+)
+
+// Every reply from a plugin is checked before the host uses it: a plugin is
+// someone else's binary, and a malformed reply must be an error naming the
+// plugin and the call, never a panic or a wrong answer.
+
+// invalidReply is the error for a reply that breaks the protocol.
+func (c *Client) invalidReply(op, format string, args ...any) error {
+	return fmt.Errorf("plugin %s: %s: invalid reply: %s", c.name, op, fmt.Sprintf(format, args...))
+}
+
+// checkContainer checks a RunContainer or GetContainer reply.
+func (c *Client) checkContainer(op string, resp *driverv1.RunContainerResponse) error {
+	switch {
+	case resp == nil:
+		return c.invalidReply(op, "no reply")
+	case resp.GetContainer() == nil:
+		return c.invalidReply(op, "no container reference")
+	case resp.GetContainer().GetContainer() == 0:
+		return c.invalidReply(op, "container handle 0")
+	}
+	return nil
+}
+
+// checkExitCode refuses an exit code outside 0-255: a process exit status
+// is one byte, and anything else would read as a wrong success or failure.
+func (c *Client) checkExitCode(op string, code int64) error {
+	if code < 0 || code > 255 {
+		return c.invalidReply(op, "exit code %d is outside 0-255", code)
+	}
+	return nil
+}
+
+// checkStream checks the stream of a log chunk.
+func (c *Client) checkStream(op string, s driverv1.LogChunk_Stream) error {
+	if s != driverv1.LogChunk_STREAM_STDOUT && s != driverv1.LogChunk_STREAM_STDERR {
+		return c.invalidReply(op, "log chunk for unknown stream %d", s)
+	}
+	return nil
+}
+
+// rawVarint finds the varint at path (a field in nested messages) in the
+// wire form b. The generated code truncates an int32 field to 32 bits, so
+// an exit code of 2^32+3 would read as 3: the raw value is checked instead.
+func rawVarint(b []byte, path ...protowire.Number) (uint64, bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		if num == path[0] {
+			if len(path) == 1 && typ == protowire.VarintType {
+				v, m := protowire.ConsumeVarint(b)
+				return v, m >= 0
+			}
+			if len(path) > 1 && typ == protowire.BytesType {
+				v, m := protowire.ConsumeBytes(b)
+				if m < 0 {
+					return 0, false
+				}
+				return rawVarint(v, path[1:]...)
+			}
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return 0, false
+		}
+		b = b[m:]
+	}
+	return 0, false
+}
+
+// checkRawExitCode refuses a wire form whose exit code at path is outside
+// 0-255 before it is truncated.
+func checkRawExitCode(b []byte, path ...protowire.Number) error {
+	if v, ok := rawVarint(b, path...); ok && v > 255 {
+		return fmt.Errorf("exit code %d is outside 0-255", int64(v))
+	}
+	return nil
+}
