@@ -80,10 +80,24 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 // Open creates a driver instance for namespace inside the plugin. The result
 // implements orchestra.ContainerFinder exactly when the plugin's driver does.
 func (c *Client) Open(ctx context.Context, namespace string) (orchestra.Driver, error) {
+	return c.open(ctx, &driverv1.OpenRequest{Namespace: namespace})
+}
+
+// OpenEphemeral is Open for a namespace that must not outlive its host:
+// when the host dies without closing the driver, the plugin closes it, even
+// one served with pluginsdk.KeepOnHostExit. A plugin without the
+// "ephemeral" capability (before 1.3) ignores the mark and opens the
+// namespace as Open does; Info's capabilities say which it is.
+func (c *Client) OpenEphemeral(ctx context.Context, namespace string) (orchestra.Driver, error) {
+	return c.open(ctx, &driverv1.OpenRequest{Namespace: namespace, Ephemeral: true})
+}
+
+func (c *Client) open(ctx context.Context, req *driverv1.OpenRequest) (orchestra.Driver, error) {
+	namespace := req.GetNamespace()
 	if err := orchestra.ValidateNamespace(namespace); err != nil {
 		return nil, fmt.Errorf("plugin %s: Open: %w", c.name, err)
 	}
-	resp, err := c.rpc.Open(ctx, &driverv1.OpenRequest{Namespace: namespace})
+	resp, err := c.rpc.Open(ctx, req)
 	if err != nil {
 		return nil, fromStatus(c.name, "Open", err)
 	}

@@ -92,3 +92,38 @@ func TestHandlesDroppedOnCleanup(t *testing.T) {
 		t.Fatalf("%d driver instances kept after Close", len(srv.drivers))
 	}
 }
+
+// TestEphemeralNamespacesCloseWithTheirHost: when the host is gone, a plugin
+// that keeps its resources (KeepOnHostExit) still closes the namespaces
+// opened as ephemeral, and only those.
+func TestEphemeralNamespacesCloseWithTheirHost(t *testing.T) {
+	c, srv := connectServer(t)
+	ctx := context.Background()
+	if _, err := c.Open(ctx, "kept"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.OpenEphemeral(ctx, "throwaway"); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	byNamespace := map[string]*fakeDriver{}
+	for _, inst := range srv.drivers {
+		byNamespace[inst.namespace] = inst.driver.(*fakeDriver)
+	}
+	srv.mu.Unlock()
+	srv.closeEphemeral() // what watchHost does under KeepOnHostExit
+	closed := func(ns string) int {
+		d := byNamespace[ns]
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.closed
+	}
+	if closed("throwaway") != 1 || closed("kept") != 0 {
+		t.Fatalf("closed: throwaway %d times, kept %d times; want 1 and 0", closed("throwaway"), closed("kept"))
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.drivers) != 1 {
+		t.Fatalf("%d drivers open, want the kept one", len(srv.drivers))
+	}
+}

@@ -91,6 +91,7 @@ func (s *server) Open(_ context.Context, req *driverv1.OpenRequest) (*driverv1.O
 		return nil, status.Errorf(codes.Internal, "driver init for namespace %q returned no driver and no error", req.GetNamespace())
 	}
 	inst := newInstance(driver, req.GetNamespace())
+	inst.ephemeral = req.GetEphemeral()
 	s.mu.Lock()
 	s.nextID++
 	id := s.nextID
@@ -130,6 +131,25 @@ func (s *server) closeAll() {
 	for id, inst := range drivers {
 		if err := inst.close(); err != nil {
 			s.logger.Error("close driver", "driver", id, "err", err)
+		}
+	}
+}
+
+// closeEphemeral closes the driver instances opened as ephemeral; a plugin
+// that leaves its resources on host exit calls it when its host is gone.
+func (s *server) closeEphemeral() {
+	s.mu.Lock()
+	var closing []*instance
+	for id, inst := range s.drivers {
+		if inst.ephemeral {
+			closing = append(closing, inst)
+			delete(s.drivers, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, inst := range closing {
+		if err := inst.close(); err != nil {
+			s.logger.Error("close ephemeral driver", "namespace", inst.namespace, "err", err)
 		}
 	}
 }

@@ -65,7 +65,8 @@ func watchHost(ctx context.Context, srv *server, logger *slog.Logger, keep bool)
 				continue
 			}
 			if keep {
-				logger.Warn(why + ": exiting, leaving the drivers' resources to the platform")
+				logger.Warn(why + ": closing the ephemeral drivers, leaving the others' resources to the platform, and exiting")
+				srv.closeEphemeral()
 			} else {
 				logger.Warn(why + ": closing every driver and exiting")
 				srv.closeAll()

@@ -21,6 +21,9 @@ type instance struct {
 	driver    orchestra.Driver
 	namespace string
 	finder    bool
+	// ephemeral namespaces are closed when the host dies, whatever
+	// KeepOnHostExit says.
+	ephemeral bool
 
 	mu            sync.Mutex
 	nextContainer uint64

@@ -49,7 +49,7 @@ func HandshakeConfig() plugin.HandshakeConfig {
 
 // Capabilities the SDK serves. The host calls an optional RPC only when the
 // plugin's Info lists its capability.
-var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach, CapabilityRun}
+var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach, CapabilityRun, CapabilityEphemeral}
 
 // CapabilityBulk marks a plugin whose bulk socket carries stdin and logs
 // (protocol 1.2; see BulkRequest in the proto).
@@ -58,6 +58,11 @@ const CapabilityBulk = "bulk"
 // CapabilityRun marks a plugin that serves Run, the stream that starts a
 // task and carries the caller's context (protocol 1.3).
 const CapabilityRun = "run"
+
+// CapabilityEphemeral marks a plugin that honours OpenRequest.ephemeral
+// (protocol 1.3): it closes an ephemeral namespace when its host dies, even
+// under pluginsdk.KeepOnHostExit.
+const CapabilityEphemeral = "ephemeral"
 
 // CapabilityDetach marks a plugin that serves Detach and Attach (protocol 1.1).
 const CapabilityDetach = "detach"

@@ -310,3 +310,46 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 		t.Fatalf("GetContainer of a task that never started: expected ErrContainerNotFound, got %v", err)
 	}
 }
+
+// TestLookupsCreateNothing: GetContainer of unknown IDs from another
+// instance, while this one closes, creates no file or directory, so Close
+// removes the namespace cleanly.
+func TestLookupsCreateNothing(t *testing.T) {
+	useRoot(t)
+	a, err := New("lookups", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newDriver(t, "lookups")
+	for i := range 5 {
+		c, err := a.RunContainer(t.Context(), orchestra.Task{ID: fmt.Sprint("t", i), Command: []string{"true"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDone(t, c)
+	}
+	stop := make(chan struct{})
+	looked := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				looked <- n
+				return
+			default:
+			}
+			_, _ = b.(orchestra.ContainerFinder).GetContainer(t.Context(), fmt.Sprint("unknown-", n))
+			n++
+		}
+	}()
+	err = a.Close()
+	close(stop)
+	n := <-looked
+	if err != nil {
+		t.Fatalf("Close while another instance looks tasks up (%d lookups): %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(Root(), "lookups")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Close and %d lookups, the namespace directory: %v", n, err)
+	}
+}

@@ -27,9 +27,15 @@ const (
 // lockTask takes the task lock of dir without waiting. It returns (nil,
 // nil) when another process holds it. A lock file that was renamed away (a
 // Cleanup removing the directory) while we waited is not a lock: try again.
-func lockTask(dir string) (*os.File, error) {
+// With create false (a lookup) it creates nothing: a lock file that is not
+// there gives an error satisfying errors.Is(err, fs.ErrNotExist).
+func lockTask(dir string, create bool) (*os.File, error) {
+	flags := os.O_RDWR | syscall.O_CLOEXEC
+	if create {
+		flags |= os.O_CREATE
+	}
 	for range 10 {
-		f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o644)
+		f, err := os.OpenFile(filepath.Join(dir, lockFile), flags, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("open task lock: %w", err)
 		}
@@ -44,6 +50,9 @@ func lockTask(dir string) (*os.File, error) {
 			return f, nil
 		}
 		_ = f.Close()
+		if !create {
+			continue
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create task directory: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -164,7 +165,7 @@ func (d *Driver) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(d.dir); err != nil {
+	if err := removeAllRetry(d.dir); err != nil {
 		d.logger.Warn("close: remove namespace directory", "dir", d.dir, "err", err)
 		errs = append(errs, fmt.Errorf("native: remove namespace directory %q: %w", d.dir, err))
 	}
@@ -215,4 +216,19 @@ func (d *Driver) othersOnDisk(known []*Container) []*Container {
 		}
 	}
 	return out
+}
+
+// removeAllRetry is os.RemoveAll, tried again a few times when it fails:
+// another instance of the namespace (a host re-attaching, a task finishing)
+// may add an entry while the directory is being removed, and RemoveAll then
+// fails with "directory not empty".
+func removeAllRetry(dir string) error {
+	var err error
+	for range 5 {
+		if err = os.RemoveAll(dir); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return err
 }

@@ -228,12 +228,16 @@ func TestCloseKillsRunningTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := c.(*Container).pid
-	time.Sleep(100 * time.Millisecond)
-	before, err := Leaks("close-kills")
-	if err != nil {
-		t.Fatal(err)
+	var before []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if before, err = Leaks("close-kills"); err != nil {
+			t.Fatal(err)
+		}
+		if len(before) >= 4 { // directory, shim, sh, and at least one sleep
+			break
+		}
 	}
-	if len(before) < 3 { // directory, sh, and at least one sleep
+	if len(before) < 4 {
 		t.Fatalf("leak probe before Close: expected the directory and the running processes, got %v", before)
 	}
 	start := time.Now()

@@ -4,7 +4,9 @@ package native
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -97,7 +99,10 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: task %q: create directory: %w", id, err)
 	}
-	lock, err := lockTask(dir)
+	lock, err := lockTask(dir, task != nil)
+	if task == nil && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("native: task %q in namespace %q: %w", id, d.namespace, orchestra.ErrContainerNotFound)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("native: task %q: %w", id, err)
 	}
