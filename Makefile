@@ -87,7 +87,8 @@ cluster-down:
 	bash plugins/k8s/cluster/down.sh
 
 ## bench: the plugin-boundary benchmarks
-bench: build
+bench: export KUBECONFIG ?= $(CLUSTER_KUBECONFIG)
+bench: build images cluster
 	bash scripts/bench.sh
 
 clean:

@@ -20,11 +20,20 @@ import (
 
 // platform is what a plugin needs from the machine, and how to find what a
 // namespace left behind, asked of the platform and not of the driver.
+// k8sLargeOutputLoss is why the k8s plugin skips "large output": the test
+// cluster's containerd 1.6 loses the tail of 1.2 million short lines in
+// about a third of runs on a loaded machine, and nothing in the pod tells
+// (plugins/k8s/README.md, docs/faults.md).
+const k8sLargeOutputLoss = "containerd 1.6's CRI log writer loses the tail of millions of short lines under load (plugins/k8s/README.md)"
+
 type platform struct {
 	// available returns nil when the plugin's platform is there.
 	available func() error
 	leaks     func(namespace string) ([]string, error)
 	timeout   time.Duration
+	// skip: conformance cases the platform is known to fail (documented in
+	// the plugin's README and docs/faults.md), with the reason.
+	skip map[string]string
 }
 
 var platforms = map[string]platform{
@@ -62,6 +71,7 @@ var platforms = map[string]platform{
 		},
 	},
 	"k8s": {
+		skip: map[string]string{"large output": k8sLargeOutputLoss},
 		available: func() error {
 			if os.Getenv("KUBECONFIG") == "" {
 				return fmt.Errorf("KUBECONFIG is not set (make cluster prints the test cluster's)")
@@ -188,6 +198,7 @@ func TestDriversThroughPlugins(t *testing.T) {
 				Image:   "busybox",
 				Timeout: plat.timeout,
 				Leaks:   plat.leaks,
+				Skip:    plat.skip,
 			})
 		})
 	}

@@ -324,7 +324,7 @@ func BenchmarkEchoDocker(b *testing.B) {
 		defer d.Close()
 		interleave(b, 0,
 			step{"baseline", func() (func(), error) {
-				out, err := exec.Command("docker", "run", "--rm", "busybox", "echo", "hello").Output()
+				out, err := exec.Command("docker", "run", "--rm", "--init", "busybox", "echo", "hello").Output()
 				if err != nil || string(out) != "hello\n" {
 					return nil, fmt.Errorf("docker run: %q, %v", out, err)
 				}

@@ -4,7 +4,8 @@
 #   1. copy the template to a temp dir and rename it (module path, package,
 #      driver name, binary) to $TEMPLATE_CHECK_NAME (default: mytest);
 #   2. point its replace at this checkout and run its own tests (vet, and
-#      go test -race: the conformance suite in process, with its leak probe);
+#      go test -race: the conformance suite in process and through the plugin
+#      protocol in process (sdktest), with its leak probe);
 #   3. build pocketci-driver-<name>, install it into a temp plugin dir with a
 #      SHA256SUMS file;
 #   4. run bin/orchestra conformance --plugin <path> (through the plugin

@@ -221,6 +221,12 @@ func (d *Driver) start(task orchestra.Task) (_ *Container, err error) {
 		defer stdinR.Close() // the child has its own copy
 		cmd.Stdin = stdinR
 	}
+	if err := closeOnExecAbove2(); err != nil {
+		if stdinW != nil {
+			_ = stdinW.Close()
+		}
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		if stdinW != nil {
 			_ = stdinW.Close()

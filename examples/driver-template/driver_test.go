@@ -17,6 +17,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
 // setup skips without root (namespaces need it) and points the driver at a
@@ -102,11 +103,25 @@ func processesLeft(t *testing.T, namespace string) []string {
 	return procs
 }
 
+// TestConformance runs the whole suite twice: against the driver compiled
+// in, and through the plugin protocol (sdktest: the SDK's real gRPC server
+// and the host's client, bulk socket included, inside this test process,
+// with no binary to build). A plugin must be indistinguishable from the
+// driver compiled in, so both must pass.
 func TestConformance(t *testing.T) {
 	setup(t)
-	conformance.Run(t, conformance.Options{
-		New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
-		Leaks: Leaks,
+	t.Run("in process", func(t *testing.T) {
+		conformance.Run(t, conformance.Options{
+			New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
+			Leaks: Leaks,
+		})
+	})
+	t.Run("through the plugin protocol", func(t *testing.T) {
+		init := sdktest.InitFunc(t, Name, New)
+		conformance.Run(t, conformance.Options{
+			New:   func(ns string) (orchestra.Driver, error) { return init(ns, nil) },
+			Leaks: Leaks,
+		})
 	})
 }
 

@@ -48,6 +48,7 @@ func Cases() []Case {
 		{Name: "kill self", Fn: caseKillSelf},
 		{Name: "failing stdin", Fn: caseFailingStdin},
 		{Name: "cleanup kills descendants", Fn: caseCleanupKillsDescendants},
+		{Name: "only standard descriptors", Fn: caseOnlyStandardDescriptors},
 	}
 }
 

@@ -30,5 +30,5 @@ func ExampleRunAll() {
 		}
 	})
 	fmt.Printf("%d cases, %d failed\n", len(results), failed)
-	// Output: 25 cases, 0 failed
+	// Output: 26 cases, 0 failed
 }

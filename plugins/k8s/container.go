@@ -223,12 +223,27 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Cleanup deletes the pod (a running task gets a 1 s grace period) and
-// waits until it is gone, so that no process of the task runs after it
-// returns. It is idempotent.
+// Cleanup deletes the pod (a running task gets a 1 s grace period). When
+// the task may still run, it waits until the cluster removed the pod, which
+// the kubelet does only after the containers stopped, so that no process of
+// the task runs after it returns; a finished task's processes are gone
+// already (the runtime kills what is left in the container when the task
+// exits). It is idempotent.
 func (c *Container) Cleanup(ctx context.Context) error {
+	c.mu.Lock()
+	done := c.final != nil
+	c.mu.Unlock()
+	if !done {
+		if p, ok := c.d.watch.get(c.name); ok {
+			s, _ := taskState(p, c.image)
+			done = s.done
+		}
+	}
 	if err := c.d.deletePod(ctx, c.name, 1); err != nil {
 		return fmt.Errorf("k8s: cleanup of task %q: %w", c.taskID, err)
+	}
+	if done {
+		return nil
 	}
 	if err := c.d.waitPodGone(ctx, c.name); err != nil {
 		return fmt.Errorf("k8s: cleanup of task %q: %w", c.taskID, err)

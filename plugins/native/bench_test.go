@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
@@ -17,19 +18,25 @@ import (
 // read, beside the baseline of exec.Command("true").Run() in the same run,
 // and the cost of the descendant-killing shim alone: "true" run through the
 // shim (the subreaper re-exec of the driver's binary) with exec.Command.
+// Both exec cases also report cpu-ns/op, the CPU time of the process tree.
 func BenchmarkRunTrue(b *testing.B) {
 	b.Run("baseline-exec", func(b *testing.B) {
+		var cpu time.Duration
 		for b.Loop() {
-			if err := exec.Command("true").Run(); err != nil {
+			cmd := exec.Command("true")
+			if err := cmd.Run(); err != nil {
 				b.Fatal(err)
 			}
+			cpu += cpuTime(cmd)
 		}
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("exec-through-shim", func(b *testing.B) {
 		truePath, err := exec.LookPath("true")
 		if err != nil {
 			b.Fatal(err)
 		}
+		var cpu time.Duration
 		for b.Loop() {
 			ctlR, ctlW, err := os.Pipe()
 			if err != nil {
@@ -48,7 +55,9 @@ func BenchmarkRunTrue(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			cpu += cpuTime(cmd)
 		}
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("native", func(b *testing.B) {
 		b.Setenv(RootEnv, b.TempDir())
@@ -71,6 +80,13 @@ func BenchmarkRunTrue(b *testing.B) {
 			}
 		}
 	})
+}
+
+// cpuTime is the user and system time cmd and the children it waited for
+// used: on a loaded machine wall time is mostly waiting for a CPU, this is
+// the work.
+func cpuTime(cmd *exec.Cmd) time.Duration {
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // BenchmarkLargeOutput measures 8 MiB of stdout through the driver (write to

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
 // useRoot points the driver at a private root for the test.
@@ -48,11 +49,25 @@ func newDriver(t *testing.T, namespace string) orchestra.Driver {
 	return d
 }
 
+// TestConformance runs the suite against native compiled in and through
+// the plugin protocol (sdktest: the SDK's gRPC server and the host's
+// client inside this process, no binary built; the shim is this test
+// binary, as it is the plugin binary in bin/). The shipped binary itself
+// is run by the repository's TestDriversThroughPlugins.
 func TestConformance(t *testing.T) {
 	useRoot(t)
-	conformance.Run(t, conformance.Options{
-		New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
-		Leaks: Leaks,
+	t.Run("in process", func(t *testing.T) {
+		conformance.Run(t, conformance.Options{
+			New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
+			Leaks: Leaks,
+		})
+	})
+	t.Run("through the plugin protocol", func(t *testing.T) {
+		init := sdktest.InitFunc(t, "native", New)
+		conformance.Run(t, conformance.Options{
+			New:   func(ns string) (orchestra.Driver, error) { return init(ns, nil) },
+			Leaks: Leaks,
+		})
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
 // TestConformance runs the shared driver suite in process, with every task
@@ -18,6 +19,23 @@ func TestConformance(t *testing.T) {
 	conformance.Run(t, conformance.Options{
 		New: func(namespace string) (orchestra.Driver, error) {
 			return New(namespace, testLogger(t))
+		},
+		Image:   "busybox",
+		Timeout: 3 * time.Minute,
+		Leaks:   Leaks,
+	})
+}
+
+// TestConformanceThroughTheWire runs the suite through the real plugin
+// protocol in process (pluginsdk/sdktest): gRPC, the bulk socket and the
+// host's client, as between orchestra and pocketci-driver-qemu.
+func TestConformanceThroughTheWire(t *testing.T) {
+	requireQEMU(t)
+	requireDocker(t)
+	remote := sdktest.InitFunc(t, "qemu", New)
+	conformance.Run(t, conformance.Options{
+		New: func(namespace string) (orchestra.Driver, error) {
+			return remote(namespace, testLogger(t))
 		},
 		Image:   "busybox",
 		Timeout: 3 * time.Minute,

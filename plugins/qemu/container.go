@@ -49,6 +49,8 @@ type Container struct {
 	stdinStop chan struct{}
 	stdinOnce sync.Once
 
+	slot int // the guest slot (FIFOs, cgroup) while it runs; see Driver.takeSlot
+
 	mu       sync.Mutex
 	stdinErr error // the caller's stdin failed: the task was stopped
 	pid      int
@@ -166,7 +168,7 @@ func (c *Container) start(ctx context.Context) error {
 	// The wrapper travels in the argv (sh -c), saving a 9p read per task.
 	lim := c.task.ContainerLimits
 	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode, root, wd, binds,
-		strconv.FormatInt(lim.Memory, 10), strconv.FormatInt(cpuWeight(lim.CPU), 10)}, env...)
+		strconv.FormatInt(lim.Memory, 10), strconv.FormatInt(cpuWeight(lim.CPU), 10), strconv.Itoa(c.slot)}, env...)
 	args = append(args, c.task.Command...)
 	pid, err := c.vm.agent.Exec(ctx, qga.ExecRequest{
 		Path: "/bin/busybox",
@@ -230,11 +232,15 @@ func (c *Container) poll() {
 
 func (c *Container) finish(code int) {
 	c.mu.Lock()
-	if !c.done {
+	first := !c.done
+	if first {
 		c.done, c.exitCode = true, code
 		close(c.doneCh)
 	}
 	c.mu.Unlock()
+	if first {
+		c.driver.releaseSlot(c.vm, c.slot)
+	}
 	c.stopStdin()
 	c.driver.logger.Debug("qemu: task done", "task", c.task.ID, "exit_code", code)
 }
@@ -475,15 +481,12 @@ func (c *Container) kill(ctx context.Context) {
 	c.mu.Unlock()
 	killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	// Everything in the task's cgroup (its descendants, setsid or not), the
-	// wrapper's process group (wrapper, copiers, stdin feeder), then the
-	// cgroup once its processes are gone.
-	const killScript = `g=/sys/fs/cgroup/task-$1
+	// Everything in the task's cgroup (its descendants, setsid or not),
+	// then the wrapper's process group (wrapper, copiers).
+	const killScript = `g=/sys/fs/cgroup/slot-$2
 [ -d $g ] && echo 1 >$g/cgroup.kill
-kill -9 -$1
-i=0
-while [ -d $g ] && ! rmdir $g 2>/dev/null && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done`
-	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"sh", "-c", killScript, "pocketci-kill", strconv.Itoa(pid)}})
+kill -9 -$1`
+	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"sh", "-c", killScript, "pocketci-kill", strconv.Itoa(pid), strconv.Itoa(c.slot)}})
 	if err == nil {
 		for killCtx.Err() == nil {
 			st, err := c.vm.agent.ExecStatus(killCtx, kpid)

@@ -38,6 +38,8 @@ type Driver struct {
 	dir        string // private directory, made on the first boot; holds the share
 	vm         *vm
 	containers map[string]*Container // by task ID
+	freeSlots  []int                 // guest slots of finished tasks, for reuse
+	nextSlot   int                   // slots handed out so far on d.vm
 	volumes    map[string]*Volume    // by name
 	bg         sync.WaitGroup        // pollers and stdin feeders
 }
@@ -134,6 +136,31 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 	}
 }
 
+// takeSlot gives a starting task a guest slot (its output FIFOs and cgroup
+// in the guest), reusing one of a finished task first, so the guest never
+// holds more slots than tasks ever ran at once.
+func (d *Driver) takeSlot() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := len(d.freeSlots); n > 0 {
+		s := d.freeSlots[n-1]
+		d.freeSlots = d.freeSlots[:n-1]
+		return s
+	}
+	d.nextSlot++
+	return d.nextSlot
+}
+
+// releaseSlot returns the slot of a task that ended on v (slots of a VM
+// that died are not reused: the next VM starts over).
+func (d *Driver) releaseSlot(v *vm, slot int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if slot != 0 && d.vm == v {
+		d.freeSlots = append(d.freeSlots, slot)
+	}
+}
+
 // replaceDead forgets a VM whose qemu exited without Close (killed, or
 // crashed). Its running tasks end with 137 (their pollers see it gone); the
 // share, with the volumes and the finished tasks' output, stays, so the next
@@ -145,6 +172,7 @@ func (d *Driver) replaceDead(v *vm) {
 		return // another caller replaced it already
 	}
 	d.vm = nil
+	d.freeSlots, d.nextSlot = nil, 0
 	volumes := len(d.volumes)
 	d.mu.Unlock()
 	d.logger.Warn("qemu: the VM died; booting a new one and sharing the volumes with it again",
@@ -263,9 +291,11 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	d.containers[task.ID] = c
 	d.bg.Add(1) // the poller, started by start on success
 	d.mu.Unlock()
+	c.slot = d.takeSlot()
 
 	if err := c.start(ctx); err != nil {
 		d.bg.Done()
+		d.releaseSlot(v, c.slot)
 		d.mu.Lock()
 		if d.containers[task.ID] == c {
 			delete(d.containers, task.ID)

@@ -12,7 +12,7 @@ import (
 // mounted at /mnt/share.
 
 // runScript runs one task, as `sh -c runScript pocketci-run TASKDIR USER
-// STDIN ROOT WORKDIR MOUNTS MEMORY CPUWEIGHT NAME=VALUE... PROG ARGS`.
+// STDIN ROOT WORKDIR MOUNTS MEMORY CPUWEIGHT SLOT NAME=VALUE... PROG ARGS`.
 // It is started by guest-exec through `busybox setsid`, so the task is its
 // own session and process group (Cleanup kills the group). The shell's own
 // variables never reach the task: `env -i` starts it with exactly the given
@@ -21,7 +21,8 @@ import (
 // runs it chrooted in ROOT (an unpacked image) in a mount namespace of its
 // own, in WORKDIR, with MOUNTS ("SRC<tab>DST" lines) bound in. A non-zero
 // MEMORY (bytes) or CPUWEIGHT sets memory.max and cpu.weight on the task's
-// cgroup (/sys/fs/cgroup/task-<wrapper pid>); the kernel's OOM killer
+// cgroup (/sys/fs/cgroup/slot-SLOT: SLOT is a number the host gives each
+// running task and reuses after it ended); the kernel's OOM killer
 // SIGKILLs a task over its limit (exit 137).
 // The task's stdout and stderr are pipes, as on every other
 // platform (a task that opens /dev/stdout gets the pipe again, not a file
@@ -31,8 +32,8 @@ import (
 // cgroup.kill, as a container's init would, and the wrapper exits with the
 // task's status once the copies are done.
 const runScript = `# pocketci task wrapper (written by the qemu driver)
-d=$1 u=$2 in=$3 root=$4 wd=$5 mnts=$6 mem=$7 cpuw=$8
-shift 8
+d=$1 u=$2 in=$3 root=$4 wd=$5 mnts=$6 mem=$7 cpuw=$8 slot=$9
+shift 9
 if [ -n "$root" ]; then
 	cd / || exit 126
 	set -- /bin/busybox unshare -m --propagation private /bin/busybox sh ` + guestShare + `/.pocketci/image "$root" "$wd" "$mnts" "$u" "$@"
@@ -56,9 +57,14 @@ else
 		;;
 	esac
 fi
-p=/tmp/.pocketci-io.$$
-rm -rf "$p"
-mkdir -m 0700 "$p" && /bin/busybox mkfifo -m 0600 "$p/o" "$p/e" || exit 126
+# A slot (one per task running at once, reused) holds the output FIFOs and
+# the cgroup, so a task creates and removes neither.
+p=/run/pocketci-io/$slot
+g=/sys/fs/cgroup/slot-$slot
+if [ ! -p "$p/e" ]; then
+	mkdir -p -m 0700 "$p" && /bin/busybox mkfifo -m 0600 "$p/o" "$p/e" || exit 126
+fi
+[ -d "$g" ] || mkdir "$g" || exit 126
 exec 6>"$d/stdout" 7>"$d/stderr" || exit 126
 /bin/busybox cat "$p/o" >&6 6>&- 7>&- &
 o=$!
@@ -67,14 +73,12 @@ e=$!
 exec 6>&- 7>&-
 # Opening a FIFO for writing waits for its reader, so both copiers run.
 exec 3>"$p/o" 4>"$p/e"
-# Every task gets a cgroup of its own: its limits, and the one handle on all
-# its descendants (setsid or not) for cgroup.kill when it ends or is
-# cleaned up.
-g=/sys/fs/cgroup/task-$$
-mkdir "$g" || exit 126
-if [ "$mem" != 0 ]; then echo "$mem" >"$g/memory.max" || exit 126; fi
-if [ "$cpuw" != 0 ]; then echo "$cpuw" >"$g/cpu.weight" || exit 126; fi
-echo $$ >"$g/cgroup.procs" || exit 126
+# The slot's cgroup: the task's limits, and the one handle on all its
+# descendants (setsid or not) for cgroup.kill when it ends or is cleaned up.
+[ "$mem" = 0 ] && mem=max
+[ "$cpuw" = 0 ] && cpuw=100
+echo "$mem" >"$g/memory.max" && echo "$cpuw" >"$g/cpu.weight" && echo $$ >"$g/cgroup.procs" || exit 126
+: >"$p/pid"
 # A subshell that execs the task: the shell's own "Killed" report of a
 # task killed by a signal goes to the wrapper's stderr, not the task's.
 # Stdin is an anonymous pipe from the feeder (a FIFO would block a task
@@ -94,11 +98,8 @@ else
 fi
 s=$?
 exec 3>&- 4>&-
-rm -rf "$p"
 echo $$ >/sys/fs/cgroup/cgroup.procs
 echo 1 >"$g/cgroup.kill"
-i=0
-while ! rmdir "$g" 2>/dev/null && [ $i -lt 200 ]; do usleep 5000; i=$((i + 1)); done
 wait $o || w=stdout
 wait $e || w="$w stderr"
 if [ -n "$w" ] && [ $s = 0 ]; then

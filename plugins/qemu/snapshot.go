@@ -22,14 +22,16 @@ import (
 // QEMU refuses to migrate while a 9p export is mounted, so the shares are
 // unmounted around the save and mounted again after every restore. After
 // a restore the guest's clock is set to the host's and the host mixes fresh
-// bytes into the guest's random pool (every clone starts from the same
-// state otherwise).
+// bytes into the guest's input pool. The kernel's CRNG only takes them at
+// its next reseed (seconds to a minute), so restored VMs may read the same
+// /dev/urandom bytes until then: vmgenid, which would reseed at once, does
+// not bind on microvm (no ACPI device for it).
 
 // EnvSnapshot set to "off" makes every boot a cold boot.
 const EnvSnapshot = "POCKETCI_QEMU_SNAPSHOT"
 
 // snapshotFormat changes whenever what a snapshot holds changes.
-const snapshotFormat = "1"
+const snapshotFormat = "3"
 
 // unmountScript is run before a save.
 const unmountScript = `umount /mnt/` + shareTag + ` /mnt/` + imagesTag

@@ -14,7 +14,7 @@ import (
 )
 
 // TestBootSnapshot: the first boot saves a snapshot, later boots restore it
-// (shares mounted again, clock set, random pools differing between clones),
+// (shares mounted again, clock set),
 // and a snapshot that does not restore is dropped for a cold boot that
 // saves a fresh one.
 func TestBootSnapshot(t *testing.T) {
@@ -27,7 +27,7 @@ func TestBootSnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 
-	boot := func(name string) (string, string) {
+	boot := func(name string) string {
 		t.Helper()
 		var logs lockedBuffer
 		d, err := New("qt-snap-"+name+"-"+time.Now().Format("150405.000000"), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
@@ -47,22 +47,22 @@ func TestBootSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "a", Mounts: orchestra.Mounts{{Name: "v", Path: "v"}},
-			Command: []string{"sh", "-c", "cat v/f; echo; date +%s; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"}})
+			Command: []string{"sh", "-c", "cat v/f; echo; date +%s"}})
 		if code != 0 {
 			t.Fatalf("%s: exit %d stderr %q", name, code, errs)
 		}
-		lines := strings.Split(out, "\n")
-		if len(lines) != 3 || lines[0] != "on the share" {
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != 2 || lines[0] != "on the share" {
 			t.Fatalf("%s: stdout %q", name, out)
 		}
 		guest, _ := strconv.ParseInt(lines[1], 10, 64)
 		if skew := time.Now().Unix() - guest; skew < -5 || skew > 5 {
 			t.Errorf("%s: guest clock is %d s off the host's", name, skew)
 		}
-		return logs.String(), lines[2]
+		return logs.String()
 	}
 
-	logs, _ := boot("cold")
+	logs := boot("cold")
 	if !strings.Contains(logs, "saved a boot snapshot") {
 		t.Fatalf("the first boot saved no snapshot:\n%s", logs)
 	}
@@ -70,19 +70,16 @@ func TestBootSnapshot(t *testing.T) {
 	if len(snaps) != 1 {
 		t.Fatalf("snapshots %v, want one", snaps)
 	}
-	logs, rand1 := boot("restore1")
-	if !strings.Contains(logs, "restored from the boot snapshot") {
-		t.Fatalf("the second boot did not restore:\n%s", logs)
-	}
-	_, rand2 := boot("restore2")
-	if rand1 == rand2 {
-		t.Errorf("two restored VMs read the same random bytes %s", rand1)
+	for _, n := range []string{"restore1", "restore2"} {
+		if logs := boot(n); !strings.Contains(logs, "restored from the boot snapshot") {
+			t.Fatalf("%s did not restore:\n%s", n, logs)
+		}
 	}
 
 	if err := os.Truncate(snaps[0], 4096); err != nil {
 		t.Fatal(err)
 	}
-	logs, _ = boot("broken")
+	logs = boot("broken")
 	if !strings.Contains(logs, "did not restore; booting cold") || !strings.Contains(logs, "saved a boot snapshot") {
 		t.Fatalf("a broken snapshot: want a cold boot that saves a new one:\n%s", logs)
 	}

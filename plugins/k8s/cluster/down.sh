@@ -12,11 +12,14 @@ log() { echo "cluster-down: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || { log "error: needs root"; exit 1; }
 t0=$SECONDS
 
+# pid_alive PID: the process runs (a zombie whose parent has not reaped it yet does not count).
+pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 stop() { # stop NAME: TERM, then KILL after 10 s
 	local p; p=$(cat "$D/run/$1.pid" 2>/dev/null) || return 0
-	kill -0 "$p" 2>/dev/null || return 0
+	pid_alive "$p" || return 0
 	kill -TERM "$p" 2>/dev/null
-	for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.2; done
+	for _ in $(seq 1 50); do pid_alive "$p" || return 0; sleep 0.2; done
 	kill -KILL "$p" 2>/dev/null; sleep 0.2
 }
 

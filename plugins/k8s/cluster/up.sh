@@ -13,9 +13,22 @@ die() { log "error: $*"; exit 1; }
 for cmd in containerd runc ctr openssl curl file; do command -v $cmd >/dev/null || die "$cmd not found (see .ci/run for the Debian packages)"; done
 [ -x /usr/lib/cni/bridge ] || die "/usr/lib/cni/bridge missing (apt-get install containernetworking-plugins)"
 
+# pid_alive PID: the process runs (a zombie whose parent has not reaped it yet does not count).
+pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 bash "$here/build.sh" >/dev/null
 B=$K8S_BIN
 D=$CLUSTER_DIR
+# A cluster directory whose processes all died (a killed session, a reboot) holds stale mounts,
+# netns and containerd state: clear it and start afresh.
+if [ -d "$D/run" ]; then
+	any=""
+	for p in "$D"/run/*.pid; do [ -f "$p" ] && pid_alive "$(cat "$p")" && any=1; done
+	if [ -z "$any" ]; then
+		log "no process of the cluster in $D runs: removing its stale state first"
+		bash "$here/down.sh"
+	fi
+fi
 mkdir -p "$D"/{run,log,etcd,containerd,kubelet,cni/net.d,cni/ipam,runc}
 bash "$here/certs.sh"
 pki=$D/pki
@@ -27,7 +40,7 @@ for p in /var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /tmp/ho
 done
 KC="$B/kubectl --kubeconfig $KUBECONFIG_PATH"
 
-alive() { local p; p=$(cat "$D/run/$1.pid" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+alive() { local p; p=$(cat "$D/run/$1.pid" 2>/dev/null) && pid_alive "$p"; }
 start() { # start NAME CMD...
 	local name=$1; shift
 	if alive "$name"; then return 0; fi

@@ -33,6 +33,11 @@ import (
 // Name is the name the fixture is served under.
 const Name = "ctxdriver"
 
+// ReportEnv, set in a task's environment, makes the task's stdout start
+// with the deadline of the ctx RunContainer got ("deadline none" or
+// "deadline <unix nanoseconds>"), so that a test sees it crossed the wire.
+const ReportEnv = "CTXDRIVER_REPORT"
+
 // RootEnv overrides the directory under which namespaces live.
 const RootEnv = "CTXDRIVER_ROOT"
 
@@ -136,6 +141,22 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		files = append(files, f)
 	}
 	cmd.Stdout, cmd.Stderr = files[0], files[1]
+	if _, ok := task.Env[ReportEnv]; ok {
+		report := "deadline none\n"
+		if dl, ok := ctx.Deadline(); ok {
+			report = fmt.Sprintf("deadline %d\n", dl.UnixNano())
+		}
+		if _, err := files[0].WriteString(report); err != nil {
+			return nil, fmt.Errorf("ctxdriver: %w", err)
+		}
+	}
+	// A descriptor this process inherited without close-on-exec (from a
+	// shell, a CI runner, the host that started the plugin) would reach
+	// the task: mark every one above 2 close-on-exec (close_range(2),
+	// number 436 on every architecture, flag CLOSE_RANGE_CLOEXEC).
+	if _, _, errno := syscall.RawSyscall(436, 3, ^uintptr(0)>>32, 4); errno != 0 {
+		return nil, fmt.Errorf("ctxdriver: mark descriptors close-on-exec: %w", errno)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("ctxdriver: start: %w", err)
 	}

@@ -18,7 +18,9 @@
 //   - reports on a control pipe (fd 3): "pid <main pid>" once the command
 //     started, and at the end "<exit code>" or "<exit code> <failure>".
 //
-// The stdin pipe is the command's own fd 0; the shim does not touch it.
+// The stdin pipe is the command's own fd 0; the shim does not touch it. The
+// command gets fds 0, 1 and 2 and nothing else: every other descriptor is
+// marked close-on-exec first.
 //
 // The package imports only os and syscall, on purpose: Go runs package
 // inits in import path order among the packages that are ready, so a
@@ -100,6 +102,9 @@ func run(drop, path string, args []string) int {
 	}
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
 		return report(126, "shim: set child subreaper: "+errno.Error())
+	}
+	if err := closeOnExecAbove2(); err != nil {
+		return report(126, "shim: mark descriptors close-on-exec: "+err.Error())
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {

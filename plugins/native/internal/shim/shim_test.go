@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -83,4 +84,44 @@ func TestChildrenOfThisProcess(t *testing.T) {
 	if !found {
 		t.Fatalf("children() = %v, missing %d", children(), p.Pid)
 	}
+}
+
+// TestCloseOnExecAbove2 opens descriptors without close-on-exec, as a
+// process inherits them, and checks both ways of marking them.
+func TestCloseOnExecAbove2(t *testing.T) {
+	for name, mark := range map[string]func() error{
+		"close_range": closeOnExecAbove2,
+		"proc":        closeOnExecFromProc,
+	} {
+		t.Run(name, func(t *testing.T) {
+			fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Close(fd)
+			if flags := fdFlags(t, fd); flags&syscall.FD_CLOEXEC != 0 {
+				t.Fatalf("fd %d starts close-on-exec", fd)
+			}
+			if err := mark(); err != nil {
+				t.Fatal(err)
+			}
+			if flags := fdFlags(t, fd); flags&syscall.FD_CLOEXEC == 0 {
+				t.Fatalf("fd %d is not close-on-exec after marking", fd)
+			}
+			for std := 0; std <= 2; std++ {
+				if flags := fdFlags(t, std); flags&syscall.FD_CLOEXEC != 0 {
+					t.Fatalf("fd %d became close-on-exec", std)
+				}
+			}
+		})
+	}
+}
+
+func fdFlags(t *testing.T, fd int) uintptr {
+	t.Helper()
+	flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
+	if errno != 0 {
+		t.Fatalf("fcntl(%d, F_GETFD): %v", fd, errno)
+	}
+	return flags
 }
