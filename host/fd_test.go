@@ -16,10 +16,10 @@ import (
 )
 
 // TestTaskInheritsNoPluginFD: a pinned plugin runs as /proc/self/fd/3, the
-// open file of its binary; pluginsdk marks that fd close-on-exec, so a task
-// it starts holds only stdin, stdout and stderr, as a task of an unpinned
-// plugin does. The task lists its own fds with its shell (no extra process
-// that opens one).
+// open file of its binary; pluginsdk marks that fd close-on-exec, so no
+// process the plugin starts inherits it, and a native task, pinned or not,
+// holds only stdin, stdout and stderr. The task's fds are read from outside
+// it, once it has exec'd a program that opens none.
 func TestTaskInheritsNoPluginFD(t *testing.T) {
 	counts := map[bool]int{}
 	for _, pinned := range []bool{true, false} {
@@ -74,6 +74,11 @@ func TestTaskInheritsNoPluginFD(t *testing.T) {
 			for fd, target := range fds {
 				if strings.Contains(target, Prefix) {
 					t.Errorf("the task holds fd %s on the plugin's binary %s", fd, target)
+				}
+			}
+			for fd := range fds {
+				if fd != "0" && fd != "1" && fd != "2" {
+					t.Errorf("the task holds fd %s (%s): a task sees only 0, 1 and 2", fd, fds[fd])
 				}
 			}
 			counts[pinned] = len(fds)
