@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,21 +16,6 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
-
-// failingReader yields data, then fails with err.
-type failingReader struct {
-	data []byte
-	err  error
-}
-
-func (r *failingReader) Read(p []byte) (int, error) {
-	if len(r.data) == 0 {
-		return 0, r.err
-	}
-	n := copy(p, r.data)
-	r.data = r.data[n:]
-	return n, nil
-}
 
 func catOutput(t *testing.T, c orchestra.Container) string {
 	t.Helper()
@@ -50,7 +36,7 @@ func TestStdinReadErrorReachesTheTask(t *testing.T) {
 			defer func() { overBulk = false }()
 			d := open(t, connect(t))
 			c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "failing", Command: []string{"cat"},
-				Stdin: &failingReader{data: []byte("12345"), err: errors.New("disk on fire")}})
+				Stdin: io.MultiReader(strings.NewReader("12345"), iotest.ErrReader(errors.New("disk on fire")))})
 			if err != nil {
 				t.Fatal(err)
 			}

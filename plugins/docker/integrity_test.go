@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
@@ -175,21 +176,6 @@ func TestOutputOrderAndNoFinalNewline(t *testing.T) {
 	}
 }
 
-// failingReader gives some bytes, then fails.
-type failingReader struct {
-	data []byte
-	err  error
-}
-
-func (r *failingReader) Read(p []byte) (int, error) {
-	if len(r.data) == 0 {
-		return 0, r.err
-	}
-	n := copy(p, r.data)
-	r.data = r.data[n:]
-	return n, nil
-}
-
 // TestStdinReaderFails gives a task a stdin reader that fails mid-stream:
 // the task must be stopped before it sees EOF, and Status must report an
 // error that names stdin and wraps the reader's error, never success.
@@ -199,7 +185,7 @@ func TestStdinReaderFails(t *testing.T) {
 	readErr := errors.New("caller's input broke")
 	c, err := d.RunContainer(ctx, orchestra.Task{ID: "stdin-fails", Image: testImage,
 		Command: []string{"sh", "-c", "cat > /dev/null; echo read-to-eof"},
-		Stdin:   &failingReader{data: bytes.Repeat([]byte("x"), 64<<10), err: readErr}})
+		Stdin:   io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("x"), 64<<10)), iotest.ErrReader(readErr))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -133,21 +134,6 @@ func TestFollowLogsLive(t *testing.T) {
 	}
 }
 
-// failingReader gives n bytes, then an error.
-type failingReader struct{ n int }
-
-func (r *failingReader) Read(p []byte) (int, error) {
-	if r.n == 0 {
-		return 0, errors.New("injected stdin failure")
-	}
-	k := min(len(p), r.n)
-	for i := range p[:k] {
-		p[i] = 'x'
-	}
-	r.n -= k
-	return k, nil
-}
-
 // TestFailingStdinIsNotEOF: when the stdin reader fails, the task does not
 // see a clean end of input and does not report success: Status reports the
 // failure.
@@ -155,7 +141,7 @@ func TestFailingStdinIsNotEOF(t *testing.T) {
 	ctx := testContext(t)
 	d := newTestDriver(t, newNamespace("stdinfail"))
 	c, err := d.RunContainer(ctx, orchestra.Task{ID: "stdin-fails", Image: testImage,
-		Stdin:   &failingReader{n: 100000},
+		Stdin:   io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("x"), 100000)), iotest.ErrReader(errors.New("injected stdin failure"))),
 		Command: []string{"sh", "-c", "wc -c; echo got-eof"}})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
@@ -140,21 +141,6 @@ func TestFullDiskFailsTheTask(t *testing.T) {
 	}
 }
 
-// failingReader gives some bytes, then fails.
-type failingReader struct {
-	data []byte
-	err  error
-}
-
-func (r *failingReader) Read(p []byte) (int, error) {
-	if len(r.data) == 0 {
-		return 0, r.err
-	}
-	n := copy(p, r.data)
-	r.data = r.data[n:]
-	return n, nil
-}
-
 // TestStdinFailureFailsTheTask: when the caller's stdin reader fails, the
 // task never sees a clean end of input: it is killed, exits non-zero, and
 // Logs names stdin and the reader's error.
@@ -164,7 +150,7 @@ func TestStdinFailureFailsTheTask(t *testing.T) {
 	c, err := d.RunContainer(t.Context(), orchestra.Task{
 		ID:      "cat",
 		Command: []string{"sh", "-c", "cat; echo cat-saw-eof"},
-		Stdin:   &failingReader{data: []byte("partial"), err: errors.New("connection reset by caller")},
+		Stdin:   io.MultiReader(strings.NewReader("partial"), iotest.ErrReader(errors.New("connection reset by caller"))),
 	})
 	if err != nil {
 		t.Fatal(err)
