@@ -103,9 +103,12 @@ func caseCleanupKillsDescendants(ctx context.Context, env *Env) error {
 		case <-time.After(pollInterval):
 		}
 	}
-	// The reader prints "moving" per counter that changes within 1 s.
-	probe := `for f in setsid setm; do a=$(cat ./beat/$f); sleep 1; b=$(cat ./beat/$f); if [ "$a" != "$b" ]; then echo "$f moving"; else echo "$f still"; fi; done`
-	before := task(env, "descendants-before", "sh", "-c", probe)
+	// The first reader prints "moving" per counter that changes within 20 s
+	// (a loaded machine may start the descendants late); the second prints
+	// "still" per counter that stays the same for 2 s.
+	moving := `for f in setsid setm; do a=$(cat ./beat/$f 2>/dev/null); r="$f still"; for i in $(seq 100); do sleep 0.2; b=$(cat ./beat/$f 2>/dev/null); if [ -n "$b" ] && [ "$a" != "$b" ]; then r="$f moving"; break; fi; done; echo "$r"; done`
+	probe := `for f in setsid setm; do a=$(cat ./beat/$f); sleep 2; b=$(cat ./beat/$f); if [ "$a" != "$b" ]; then echo "$f moving"; else echo "$f still"; fi; done`
+	before := task(env, "descendants-before", "sh", "-c", moving)
 	before.Mounts = mounts
 	r, err := runToEnd(ctx, env, before)
 	if err != nil {
