@@ -74,7 +74,10 @@ func (d *clientDriver) runContainer(ctx context.Context, req *driverv1.RunContai
 	}
 	if failed := ev.msg.GetFailed(); failed != nil {
 		cancel()
-		return nil, d.wrap("RunContainer", statusError(failed.GetStatus()))
+		if err := statusError(failed.GetStatus()); err != nil {
+			return nil, d.wrap("RunContainer", err)
+		}
+		return nil, d.client.invalidReply("RunContainer", "the run stream reported a failure with status OK")
 	}
 	started.Store(true)
 	if ev.output {
