@@ -38,6 +38,7 @@ type config struct {
 	binary      string
 	kernel      string
 	initrd      string
+	guestd      string // pocketci-guestd, copied into the guest at boot
 	accel       string // "kvm", "tcg" or "auto"
 	memoryMiB   int
 	cpus        int
@@ -63,10 +64,7 @@ func DefaultImageDir() string {
 // POCKETCI_QEMU_KERNEL, POCKETCI_QEMU_INITRD, POCKETCI_QEMU_IMAGE_DIR and then
 // DefaultImageDir. The files may not exist.
 func ImagePaths() (kernel, initrd string) {
-	dir := os.Getenv(EnvImageDir)
-	if dir == "" {
-		dir = DefaultImageDir()
-	}
+	dir := imageDir()
 	kernel, initrd = os.Getenv(EnvKernel), os.Getenv(EnvInitrd)
 	if kernel == "" {
 		kernel = filepath.Join(dir, "vmlinux")
@@ -76,6 +74,19 @@ func ImagePaths() (kernel, initrd string) {
 	}
 	return kernel, initrd
 }
+
+// imageDir is POCKETCI_QEMU_IMAGE_DIR, else DefaultImageDir.
+func imageDir() string {
+	if dir := os.Getenv(EnvImageDir); dir != "" {
+		return dir
+	}
+	return DefaultImageDir()
+}
+
+// GuestdPath is the guest's task daemon the driver copies into every guest
+// it boots: pocketci-guestd in the image directory, built by guest/build.sh
+// with the kernel and initramfs. It may not exist.
+func GuestdPath() string { return filepath.Join(imageDir(), "pocketci-guestd") }
 
 // loadConfig reads the settings and checks that the files exist.
 func loadConfig() (config, error) {
@@ -88,6 +99,7 @@ func loadConfig() (config, error) {
 		return c, fmt.Errorf("%s=%q: want on or off", EnvSnapshot, v)
 	}
 	c.kernel, c.initrd = ImagePaths()
+	c.guestd = GuestdPath()
 	if v := os.Getenv(EnvBinary); v != "" {
 		c.binary = v
 	}
@@ -118,7 +130,7 @@ func loadConfig() (config, error) {
 		}
 		c.bootTimeout = d
 	}
-	for _, f := range []struct{ what, path string }{{"kernel", c.kernel}, {"initramfs", c.initrd}} {
+	for _, f := range []struct{ what, path string }{{"kernel", c.kernel}, {"initramfs", c.initrd}, {"task daemon", c.guestd}} {
 		if _, err := os.Stat(f.path); err != nil {
 			return c, fmt.Errorf("guest %s %s: %w (build the guest image with plugins/qemu/guest/build.sh, or set %s/%s/%s)",
 				f.what, f.path, err, EnvImageDir, EnvKernel, EnvInitrd)

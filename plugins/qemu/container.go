@@ -9,12 +9,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/plugins/qemu/qga"
+	"github.com/jtarchie/pocketci/plugins/qemu/guestproto"
 )
 
 const (
@@ -25,10 +24,8 @@ const (
 	// bound the disk (and nothing is held in memory but one copy buffer).
 	stdinChunk = 2 << 20
 	stdinAhead = 4
-	// pollFast is the status poll interval right after start; it grows to
-	// pollSlow for long tasks, so that many tasks do not flood the agent.
+	// pollFast is how often the driver's own guest-exec steps are polled.
 	pollFast = 5 * time.Millisecond
-	pollSlow = 100 * time.Millisecond
 	// followInterval is how often FollowLogs looks for new output.
 	followInterval = 20 * time.Millisecond
 )
@@ -53,7 +50,7 @@ type Container struct {
 
 	mu       sync.Mutex
 	stdinErr error // the caller's stdin failed: the task was stopped
-	pid      int
+	id       uint64 // the guest daemon's handle, once started
 	done     bool
 	exitCode int
 	doneCh   chan struct{}
@@ -96,8 +93,8 @@ func (c *Container) finishStart(err error) {
 }
 
 // start prepares the task's directory (working dir, mount links, output
-// files, stdin), launches the guest wrapper with guest-exec and starts the
-// status poller.
+// files, stdin) and starts the task in the guest daemon, which reports its
+// end to c.exited.
 func (c *Container) start(ctx context.Context) error {
 	d := c.driver
 	work := filepath.Join(c.hostDir, "work")
@@ -134,99 +131,64 @@ func (c *Container) start(ctx context.Context) error {
 			return fmt.Errorf("create %s file: %w", f, err)
 		}
 	}
-	stdinMode := "none"
-	if c.task.Stdin != nil {
-		stdinMode = "chunks"
-	}
-
+	start := &guestproto.Start{Dir: c.guestDir, Slot: c.slot, User: c.task.User, Stdin: c.task.Stdin != nil, Argv: c.task.Command}
 	vars := c.task.Env
-	root, wd, binds := "", "", ""
 	if c.image != nil {
 		vars = c.image.env(c.task.Env)
-		root, wd = c.image.guestRoot(), c.image.config.WorkingDir
-		if wd == "" {
-			wd = "/"
+		start.Root, start.WorkDir = c.image.guestRoot(), c.image.config.WorkingDir
+		if start.WorkDir == "" {
+			start.WorkDir = "/"
 		}
-		var b strings.Builder
 		for _, m := range c.task.Mounts {
 			vol, err := d.volume(c.vm, m.Name)
 			if err != nil {
 				return err
 			}
-			b.WriteString(vol.guestDir + "\t" + orchestra.MountPath(wd, m.Path) + "\n")
+			start.Binds = append(start.Binds, guestproto.Bind{Src: vol.guestDir, Dst: orchestra.MountPath(start.WorkDir, m.Path)})
 		}
-		binds = b.String()
 	}
-	env := make([]string, 0, len(vars)+1)
 	for k, v := range vars {
-		env = append(env, k+"="+v)
+		start.Env = append(start.Env, k+"="+v)
 	}
 	if _, ok := vars["PATH"]; !ok {
-		env = append(env, "PATH="+defaultPath)
+		start.Env = append(start.Env, "PATH="+defaultPath)
 	}
-	sort.Strings(env)
-	// The wrapper travels in the argv (sh -c), saving a 9p read per task.
+	sort.Strings(start.Env)
 	lim := c.task.ContainerLimits
-	args := append([]string{"setsid", "/bin/busybox", "sh", "-c", runScript, "pocketci-run", c.guestDir, c.task.User, stdinMode, root, wd, binds,
-		strconv.FormatInt(lim.Memory, 10), strconv.FormatInt(cpuWeight(lim.CPU), 10), strconv.Itoa(c.slot)}, env...)
-	args = append(args, c.task.Command...)
-	pid, err := c.vm.agent.Exec(ctx, qga.ExecRequest{
-		Path: "/bin/busybox",
-		Args: args,
-		Env:  []string{"PATH=/sbin:/usr/sbin:/bin:/usr/bin"},
+	start.Memory, start.CPUWeight = lim.Memory, cpuWeight(lim.CPU)
+	id, err := c.vm.guestd.start(start, func(ev guestproto.Event, lost error) {
+		defer d.bg.Done() // Close waits for every task's end
+		c.exited(ev, lost)
 	})
 	if err != nil {
-		return fmt.Errorf("guest-exec: %w", err)
+		return fmt.Errorf("start the task in the guest: %w", err)
 	}
 	c.mu.Lock()
-	c.pid = pid
+	c.id = id
 	c.mu.Unlock()
 	if c.task.Stdin != nil {
 		// Not waited for by Close: a Read on task.Stdin may block forever.
 		// The feeder ends at the next chunk once the task is done.
 		go c.feedStdin()
 	}
-	go func() {
-		defer d.bg.Done()
-		c.poll()
-	}()
-	d.logger.Debug("qemu: task started", "task", c.task.ID, "pid", pid, "user", c.task.User, "image", c.task.Image)
+	d.logger.Debug("qemu: task started", "task", c.task.ID, "id", id, "user", c.task.User, "image", c.task.Image)
 	return nil
 }
 
-// poll asks the agent for the task's state until it exited (or the VM is
-// gone), then stores the result once.
-func (c *Container) poll() {
-	interval := pollFast
-	startedAt := time.Now()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		st, err := c.vm.agent.ExecStatus(ctx, c.pid)
-		cancel()
-		switch {
-		case err == nil && st.Exited:
-			c.finish(st.Code())
-			return
-		case err != nil && !c.vm.alive():
-			c.finish(137) // the VM was stopped: the task was killed with it
-			return
-		case err != nil:
-			var qe *qga.Error
-			if errors.As(err, &qe) {
-				// The agent does not know the pid: its result is lost.
-				c.driver.logger.Error("qemu: task status lost", "task", c.task.ID, "pid", c.pid, "err", err)
-				c.finish(255)
-				return
-			}
-			c.driver.logger.Debug("qemu: status poll failed, retrying", "task", c.task.ID, "err", err)
+// exited is the guest daemon's report of the task's end, or of why there
+// will be none.
+func (c *Container) exited(ev guestproto.Event, lost error) {
+	switch {
+	case lost == nil:
+		if ev.Error != "" {
+			c.driver.logger.Debug("qemu: task did not start", "task", c.task.ID, "err", ev.Error)
 		}
-		if time.Since(startedAt) > 200*time.Millisecond && interval < pollSlow {
-			interval = min(interval*5/4+time.Millisecond, pollSlow)
-		}
-		select {
-		case <-c.vm.exited:
-		case <-time.After(interval):
-		}
+		c.finish(ev.Code)
+	case c.vm.waitExit(2 * time.Second):
+		c.finish(137) // the VM was stopped: the task was killed with it
+	default:
+		c.driver.logger.Error("qemu: task status lost", "task", c.task.ID, "err", lost)
+		c.finish(255)
 	}
 }
 
@@ -457,7 +419,7 @@ func (c *Container) Cleanup(ctx context.Context) error {
 		return nil
 	}
 	c.cleaned = true
-	running := !c.done && c.pid != 0
+	running := !c.done && c.id != 0
 	c.mu.Unlock()
 	c.stopStdin()
 	if running && c.vm.alive() {
@@ -472,36 +434,21 @@ func (c *Container) Cleanup(ctx context.Context) error {
 	return nil
 }
 
-// kill SIGKILLs the task's process group (the wrapper runs under setsid, so
-// its pid is the group) and waits, bounded, for the poller to see it end.
+// kill kills the task and everything it started (its cgroup in the
+// guest) and waits, bounded, for its end.
 func (c *Container) kill(ctx context.Context) {
-	d := c.driver
 	c.mu.Lock()
-	pid := c.pid
+	id := c.id
 	c.mu.Unlock()
+	if err := c.vm.guestd.kill(id); err != nil {
+		c.driver.logger.Warn("qemu: kill task", "task", c.task.ID, "err", err)
+	}
 	killCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	// Everything in the task's cgroup (its descendants, setsid or not),
-	// then the wrapper's process group (wrapper, copiers).
-	const killScript = `g=/sys/fs/cgroup/slot-$2
-[ -d $g ] && echo 1 >$g/cgroup.kill
-kill -9 -$1`
-	kpid, err := c.vm.agent.Exec(killCtx, qga.ExecRequest{Path: "/bin/busybox", Args: []string{"sh", "-c", killScript, "pocketci-kill", strconv.Itoa(pid), strconv.Itoa(c.slot)}})
-	if err == nil {
-		for killCtx.Err() == nil {
-			st, err := c.vm.agent.ExecStatus(killCtx, kpid)
-			if err != nil || st.Exited {
-				break
-			}
-			time.Sleep(pollFast)
-		}
-	} else {
-		d.logger.Warn("qemu: kill task", "task", c.task.ID, "err", err)
-	}
 	select {
 	case <-c.doneCh:
 	case <-killCtx.Done():
-		d.logger.Warn("qemu: task did not end after kill", "task", c.task.ID)
+		c.driver.logger.Warn("qemu: task did not end after kill", "task", c.task.ID)
 	}
 }
 

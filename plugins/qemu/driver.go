@@ -236,20 +236,10 @@ func (d *Driver) volume(v *vm, name string) (*Volume, error) {
 	return vol, nil
 }
 
-// validate checks a task: orchestra.ValidateTask, then the one thing the
-// guest's env(1) cannot start (a program whose name contains '=') and a User
-// that su(1) would take for an option.
+// validate checks a task: orchestra.ValidateTask is the whole rule; the
+// guest daemon starts any argv and resolves any user itself.
 func validate(task orchestra.Task) error {
-	if err := orchestra.ValidateTask(task); err != nil {
-		return err
-	}
-	if strings.Contains(task.Command[0], "=") {
-		return fmt.Errorf("%w: task %q: Command[0] %q contains '=', which the guest's env(1) would take for a variable", orchestra.ErrInvalidTask, task.ID, task.Command[0])
-	}
-	if strings.HasPrefix(task.User, "-") {
-		return fmt.Errorf("%w: task %q: User %q starts with '-'", orchestra.ErrInvalidTask, task.ID, task.User)
-	}
-	return nil
+	return orchestra.ValidateTask(task)
 }
 
 // mountRel is where a mount is linked, relative to the task's working
@@ -289,7 +279,7 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	}
 	c := newContainer(d, v, task)
 	d.containers[task.ID] = c
-	d.bg.Add(1) // the poller, started by start on success
+	d.bg.Add(1) // the task's end, reported once start succeeded
 	d.mu.Unlock()
 	c.slot = d.takeSlot()
 
@@ -349,7 +339,7 @@ func (d *Driver) Close() error {
 		c.stopStdin()
 	}
 	if v != nil {
-		v.stop() // kills every task: pollers see the VM gone and finish
+		v.stop() // kills every task: each one's end is reported
 	}
 	d.bg.Wait()
 	for _, c := range containers {

@@ -29,6 +29,14 @@ mkdir -p /sys/fs/cgroup
 grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo '+memory +cpu +pids' >/sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /run/pocketci-root
+# The task daemon, from the share to the guest's own memory (a snapshot
+# needs the share unmounted), restarted should it ever exit; it logs to
+# the console.
+if [ ! -e /run/pocketci-guestd ]; then
+	cp ` + guestShare + `/.pocketci/guestd /run/pocketci-guestd
+	chmod 0755 /run/pocketci-guestd
+	setsid sh -c 'while :; do /run/pocketci-guestd; sleep 1; done' </dev/null >/dev/console 2>&1 &
+fi
 `
 
 // run executes a shell script in the guest (as root, with the driver's own

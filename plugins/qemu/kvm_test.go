@@ -34,11 +34,23 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestKVMFailureRemembered: with a qemu whose KVM start fails (a wrapper
-// that refuses -accel kvm, as this kind of host does), the first boot falls
-// back to TCG, logs it once below Warn, and writes the memo; a second driver
-// goes straight to TCG without trying KVM or logging it again.
+// that refuses -accel kvm) or never runs the guest (a wrapper that hangs,
+// as this kind of host's /dev/kvm does), the first boot falls back to TCG,
+// logs it once below Warn, and writes the memo; a second driver goes
+// straight to TCG without trying KVM or logging it again.
 func TestKVMFailureRemembered(t *testing.T) {
+	for _, tt := range []struct{ name, kvm string }{
+		{"refused", "echo 'fake: failed to initialize kvm' >&2; exit 1"},
+		{"hangs", "exec sleep 3600"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testKVMFailureRemembered(t, tt.kvm) })
+	}
+}
+
+func testKVMFailureRemembered(t *testing.T, kvmBehaviour string) {
 	requireQEMU(t)
+	defer func(old time.Duration) { kvmTrialTimeout = old }(kvmTrialTimeout)
+	kvmTrialTimeout = 3 * time.Second
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
 		t.Skipf("the auto accelerator only tries KVM when /dev/kvm opens: %v", err)
 	} else {
@@ -57,7 +69,7 @@ func TestKVMFailureRemembered(t *testing.T) {
 	calls := filepath.Join(dir, "calls")
 	wrapper := filepath.Join(dir, "qemu-system-x86_64")
 	script := "#!/bin/sh\necho \"$*\" >>" + calls + "\n" +
-		"case \" $* \" in *' -accel kvm '*) echo 'fake: failed to initialize kvm' >&2; exit 1;; esac\n" +
+		"case \" $* \" in *' -accel kvm '*) " + kvmBehaviour + ";; esac\n" +
 		"exec " + real + " \"$@\"\n"
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)

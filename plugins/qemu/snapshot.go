@@ -31,7 +31,7 @@ import (
 const EnvSnapshot = "POCKETCI_QEMU_SNAPSHOT"
 
 // snapshotFormat changes whenever what a snapshot holds changes.
-const snapshotFormat = "3"
+const snapshotFormat = "4"
 
 // unmountScript is run before a save.
 const unmountScript = `umount /mnt/` + shareTag + ` /mnt/` + imagesTag
@@ -57,7 +57,7 @@ func snapshotPath(ctx context.Context, cfg config, accel, cpu, appendLine string
 		return "", err
 	}
 	h := sha256.New()
-	for _, f := range []string{cfg.kernel, cfg.initrd} {
+	for _, f := range []string{cfg.kernel, cfg.initrd, cfg.guestd} {
 		fi, err := os.Stat(f)
 		if err != nil {
 			return "", fmt.Errorf("snapshot key: %w", err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/plugins/qemu/guestproto"
 	"github.com/jtarchie/pocketci/plugins/qemu/qga"
 )
 
@@ -41,6 +42,7 @@ type vm struct {
 	exited  chan struct{} // closed when the qemu process has exited
 	waitErr error         // valid after exited is closed
 	agent   *qga.Client
+	guestd  *guestdClient // tasks; connected once the guest is ready
 	stderr  *tailBuffer
 	accel   string
 
@@ -152,7 +154,21 @@ func bootVM(ctx context.Context, namespace, privateDir string, logger *slog.Logg
 			}
 		}
 	}
-	v, err := startVM(ctx, namespace, privateDir, logger, cfg, accel)
+	var v *vm
+	if accel == "kvm" && cfg.accel == "auto" {
+		// A /dev/kvm that opens may still not run a VM: qemu exits, or the
+		// guest never runs (on this kind of host: no console output, qemu
+		// spinning). A trial bounded by kvmTrialTimeout tells both apart
+		// from a slow boot.
+		trial, cancel := context.WithTimeout(ctx, kvmTrialTimeout)
+		v, err = startVM(trial, namespace, privateDir, logger, cfg, accel)
+		if err != nil && trial.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: no answer within %s under KVM: %w", errEarlyExit, kvmTrialTimeout, err)
+		}
+		cancel()
+	} else {
+		v, err = startVM(ctx, namespace, privateDir, logger, cfg, accel)
+	}
 	if err != nil && errors.Is(err, errSnapshotRestore) {
 		// A snapshot that does not restore is dropped; this boot is cold
 		// and saves a new one.
@@ -179,7 +195,12 @@ func firstLine(s string) string {
 	return line
 }
 
-// errEarlyExit marks a boot whose qemu process exited on its own.
+// kvmTrialTimeout bounds the first boot under KVM on a host (KVM boots the
+// guest in well under a second); a var so tests can shorten it.
+var kvmTrialTimeout = 20 * time.Second
+
+// errEarlyExit marks a boot whose qemu process exited on its own, or whose
+// KVM trial never answered.
 var errEarlyExit = errors.New("qemu exited during boot")
 
 // errSnapshotRestore marks a boot whose snapshot did not restore (the
@@ -199,7 +220,7 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 			v.stop()
 		}
 	}()
-	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci")); err != nil {
+	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci"), cfg.guestd); err != nil {
 		return v, err
 	}
 	khz, err := hostTSCkHz()
@@ -225,6 +246,8 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 		"-serial", "file:" + v.consolePath(), "-no-reboot",
 		"-chardev", "socket,id=qga0,path=" + v.qgaPath() + ",server=on,wait=off",
 		"-device", "virtio-serial-device", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+		"-chardev", "socket,id=gd0,path=" + v.guestdPath() + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=gd0,name=" + guestproto.PortName,
 		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
 		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
 		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
@@ -278,7 +301,11 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 		if err == nil {
 			err = v.remount(bootCtx)
 		}
-		logger.Debug("qemu: restore steps", "resumed", resumed, "agent", synced, "remounted", time.Since(start))
+		remounted := time.Since(start)
+		if err == nil {
+			err = v.connectGuestd(bootCtx)
+		}
+		logger.Debug("qemu: restore steps", "resumed", resumed, "agent", synced, "remounted", remounted, "daemon", time.Since(start))
 		if err != nil {
 			if rerr := os.Remove(snap); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 				logger.Warn("qemu: remove a boot snapshot that does not restore", "path", snap, "err", rerr)
@@ -307,7 +334,6 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 	if err := v.runOK(bootCtx, "set up the guest", setupScript); err != nil {
 		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
 	}
-	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
 	if snap != "" {
 		if err := v.save(bootCtx, snap, logger); err != nil {
 			logger.Info("qemu: could not save a boot snapshot; boots stay cold", "err", err)
@@ -316,12 +342,28 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 			}
 		}
 	}
+	// Connected after the save: a snapshot holds the daemon, not a session.
+	if err := v.connectGuestd(bootCtx); err != nil {
+		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
+	}
+	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
 	return v, nil
 }
 
 func (v *vm) consolePath() string { return filepath.Join(v.dir, "console.log") }
 func (v *vm) qgaPath() string     { return filepath.Join(v.dir, "qga.sock") }
 func (v *vm) qmpPath() string     { return filepath.Join(v.dir, "qmp.sock") }
+func (v *vm) guestdPath() string  { return filepath.Join(v.dir, "guestd.sock") }
+
+// connectGuestd connects to the guest's task daemon (started by setupScript).
+func (v *vm) connectGuestd(ctx context.Context) error {
+	g, err := dialGuestd(ctx, v.guestdPath())
+	if err != nil {
+		return err
+	}
+	v.guestd = g
+	return nil
+}
 
 // connectAgent dials the agent's socket as soon as qemu created it and syncs;
 // qemu holds the request until qemu-ga opens its port in the guest.
@@ -385,12 +427,25 @@ func (v *vm) alive() bool {
 	}
 }
 
+// waitExit reports whether qemu exits within d.
+func (v *vm) waitExit(d time.Duration) bool {
+	select {
+	case <-v.exited:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
 // stop quits qemu (QMP quit, SIGKILL after a grace period), waits for it and
 // removes the boot's directory (not the share). It is idempotent.
 func (v *vm) stop() {
 	v.stopOnce.Do(func() {
 		if v.agent != nil {
 			_ = v.agent.Close()
+		}
+		if v.guestd != nil {
+			v.guestd.close()
 		}
 		if v.cmd != nil && v.cmd.Process != nil {
 			if v.alive() {

@@ -3,6 +3,9 @@
 #   vmlinux            the standard linux-image-amd64 kernel, uncompressed ELF (PVH boot)
 #   initramfs.cpio.gz  busybox-static, qemu-ga and its host libraries, the virtio/9p
 #                      modules, /init, /sbin/start-qga and /sbin/shutdown
+#   pocketci-guestd    the task daemon (guest/guestd, static Go), which the driver copies
+#                      into every guest it boots; rebuilt on every run (a no-op when its
+#                      sources did not change: the bytes, and so the mtime, stay the same)
 #   stamp              the versions of every input; the build is skipped when it matches
 #
 # Usage: build.sh [OUTDIR]   (default ${POCKETCI_QEMU_IMAGE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pocketci/qemu})
@@ -31,6 +34,24 @@ need_tools() {
 
 pkgver() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || true; }
 candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2; exit}'; }
+
+# The task daemon is ours, not a Debian package: built with the Go toolchain
+# from this module, replaced only when its bytes changed (the driver's boot
+# snapshot key covers its mtime).
+build_guestd() {
+	GO=$(command -v go || echo /usr/local/go/bin/go)
+	[ -x "$GO" ] || die "go is needed to build pocketci-guestd"
+	mkdir -p "$OUT"
+	(cd "$(dirname "$0")/.." && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 "$GO" build -trimpath -ldflags='-s -w' \
+		-o "$OUT/pocketci-guestd.new" ./guest/guestd) || die "go build ./guest/guestd failed"
+	if cmp -s "$OUT/pocketci-guestd.new" "$OUT/pocketci-guestd"; then
+		rm -f "$OUT/pocketci-guestd.new"
+	else
+		mv -f "$OUT/pocketci-guestd.new" "$OUT/pocketci-guestd"
+		log "built $OUT/pocketci-guestd"
+	fi
+}
+build_guestd
 
 # Fast path: nothing apt or dpkg knows changed since the last build of this script.
 SELF_SUM=$(sha256sum "$0" | cut -d' ' -f1)

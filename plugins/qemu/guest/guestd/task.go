@@ -1,0 +1,335 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jtarchie/pocketci/plugins/qemu/guestproto"
+)
+
+// Exit codes of a task that did not start, as a shell would give them.
+const (
+	codeCannotRun = 126 // setup failed, or the command is not executable
+	codeNotFound  = 127 // the command is not there
+	codeCopyFail  = 125 // the task succeeded but its output did not reach the share
+	codeKilled    = 137 // killed before it started, as if by SIGKILL
+)
+
+// task is one running task.
+type task struct {
+	id     uint64
+	s      *guestproto.Start
+	cgroup string
+
+	mu     sync.Mutex
+	pid    int
+	killed bool
+}
+
+func newTask(id uint64, s *guestproto.Start) *task {
+	return &task{id: id, s: s, cgroup: "/sys/fs/cgroup/slot-" + strconv.Itoa(s.Slot)}
+}
+
+// kill kills the task and everything it started; a task that has not
+// forked yet is killed as soon as it has.
+func (t *task) kill() {
+	t.mu.Lock()
+	t.killed = true
+	started := t.pid != 0
+	t.mu.Unlock()
+	if started {
+		t.killCgroup()
+	}
+}
+
+func (t *task) killCgroup() {
+	if err := os.WriteFile(t.cgroup+"/cgroup.kill", []byte("1"), 0); err != nil {
+		log.Printf("task %d: cgroup.kill: %v", t.id, err)
+	}
+}
+
+// run runs the task to its end and returns its exit code. A task that
+// could not start returns the reason too, after writing it to the task's
+// stderr file.
+func (t *task) run(d *daemon) (int, error) {
+	s := t.s
+	if len(s.Argv) == 0 {
+		return codeCannotRun, errors.New("no command")
+	}
+	stderrFile, err := os.OpenFile(filepath.Join(s.Dir, "stderr"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return codeCannotRun, fmt.Errorf("open the task's stderr file: %w", err)
+	}
+	defer stderrFile.Close()
+	fail := func(code int, err error) (int, error) {
+		fmt.Fprintf(stderrFile, "pocketci: %v\n", err)
+		return code, err
+	}
+	stdoutFile, err := os.OpenFile(filepath.Join(s.Dir, "stdout"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fail(codeCannotRun, fmt.Errorf("open the task's stdout file: %w", err))
+	}
+	defer stdoutFile.Close()
+	cgroupFD, err := d.prepareCgroup(t.cgroup, s)
+	if err != nil {
+		return fail(codeCannotRun, err)
+	}
+
+	// The task's stdio are pipes, as on every platform; the daemon copies
+	// them into the files on the share.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail(codeCannotRun, err)
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outW.Close()
+		return fail(codeCannotRun, err)
+	}
+	defer errR.Close()
+	var inR, inW *os.File
+	if s.Stdin {
+		inR, inW, err = os.Pipe()
+	} else {
+		inR, err = os.Open(os.DevNull)
+	}
+	if err != nil {
+		outW.Close()
+		errW.Close()
+		return fail(codeCannotRun, err)
+	}
+	pid, err := t.fork(d, cgroupFD, []*os.File{inR, outW, errW})
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		if inW != nil {
+			inW.Close()
+		}
+		code := codeCannotRun
+		var se *startError
+		if errors.As(err, &se) {
+			code = se.code
+		}
+		if code == codeKilled {
+			return code, nil // Cleanup came first: nothing to report
+		}
+		return fail(code, err)
+	}
+
+	var copies sync.WaitGroup
+	var copyErr [2]error
+	for i, c := range []struct {
+		dst *os.File
+		src *os.File
+	}{{stdoutFile, outR}, {stderrFile, errR}} {
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			if _, err := io.Copy(c.dst, c.src); err != nil {
+				copyErr[i] = err
+				_, _ = io.Copy(io.Discard, c.src) // the task must not block on a full pipe
+			}
+		}()
+	}
+	stopStdin := make(chan struct{})
+	var feeder sync.WaitGroup
+	if inW != nil {
+		feeder.Add(1)
+		go func() {
+			defer feeder.Done()
+			feedStdin(s.Dir, inW, stopStdin)
+		}()
+	}
+
+	code := wait(pid)
+	// What the task left running dies with it, as under a container's init.
+	if populated(t.cgroup) {
+		t.killCgroup()
+		waitEmpty(t.cgroup)
+	}
+	close(stopStdin)
+	feeder.Wait()
+	copies.Wait()
+	if code == 0 {
+		for i, err := range copyErr {
+			if err != nil {
+				name := [2]string{"stdout", "stderr"}[i]
+				fmt.Fprintf(stderrFile, "pocketci: copying the task's %s to the share failed: %v\n", name, err)
+				code = codeCopyFail
+			}
+		}
+	}
+	return code, nil
+}
+
+// startError is a failure to start with the exit code a shell would give.
+type startError struct {
+	code int
+	err  error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+// fork starts the task's process in its cgroup, with its root, user, working
+// directory and environment, and files as its fds 0, 1 and 2.
+func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
+	s := t.s
+	attr := &syscall.SysProcAttr{Setsid: true, UseCgroupFD: true, CgroupFD: cgroupFD}
+	dir := filepath.Join(s.Dir, "work")
+	rootPath := "/"
+	if s.Root != "" {
+		// The task's root is mounted here, copied into the task's own
+		// mount namespace by the fork, and detached here at once: it
+		// vanishes with the task, and no other task's namespace holds it.
+		d.mountMu.Lock()
+		defer d.mountMu.Unlock()
+		r, err := mountRoot(t.id, s)
+		if err != nil {
+			return 0, err
+		}
+		defer r.detach()
+		rootPath, dir = r.merged, s.WorkDir
+		attr.Chroot = r.merged
+		attr.Cloneflags = syscall.CLONE_NEWNS
+	}
+	root, err := openRoot(rootPath)
+	if err != nil {
+		return 0, err
+	}
+	defer syscall.Close(root)
+	cred, err := lookupUser(root, s.User)
+	if err != nil {
+		return 0, err
+	}
+	attr.Credential = cred
+	argv0, err := lookPath(root, envPath(s.Env), s.Argv[0])
+	if err != nil {
+		return 0, err
+	}
+	fds := make([]uintptr, len(files))
+	for i, f := range files {
+		fds[i] = f.Fd()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.killed {
+		return 0, &startError{codeKilled, errors.New("killed before it started")}
+	}
+	pid, err := syscall.ForkExec(argv0, s.Argv, &syscall.ProcAttr{Dir: dir, Env: s.Env, Files: fds, Sys: attr})
+	if err != nil {
+		code := codeCannotRun
+		if errors.Is(err, syscall.ENOENT) {
+			code = codeNotFound
+		}
+		return 0, &startError{code, fmt.Errorf("exec %s: %w", s.Argv[0], err)}
+	}
+	t.pid = pid
+	return pid, nil
+}
+
+// wait waits for pid and returns its exit code, 128+N for signal N.
+func wait(pid int) int {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			log.Printf("wait for %d: %v", pid, err)
+			return 255
+		}
+		if ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// envPath is the PATH in env.
+func envPath(env []string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// prepareCgroup makes the slot's cgroup, sets the task's limits on it (only
+// when they changed since the slot's last task) and opens it for the fork.
+func (d *daemon) prepareCgroup(dir string, s *guestproto.Start) (int, error) {
+	mem, weight := "max", "100"
+	if s.Memory > 0 {
+		mem = strconv.FormatInt(s.Memory, 10)
+	}
+	if s.CPUWeight > 0 {
+		weight = strconv.FormatInt(s.CPUWeight, 10)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.slots == nil {
+		d.slots = make(map[string]*slot)
+	}
+	sl := d.slots[dir]
+	if sl == nil {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return -1, fmt.Errorf("create the task's cgroup: %w", err)
+		}
+		fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("open the task's cgroup: %w", err)
+		}
+		sl = &slot{fd: fd}
+		d.slots[dir] = sl
+	}
+	if sl.memory != mem {
+		if err := os.WriteFile(dir+"/memory.max", []byte(mem), 0); err != nil {
+			return -1, fmt.Errorf("set memory.max: %w", err)
+		}
+		sl.memory = mem
+	}
+	if sl.weight != weight {
+		if err := os.WriteFile(dir+"/cpu.weight", []byte(weight), 0); err != nil {
+			return -1, fmt.Errorf("set cpu.weight: %w", err)
+		}
+		sl.weight = weight
+	}
+	return sl.fd, nil
+}
+
+// slot is a cgroup kept open across the tasks that use it.
+type slot struct {
+	fd             int
+	memory, weight string
+}
+
+// populated reports whether a process is left in the cgroup.
+func populated(dir string) bool {
+	data, err := os.ReadFile(dir + "/cgroup.events")
+	return err != nil || strings.Contains(string(data), "populated 1")
+}
+
+// waitEmpty waits, bounded, until the killed cgroup has no process left.
+func waitEmpty(dir string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 100 * time.Microsecond; populated(dir); wait = min(wait*2, 20*time.Millisecond) {
+		if time.Now().After(deadline) {
+			log.Printf("%s: processes left after cgroup.kill", dir)
+			return
+		}
+		time.Sleep(wait)
+	}
+}
