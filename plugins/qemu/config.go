@@ -21,6 +21,8 @@ const (
 	EnvKernel = "POCKETCI_QEMU_KERNEL"
 	// EnvInitrd overrides the initramfs file.
 	EnvInitrd = "POCKETCI_QEMU_INITRD"
+	// EnvGuestd overrides the guest task daemon (pocketci-guestd).
+	EnvGuestd = "POCKETCI_QEMU_GUESTD"
 	// EnvBinary overrides the qemu-system-x86_64 executable.
 	EnvBinary = "POCKETCI_QEMU_BINARY"
 	// EnvAccel forces the accelerator: "kvm", "tcg" or "auto" (the default).
@@ -84,9 +86,15 @@ func imageDir() string {
 }
 
 // GuestdPath is the guest's task daemon the driver copies into every guest
-// it boots: pocketci-guestd in the image directory, built by guest/build.sh
-// with the kernel and initramfs. It may not exist.
-func GuestdPath() string { return filepath.Join(imageDir(), "pocketci-guestd") }
+// it boots: POCKETCI_QEMU_GUESTD, else pocketci-guestd in the image
+// directory, built by guest/build.sh with the kernel and initramfs. It may
+// not exist.
+func GuestdPath() string {
+	if p := os.Getenv(EnvGuestd); p != "" {
+		return p
+	}
+	return filepath.Join(imageDir(), "pocketci-guestd")
+}
 
 // loadConfig reads the settings and checks that the files exist.
 func loadConfig() (config, error) {
@@ -132,8 +140,8 @@ func loadConfig() (config, error) {
 	}
 	for _, f := range []struct{ what, path string }{{"kernel", c.kernel}, {"initramfs", c.initrd}, {"task daemon", c.guestd}} {
 		if _, err := os.Stat(f.path); err != nil {
-			return c, fmt.Errorf("guest %s %s: %w (build the guest image with plugins/qemu/guest/build.sh, or set %s/%s/%s)",
-				f.what, f.path, err, EnvImageDir, EnvKernel, EnvInitrd)
+			return c, fmt.Errorf("guest %s %s: %w (build the guest image with plugins/qemu/guest/build.sh, or set %s/%s/%s/%s)",
+				f.what, f.path, err, EnvImageDir, EnvKernel, EnvInitrd, EnvGuestd)
 		}
 	}
 	return c, nil

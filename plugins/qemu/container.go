@@ -49,7 +49,7 @@ type Container struct {
 	slot int // the guest slot (FIFOs, cgroup) while it runs; see Driver.takeSlot
 
 	mu       sync.Mutex
-	stdinErr error // the caller's stdin failed: the task was stopped
+	stdinErr error  // the caller's stdin failed: the task was stopped
 	id       uint64 // the guest daemon's handle, once started
 	done     bool
 	exitCode int
@@ -131,7 +131,8 @@ func (c *Container) start(ctx context.Context) error {
 			return fmt.Errorf("create %s file: %w", f, err)
 		}
 	}
-	start := &guestproto.Start{Dir: c.guestDir, Slot: c.slot, User: c.task.User, Stdin: c.task.Stdin != nil, Argv: c.task.Command}
+	start := &guestproto.Start{Dir: c.guestDir, Slot: c.slot, User: c.task.User, Privileged: c.task.Privileged,
+		Stdin: c.task.Stdin != nil, Argv: c.task.Command}
 	vars := c.task.Env
 	if c.image != nil {
 		vars = c.image.env(c.task.Env)
@@ -187,7 +188,7 @@ func (c *Container) exited(ev guestproto.Event, lost error) {
 	case c.vm.waitExit(2 * time.Second):
 		c.finish(137) // the VM was stopped: the task was killed with it
 	default:
-		c.driver.logger.Error("qemu: task status lost", "task", c.task.ID, "err", lost)
+		c.driver.logger.Error("qemu: task status lost", "task", c.task.ID, "err", lost, "console", tailFile(c.vm.consolePath(), 10))
 		c.finish(255)
 	}
 }

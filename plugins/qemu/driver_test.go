@@ -169,6 +169,25 @@ echo fine`
 		}
 	})
 
+	t.Run("capabilities follow Privileged", func(t *testing.T) {
+		full := fullCapBnd(t, ctx, d)
+		for _, tt := range []struct {
+			privileged bool
+			want       string
+		}{{false, "00000000a80425fb"}, {true, full}} {
+			code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "caps-" + strconv.FormatBool(tt.privileged), Privileged: tt.privileged,
+				Command: []string{"sh", "-c", "grep CapBnd /proc/self/status | cut -f2"}})
+			if code != 0 || strings.TrimSpace(out) != tt.want {
+				t.Errorf("privileged %v: exit %d stdout %q stderr %q, want CapBnd %s", tt.privileged, code, out, errs, tt.want)
+			}
+		}
+		// Without CAP_SYS_ADMIN a root task cannot unmount the guest's share.
+		code, _, _ := runTask(t, ctx, d, orchestra.Task{ID: "caps-umount", Command: []string{"umount", "-l", "/mnt/share"}})
+		if code == 0 {
+			t.Fatal("a task that is not privileged unmounted the guest's share")
+		}
+	})
+
 	t.Run("20 MiB of output arrives intact", func(t *testing.T) {
 		// 20 MiB, more than qemu-ga's 16 MiB capture limit, from a 1 MiB
 		// pattern the host put in a volume (generating it in the guest is

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,4 +103,18 @@ func waitDone(t testing.TB, ctx context.Context, c orchestra.Container) orchestr
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// fullCapBnd is the bounding set of the guest's own processes (every
+// capability the guest kernel has), asked of the guest agent.
+func fullCapBnd(t testing.TB, ctx context.Context, d *Driver) string {
+	t.Helper()
+	if _, err := d.CreateVolume(ctx, "boot", 0); err != nil { // the VM is up
+		t.Fatal(err)
+	}
+	_, out, _, err := d.vm.run(ctx, "grep CapBnd /proc/self/status | cut -f2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,29 @@ func TestImage(t *testing.T) {
 			code, out, errs, _ := run(orchestra.Task{ID: "user-" + user, Image: testImage, User: user, Command: []string{"sh", "-c", cmd}})
 			if code != 0 || strings.TrimSpace(out) != want {
 				t.Errorf("user %q: exit %d stdout %q stderr %q, want %s", user, code, out, errs, want)
+			}
+		}
+	})
+
+	t.Run("privileged", func(t *testing.T) {
+		// Not privileged: Docker's default capabilities (CapBnd a80425fb is
+		// what docker run gives), no mounts, a read-only /sys. Privileged:
+		// every capability, mounts in the task's own namespace, /sys
+		// writable.
+		script := `grep CapBnd /proc/self/status | tr -d '\t'
+mkdir -p /m && mount -t tmpfs t /m && echo mounted
+grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1`
+		for _, tt := range []struct {
+			privileged bool
+			want       string
+		}{
+			{false, "CapBnd:00000000a80425fb\nro\n"},
+			{true, "CapBnd:" + fullCapBnd(t, ctx, d) + "\nmounted\nrw\n"},
+		} {
+			code, out, errs, _ := run(orchestra.Task{ID: "priv-" + strconv.FormatBool(tt.privileged), Image: testImage, Privileged: tt.privileged,
+				Command: []string{"sh", "-c", script}})
+			if out != tt.want {
+				t.Errorf("privileged %v: exit %d stdout %q stderr %q, want stdout %q", tt.privileged, code, out, errs, tt.want)
 			}
 		}
 	})

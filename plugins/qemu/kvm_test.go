@@ -63,6 +63,7 @@ func testKVMFailureRemembered(t *testing.T, kvmBehaviour string) {
 	kernel, initrd := ImagePaths()
 	t.Setenv(EnvKernel, kernel)
 	t.Setenv(EnvInitrd, initrd)
+	t.Setenv(EnvGuestd, GuestdPath())
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // a fresh memo directory
 	t.Setenv(EnvAccel, "auto")
 	dir := t.TempDir()
@@ -96,7 +97,7 @@ func testKVMFailureRemembered(t *testing.T, kvmBehaviour string) {
 			t.Fatal(err)
 		}
 		if code != 0 || out != "ok\n" {
-			t.Fatalf("driver %d: exit %d stdout %q", i, code, out)
+			t.Fatalf("driver %d: exit %d stdout %q; log:\n%s", i, code, out, logs.String())
 		}
 		if got := kvmStarts(); got != want.kvmStarts {
 			t.Errorf("driver %d: %d KVM starts so far, want %d", i, got, want.kvmStarts)

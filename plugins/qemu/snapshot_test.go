@@ -22,6 +22,7 @@ func TestBootSnapshot(t *testing.T) {
 	kernel, initrd := ImagePaths()
 	t.Setenv(EnvKernel, kernel)
 	t.Setenv(EnvInitrd, initrd)
+	t.Setenv(EnvGuestd, GuestdPath())
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // a snapshot directory of this test's own
 	t.Setenv(EnvSnapshot, "on")
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)

@@ -54,6 +54,9 @@ type Start struct {
 	Slot int `json:"slot"`
 	// User is "", "root", a name from the root's /etc/passwd, or uid[:gid].
 	User string `json:"user,omitempty"`
+	// Privileged keeps every capability (and a writable /sys in an
+	// image); otherwise the task gets Docker's default capability set.
+	Privileged bool `json:"privileged,omitempty"`
 	// Stdin is true when the host feeds stdin chunks.
 	Stdin bool `json:"stdin,omitempty"`
 	// Root is an unpacked image to run in (over a per-task overlay), or

@@ -43,11 +43,16 @@ func main() {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		log.Printf("make / private: %v", err)
 	}
-	d := &daemon{port: port, tasks: make(map[uint64]*task)}
-	// Said once at every start: a host that hears it while its tasks run
-	// knows they are gone. Before the host connects the write waits (also
-	// across a boot snapshot), and the host skips it as stale.
-	go d.send(guestproto.Event{Ev: guestproto.EvHello, Proto: guestproto.Version})
+	unpriv, err := newUnprivilegedForker()
+	if err != nil {
+		log.Fatal(err)
+	}
+	d := &daemon{port: port, tasks: make(map[uint64]*task), unpriv: unpriv}
+	// Said once at every start, before any answer: a host that hears it
+	// while its tasks run knows they are gone. Before the host connects the
+	// write waits (also across a boot snapshot), and a host saying hello
+	// skips it as stale.
+	d.send(guestproto.Event{Ev: guestproto.EvHello, Proto: guestproto.Version})
 	d.serve()
 }
 
@@ -70,7 +75,8 @@ func findPort(name string) (string, error) {
 
 // daemon reads requests from the port and runs tasks.
 type daemon struct {
-	port *os.File
+	port   *os.File
+	unpriv *forker // forks tasks that are not privileged
 
 	sendMu sync.Mutex
 

@@ -42,6 +42,7 @@ func mountRoot(id uint64, s *guestproto.Start) (_ *taskRoot, err error) {
 	defer func() {
 		if err != nil {
 			r.detach()
+			_ = os.Remove(r.base)
 		}
 	}()
 	for _, d := range []string{"u", "w", "m"} {
@@ -58,13 +59,17 @@ func mountRoot(id uint64, s *guestproto.Start) (_ *taskRoot, err error) {
 		return nil, err
 	}
 	defer syscall.Close(root)
+	var sysFlags uintptr = syscall.MS_RDONLY // as for a container that is not privileged
+	if s.Privileged {
+		sysFlags = 0
+	}
 	mounts := []struct {
 		src, dst, fstype string
 		flags            uintptr
 	}{
 		{"proc", "/proc", "proc", 0},
 		{"/dev", "/dev", "", syscall.MS_BIND | syscall.MS_REC},
-		{"sysfs", "/sys", "sysfs", 0},
+		{"sysfs", "/sys", "sysfs", sysFlags},
 	}
 	for _, b := range s.Binds {
 		mounts = append(mounts, struct {
@@ -97,10 +102,11 @@ func mountRoot(id uint64, s *guestproto.Start) (_ *taskRoot, err error) {
 }
 
 // detach unmounts the whole tree here (lazily: a task's namespace keeps
-// its copy) and removes its mount point.
+// its copy). The mount point stays until the task ended: removing a
+// directory detaches what is mounted on it in every namespace, the task's
+// too.
 func (r *taskRoot) detach() {
 	_ = syscall.Unmount(r.base, syscall.MNT_DETACH)
-	_ = os.Remove(r.base)
 }
 
 var overlay struct {

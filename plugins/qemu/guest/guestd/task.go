@@ -30,6 +30,8 @@ type task struct {
 	s      *guestproto.Start
 	cgroup string
 
+	rootDir string // the mount point of the task's root, removed at its end
+
 	mu     sync.Mutex
 	pid    int
 	killed bool
@@ -121,6 +123,9 @@ func (t *task) run(d *daemon) (int, error) {
 		if errors.As(err, &se) {
 			code = se.code
 		}
+		if t.rootDir != "" {
+			_ = os.Remove(t.rootDir)
+		}
 		if code == codeKilled {
 			return code, nil // Cleanup came first: nothing to report
 		}
@@ -161,6 +166,9 @@ func (t *task) run(d *daemon) (int, error) {
 	close(stopStdin)
 	feeder.Wait()
 	copies.Wait()
+	if t.rootDir != "" {
+		_ = os.Remove(t.rootDir)
+	}
 	if code == 0 {
 		for i, err := range copyErr {
 			if err != nil {
@@ -200,6 +208,7 @@ func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
 			return 0, err
 		}
 		defer r.detach()
+		t.rootDir = r.base
 		rootPath, dir = r.merged, s.WorkDir
 		attr.Chroot = r.merged
 		attr.Cloneflags = syscall.CLONE_NEWNS
@@ -227,7 +236,15 @@ func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
 	if t.killed {
 		return 0, &startError{codeKilled, errors.New("killed before it started")}
 	}
-	pid, err := syscall.ForkExec(argv0, s.Argv, &syscall.ProcAttr{Dir: dir, Env: s.Env, Files: fds, Sys: attr})
+	var pid int
+	forkExec := func() {
+		pid, err = syscall.ForkExec(argv0, s.Argv, &syscall.ProcAttr{Dir: dir, Env: s.Env, Files: fds, Sys: attr})
+	}
+	if s.Privileged {
+		forkExec()
+	} else {
+		d.unpriv.run(forkExec)
+	}
 	if err != nil {
 		code := codeCannotRun
 		if errors.Is(err, syscall.ENOENT) {
