@@ -185,7 +185,7 @@ func (c *Container) exited(ev guestproto.Event, lost error) {
 			c.driver.logger.Debug("qemu: task did not start", "task", c.task.ID, "err", ev.Error)
 		}
 		c.finish(ev.Code)
-	case c.vm.waitExit(2 * time.Second):
+	case !errors.Is(lost, errGuestdRestarted) && c.vm.waitExit(2*time.Second):
 		c.finish(137) // the VM was stopped: the task was killed with it
 	default:
 		c.driver.logger.Error("qemu: task status lost", "task", c.task.ID, "err", lost, "console", tailFile(c.vm.consolePath(), 10))

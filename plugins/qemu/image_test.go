@@ -19,7 +19,7 @@ import (
 const testImage = "pocketci-qemu-test:marker"
 
 const testDockerfile = `FROM busybox:latest
-RUN echo hello-from-image > /marker-only-in-image && mkdir -p /app /custom/bin && printf '#!/bin/sh\necho custom-tool\n' > /custom/bin/tool && chmod 755 /custom/bin/tool
+RUN echo hello-from-image > /marker-only-in-image && mkdir -p /app /custom/bin && printf '#!/bin/sh\necho custom-tool\n' > /custom/bin/tool && chmod 755 /custom/bin/tool && ln -s /mnt/share /imglink
 WORKDIR /app
 ENV IMGVAR=fromimage OVERRIDE=image PATH=/custom/bin:/usr/sbin:/usr/bin:/sbin:/bin
 `
@@ -117,6 +117,24 @@ func TestImage(t *testing.T) {
 		code, out, _, _ = run(orchestra.Task{ID: "vol-guest", Mounts: m, Command: []string{"cat", "./data/f", "./cache/f"}})
 		if code != 0 || out != "abs\nrel\n" {
 			t.Fatalf("read from the guest userland: exit %d stdout %q", code, out)
+		}
+	})
+
+	t.Run("absolute symlinks in the image stay inside it", func(t *testing.T) {
+		// /imglink -> /mnt/share: resolved in the guest, a volume mounted
+		// there would cover the driver's share.
+		m := orchestra.Mounts{{Name: "img-link", Path: "/imglink"}}
+		code, _, errs, _ := run(orchestra.Task{ID: "link-w", Image: testImage, Mounts: m, Command: []string{"sh", "-c", "echo inside > /imglink/f"}})
+		if code != 0 {
+			t.Fatalf("write through the link: exit %d stderr %q", code, errs)
+		}
+		code, out, _, _ := run(orchestra.Task{ID: "link-r", Mounts: m, Command: []string{"cat", "./imglink/f"}})
+		if code != 0 || out != "inside\n" {
+			t.Fatalf("the volume: exit %d stdout %q, want the task's write", code, out)
+		}
+		_, mounts, _, err := d.vm.run(ctx, "grep -c ' /mnt/share ' /proc/mounts")
+		if err != nil || strings.TrimSpace(mounts) != "1" {
+			t.Fatalf("the guest's /mnt/share mounts: %q %v, want the share alone", mounts, err)
 		}
 	})
 

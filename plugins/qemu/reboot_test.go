@@ -53,3 +53,44 @@ func TestDeadVMIsRebooted(t *testing.T) {
 		t.Fatalf("Cleanup of a task of the dead VM: %v", err)
 	}
 }
+
+// TestGuestDaemonRestarts kills the guest's task daemon for real (SIGKILL
+// inside the guest): the task it was running ends with 255 at once and the
+// log names the restart; what the task left running is killed by the new
+// daemon; the next task runs on the restarted daemon in the same VM.
+func TestGuestDaemonRestarts(t *testing.T) {
+	requireQEMU(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	d, _ := newTestDriver(t)
+	var logs lockedBuffer
+	d.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	running, err := d.RunContainer(ctx, orchestra.Task{ID: "running", Command: []string{"sh", "-c", "sleep 600 & sleep 600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := d.vm
+	if err := vm.runOK(ctx, "kill the daemon", "sleep 0.2; killall -9 pocketci-guestd"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if st := waitDone(t, ctx, running); st.ExitCode() != 255 {
+		t.Fatalf("the task of the killed daemon: exit %d, want 255", st.ExitCode())
+	}
+	t.Logf("the lost task ended %s after the kill", time.Since(start).Round(time.Millisecond))
+	if text := logs.String(); !strings.Contains(text, "restarted") {
+		t.Fatalf("the log does not name the daemon's restart:\n%s", text)
+	}
+	code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "after", Command: []string{"echo", "fine"}})
+	if code != 0 || out != "fine\n" || d.vm != vm {
+		t.Fatalf("after the restart: exit %d stdout %q stderr %q (same VM: %v)", code, out, errs, d.vm == vm)
+	}
+	_, left, _, err := vm.run(ctx, "cat /sys/fs/cgroup/slot-*/cgroup.procs | wc -l")
+	if err != nil || strings.TrimSpace(left) != "0" {
+		t.Fatalf("processes left in the task slots: %q %v", left, err)
+	}
+	if err := running.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup of the lost task: %v", err)
+	}
+}

@@ -43,6 +43,12 @@ func main() {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		log.Printf("make / private: %v", err)
 	}
+	// Tasks of an earlier instance of the daemon are lost to their host
+	// (it hears this instance's hello): their slots are emptied.
+	slots, _ := filepath.Glob("/sys/fs/cgroup/slot-*/cgroup.kill")
+	for _, kill := range slots {
+		_ = os.WriteFile(kill, []byte("1"), 0)
+	}
 	unpriv, err := newUnprivilegedForker()
 	if err != nil {
 		log.Fatal(err)

@@ -181,14 +181,26 @@ func openRoot(dir string) (int, error) {
 }
 
 // mkdirInRoot makes the directory name (and its parents) inside root and
-// returns an fd on it.
-func mkdirInRoot(root int, name string) (int, error) {
+// returns an fd on it. A dangling symlink on the way (an image's /var/run
+// -> /run) is followed inside root: what it points to is made.
+func mkdirInRoot(root int, name string) (int, error) { return mkdirInRootLinks(root, name, 0) }
+
+func mkdirInRootLinks(root int, name string, links int) (int, error) {
 	name = path.Clean("/" + name)
 	fd, err := openInRoot(root, name, oPath|syscall.O_DIRECTORY)
 	if err == nil || !errors.Is(err, syscall.ENOENT) || name == "/" {
 		return fd, err
 	}
-	parent, err := mkdirInRoot(root, path.Dir(name))
+	if target, ok := readlinkInRoot(root, name); ok {
+		if links >= 40 {
+			return -1, fmt.Errorf("mkdir %s: %w", name, syscall.ELOOP)
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(name), target)
+		}
+		return mkdirInRootLinks(root, target, links+1)
+	}
+	parent, err := mkdirInRootLinks(root, path.Dir(name), links)
 	if err != nil {
 		return -1, err
 	}
@@ -197,6 +209,28 @@ func mkdirInRoot(root int, name string) (int, error) {
 		return -1, fmt.Errorf("mkdir %s: %w", name, err)
 	}
 	return openInRoot(root, name, oPath|syscall.O_DIRECTORY)
+}
+
+// readlinkInRoot reads the symlink name inside root; ok is false when name
+// is not a symlink.
+func readlinkInRoot(root int, name string) (string, bool) {
+	fd, err := openInRoot(root, name, oPath|syscall.O_NOFOLLOW)
+	if err != nil {
+		return "", false
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return "", false
+	}
+	buf := make([]byte, 4096)
+	empty := [1]byte{}
+	n, _, errno := syscall.Syscall6(syscall.SYS_READLINKAT, uintptr(fd), uintptr(unsafe.Pointer(&empty[0])),
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+	if errno != 0 {
+		return "", false
+	}
+	return string(buf[:n]), true
 }
 
 // readInRoot reads the file name inside root.
