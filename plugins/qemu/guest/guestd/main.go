@@ -53,7 +53,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	d := &daemon{port: port, tasks: make(map[uint64]*task), unpriv: unpriv}
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		log.Fatal(err)
+	}
+	d := &daemon{port: port, tasks: make(map[uint64]*task), unpriv: unpriv, devNull: devNull}
 	// Said once at every start, before any answer: a host that hears it
 	// while its tasks run knows they are gone. Before the host connects the
 	// write waits (also across a boot snapshot), and a host saying hello
@@ -81,8 +85,9 @@ func findPort(name string) (string, error) {
 
 // daemon reads requests from the port and runs tasks.
 type daemon struct {
-	port   *os.File
-	unpriv *forker // forks tasks that are not privileged
+	port    *os.File
+	unpriv  *forker  // forks tasks that are not privileged
+	devNull *os.File // the stdin of tasks without one
 
 	sendMu sync.Mutex
 

@@ -67,53 +67,70 @@ func (t *task) run(d *daemon) (int, error) {
 	if len(s.Argv) == 0 {
 		return codeCannotRun, errors.New("no command")
 	}
-	stderrFile, err := os.OpenFile(filepath.Join(s.Dir, "stderr"), os.O_WRONLY|os.O_APPEND, 0)
+	// The task's stdio are pipes, as on every platform. Each output's file
+	// on the share is opened by its copier while the task starts (a 9p
+	// round trip overlaps the fork) and closed after the copy is done, off
+	// the task's path: 9p writes are synchronous, so the host has every
+	// byte once the copy returns.
+	outR, outW, err := os.Pipe()
 	if err != nil {
-		return codeCannotRun, fmt.Errorf("open the task's stderr file: %w", err)
+		return codeCannotRun, err
 	}
-	defer stderrFile.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return codeCannotRun, err
+	}
+	var copies sync.WaitGroup
+	var copyErr [2]error
+	for i, src := range []*os.File{outR, errR} {
+		copies.Add(1)
+		go func() {
+			name := [2]string{"stdout", "stderr"}[i]
+			defer src.Close()
+			dst, err := os.OpenFile(filepath.Join(s.Dir, name), os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = io.Copy(dst, src)
+			}
+			if err != nil {
+				copyErr[i] = fmt.Errorf("copying the task's %s to the share failed: %w", name, err)
+				_, _ = io.Copy(io.Discard, src) // the task must not block on a full pipe
+			}
+			copies.Done()
+			if dst != nil {
+				dst.Close()
+			}
+		}()
+	}
+	// A task that does not start says why on its stderr.
 	fail := func(code int, err error) (int, error) {
-		fmt.Fprintf(stderrFile, "pocketci: %v\n", err)
+		if err != nil {
+			fmt.Fprintf(errW, "pocketci: %v\n", err)
+		}
+		outW.Close()
+		errW.Close()
+		copies.Wait()
 		return code, err
 	}
-	stdoutFile, err := os.OpenFile(filepath.Join(s.Dir, "stdout"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return fail(codeCannotRun, fmt.Errorf("open the task's stdout file: %w", err))
-	}
-	defer stdoutFile.Close()
 	cgroupFD, err := d.prepareCgroup(t.cgroup, s)
 	if err != nil {
 		return fail(codeCannotRun, err)
 	}
-
-	// The task's stdio are pipes, as on every platform; the daemon copies
-	// them into the files on the share.
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return fail(codeCannotRun, err)
-	}
-	defer outR.Close()
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outW.Close()
-		return fail(codeCannotRun, err)
-	}
-	defer errR.Close()
 	var inR, inW *os.File
 	if s.Stdin {
-		inR, inW, err = os.Pipe()
-	} else {
-		inR, err = os.Open(os.DevNull)
+		if inR, inW, err = os.Pipe(); err != nil {
+			return fail(codeCannotRun, err)
+		}
 	}
-	if err != nil {
-		outW.Close()
-		errW.Close()
-		return fail(codeCannotRun, err)
+	stdin := d.devNull
+	if inR != nil {
+		stdin = inR
 	}
-	pid, err := t.fork(d, cgroupFD, []*os.File{inR, outW, errW})
-	inR.Close()
-	outW.Close()
-	errW.Close()
+	pid, err := t.fork(d, cgroupFD, []*os.File{stdin, outW, errW})
+	if inR != nil {
+		inR.Close()
+	}
 	if err != nil {
 		if inW != nil {
 			inW.Close()
@@ -127,26 +144,13 @@ func (t *task) run(d *daemon) (int, error) {
 			_ = os.Remove(t.rootDir)
 		}
 		if code == codeKilled {
-			return code, nil // Cleanup came first: nothing to report
+			return fail(code, nil) // Cleanup came first: nothing to report
 		}
 		return fail(code, err)
 	}
+	outW.Close()
+	errW.Close()
 
-	var copies sync.WaitGroup
-	var copyErr [2]error
-	for i, c := range []struct {
-		dst *os.File
-		src *os.File
-	}{{stdoutFile, outR}, {stderrFile, errR}} {
-		copies.Add(1)
-		go func() {
-			defer copies.Done()
-			if _, err := io.Copy(c.dst, c.src); err != nil {
-				copyErr[i] = err
-				_, _ = io.Copy(io.Discard, c.src) // the task must not block on a full pipe
-			}
-		}()
-	}
 	stopStdin := make(chan struct{})
 	var feeder sync.WaitGroup
 	if inW != nil {
@@ -159,9 +163,9 @@ func (t *task) run(d *daemon) (int, error) {
 
 	code := wait(pid)
 	// What the task left running dies with it, as under a container's init.
-	if populated(t.cgroup) {
+	if d.populated(t.cgroup) {
 		t.killCgroup()
-		waitEmpty(t.cgroup)
+		d.waitEmpty(t.cgroup)
 	}
 	close(stopStdin)
 	feeder.Wait()
@@ -169,14 +173,13 @@ func (t *task) run(d *daemon) (int, error) {
 	if t.rootDir != "" {
 		_ = os.Remove(t.rootDir)
 	}
-	if code == 0 {
-		for i, err := range copyErr {
-			if err != nil {
-				name := [2]string{"stdout", "stderr"}[i]
-				fmt.Fprintf(stderrFile, "pocketci: copying the task's %s to the share failed: %v\n", name, err)
-				code = codeCopyFail
-			}
+	if err := errors.Join(copyErr[:]...); err != nil && code == 0 {
+		// Said on stderr where it still can be, and in the exit event.
+		if f, ferr := os.OpenFile(filepath.Join(s.Dir, "stderr"), os.O_WRONLY|os.O_APPEND, 0); ferr == nil {
+			fmt.Fprintf(f, "pocketci: %v\n", err)
+			f.Close()
 		}
+		return codeCopyFail, err
 	}
 	return code, nil
 }
@@ -309,7 +312,12 @@ func (d *daemon) prepareCgroup(dir string, s *guestproto.Start) (int, error) {
 		if err != nil {
 			return -1, fmt.Errorf("open the task's cgroup: %w", err)
 		}
-		sl = &slot{fd: fd}
+		events, err := syscall.Open(dir+"/cgroup.events", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			_ = syscall.Close(fd)
+			return -1, fmt.Errorf("open the task's cgroup.events: %w", err)
+		}
+		sl = &slot{fd: fd, events: events}
 		d.slots[dir] = sl
 	}
 	if sl.memory != mem {
@@ -329,20 +337,25 @@ func (d *daemon) prepareCgroup(dir string, s *guestproto.Start) (int, error) {
 
 // slot is a cgroup kept open across the tasks that use it.
 type slot struct {
-	fd             int
+	fd, events     int
 	memory, weight string
 }
 
-// populated reports whether a process is left in the cgroup.
-func populated(dir string) bool {
-	data, err := os.ReadFile(dir + "/cgroup.events")
-	return err != nil || strings.Contains(string(data), "populated 1")
+// populated reports whether a process is left in the slot's cgroup (its
+// cgroup.events, kept open).
+func (d *daemon) populated(dir string) bool {
+	d.mu.Lock()
+	sl := d.slots[dir]
+	d.mu.Unlock()
+	var buf [64]byte
+	n, err := syscall.Pread(sl.events, buf[:], 0)
+	return err != nil || strings.Contains(string(buf[:max(n, 0)]), "populated 1")
 }
 
 // waitEmpty waits, bounded, until the killed cgroup has no process left.
-func waitEmpty(dir string) {
+func (d *daemon) waitEmpty(dir string) {
 	deadline := time.Now().Add(10 * time.Second)
-	for wait := 100 * time.Microsecond; populated(dir); wait = min(wait*2, 20*time.Millisecond) {
+	for wait := 100 * time.Microsecond; d.populated(dir); wait = min(wait*2, 20*time.Millisecond) {
 		if time.Now().After(deadline) {
 			log.Printf("%s: processes left after cgroup.kill", dir)
 			return
