@@ -29,6 +29,14 @@ mkdir -p /sys/fs/cgroup
 grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo '+memory +cpu +pids' >/sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /run/pocketci-root
+# Images are immutable (a directory per image ID, renamed into place
+# whole): the guest may cache them, so a task's programs are read over 9p
+# once, not at every exec. The share stays uncached: both sides write it.
+if ! grep -q ' /mnt/` + imagesTag + ` 9p .*cache=loose' /proc/mounts; then
+	umount /mnt/` + imagesTag + ` 2>/dev/null || true
+	mkdir -p /mnt/` + imagesTag + `
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose ` + imagesTag + ` /mnt/` + imagesTag + `
+fi
 # The task daemon, from the share to the guest's own memory (a snapshot
 # needs the share unmounted), restarted should it ever exit; it logs to
 # the console.
