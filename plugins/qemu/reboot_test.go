@@ -16,12 +16,7 @@ import (
 // next call boots a new VM that shares the same volumes (their data intact),
 // and the log says so.
 func TestDeadVMIsRebooted(t *testing.T) {
-	requireQEMU(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	d, _ := newTestDriver(t)
-	var logs lockedBuffer
-	d.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, d, logs := newLoggedTestDriver(t)
 
 	mounts := orchestra.Mounts{{Name: "keep", Path: "data"}}
 	if code, _, errs := runTask(t, ctx, d, orchestra.Task{ID: "write", Mounts: mounts, Command: []string{"sh", "-c", "echo kept > data/f"}}); code != 0 {
@@ -59,12 +54,7 @@ func TestDeadVMIsRebooted(t *testing.T) {
 // log names the restart; what the task left running is killed by the new
 // daemon; the next task runs on the restarted daemon in the same VM.
 func TestGuestDaemonRestarts(t *testing.T) {
-	requireQEMU(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	d, _ := newTestDriver(t)
-	var logs lockedBuffer
-	d.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, d, logs := newLoggedTestDriver(t)
 
 	running, err := d.RunContainer(ctx, orchestra.Task{ID: "running", Command: []string{"sh", "-c", "sleep 600 & sleep 600"}})
 	if err != nil {
@@ -93,4 +83,17 @@ func TestGuestDaemonRestarts(t *testing.T) {
 	if err := running.Cleanup(ctx); err != nil {
 		t.Fatalf("Cleanup of the lost task: %v", err)
 	}
+}
+
+// newLoggedTestDriver is a test driver whose Info log the test reads, and a
+// context bounding the test.
+func newLoggedTestDriver(t *testing.T) (context.Context, *Driver, *lockedBuffer) {
+	t.Helper()
+	requireQEMU(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	t.Cleanup(cancel)
+	d, _ := newTestDriver(t)
+	logs := &lockedBuffer{}
+	d.logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return ctx, d, logs
 }
