@@ -43,6 +43,14 @@ func removeNamespace(ctx context.Context, client kubernetes.Interface, kns, name
 	if len(uids) == 0 {
 		return errors.Join(errs...)
 	}
+	// A claim deleted while its volume is being provisioned still gets that
+	// volume a moment later (Released, reclaimed later still): wait, bounded,
+	// until no provisioning is in flight.
+	provisioned, cancel := context.WithTimeout(ctx, provisionWait)
+	if err := waitGone(provisioned, "volumes being provisioned", func() ([]string, error) { return provisioningOf(provisioned, client, kns, namespace) }); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
 	if err := claims.DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
 		errs = append(errs, fmt.Errorf("k8s: delete volumes of namespace %q: %w", namespace, err))
 	}
@@ -96,6 +104,28 @@ func claimsOf(ctx context.Context, client kubernetes.Interface, kns, namespace s
 	for _, c := range list.Items {
 		if c.Annotations[LabelNamespace] == namespace {
 			left = append(left, fmt.Sprintf("pvc %s/%s (%s)", kns, c.Name, c.Status.Phase))
+		}
+	}
+	return left, nil
+}
+
+// provisionWait bounds the wait for volumes being provisioned at Close.
+const provisionWait = time.Minute
+
+// provisioningOf lists the namespace's claims whose volume a provisioner
+// is making: Pending with a storage-provisioner annotation (set once the
+// controller decided to provision; a WaitForFirstConsumer claim without a
+// pod has none, and is not waited for).
+func provisioningOf(ctx context.Context, client kubernetes.Interface, kns, namespace string) ([]string, error) {
+	list, err := client.CoreV1().PersistentVolumeClaims(kns).List(ctx, metav1.ListOptions{LabelSelector: namespaceSelector(namespace)})
+	if err != nil {
+		return nil, fmt.Errorf("k8s: list volumes of namespace %q: %w", namespace, err)
+	}
+	var left []string
+	for _, c := range list.Items {
+		_, provisioning := c.Annotations["volume.kubernetes.io/storage-provisioner"]
+		if c.Annotations[LabelNamespace] == namespace && c.Status.Phase == corev1.ClaimPending && provisioning {
+			left = append(left, fmt.Sprintf("pvc %s/%s (being provisioned)", kns, c.Name))
 		}
 	}
 	return left, nil
