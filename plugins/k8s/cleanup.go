@@ -47,14 +47,14 @@ func removeNamespace(ctx context.Context, client kubernetes.Interface, kns, name
 	// volume a moment later (Released, reclaimed later still): wait, bounded,
 	// until no provisioning is in flight.
 	provisioned, cancel := context.WithTimeout(ctx, provisionWait)
-	if err := waitGone(provisioned, "volumes being provisioned", func() ([]string, error) { return provisioningOf(provisioned, client, kns, namespace) }); err != nil {
+	if err := waitGone(provisioned, "volumes being provisioned", func() ([]string, error) { return claimsOf(provisioned, client, kns, namespace, true) }); err != nil {
 		errs = append(errs, err)
 	}
 	cancel()
 	if err := claims.DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
 		errs = append(errs, fmt.Errorf("k8s: delete volumes of namespace %q: %w", namespace, err))
 	}
-	if err := waitGone(ctx, "volumes", func() ([]string, error) { return claimsOf(ctx, client, kns, namespace) }); err != nil {
+	if err := waitGone(ctx, "volumes", func() ([]string, error) { return claimsOf(ctx, client, kns, namespace, false) }); err != nil {
 		errs = append(errs, err)
 	}
 	if err := waitGone(ctx, "persistent volumes", func() ([]string, error) { return deletablePVsOf(ctx, client, uids) }); err != nil {
@@ -95,14 +95,19 @@ func podsOf(ctx context.Context, client kubernetes.Interface, kns, namespace str
 	return left, nil
 }
 
-func claimsOf(ctx context.Context, client kubernetes.Interface, kns, namespace string) ([]string, error) {
+// claimsOf lists the namespace's claims; with provisioning, only those
+// whose volume a provisioner is making: Pending with a storage-provisioner
+// annotation (set once the controller decided to provision; a
+// WaitForFirstConsumer claim without a pod has none).
+func claimsOf(ctx context.Context, client kubernetes.Interface, kns, namespace string, provisioning bool) ([]string, error) {
 	list, err := client.CoreV1().PersistentVolumeClaims(kns).List(ctx, metav1.ListOptions{LabelSelector: namespaceSelector(namespace)})
 	if err != nil {
 		return nil, fmt.Errorf("k8s: list volumes of namespace %q: %w", namespace, err)
 	}
 	var left []string
 	for _, c := range list.Items {
-		if c.Annotations[LabelNamespace] == namespace {
+		_, provisioner := c.Annotations["volume.kubernetes.io/storage-provisioner"]
+		if c.Annotations[LabelNamespace] == namespace && (!provisioning || c.Status.Phase == corev1.ClaimPending && provisioner) {
 			left = append(left, fmt.Sprintf("pvc %s/%s (%s)", kns, c.Name, c.Status.Phase))
 		}
 	}
@@ -111,25 +116,6 @@ func claimsOf(ctx context.Context, client kubernetes.Interface, kns, namespace s
 
 // provisionWait bounds the wait for volumes being provisioned at Close.
 const provisionWait = time.Minute
-
-// provisioningOf lists the namespace's claims whose volume a provisioner
-// is making: Pending with a storage-provisioner annotation (set once the
-// controller decided to provision; a WaitForFirstConsumer claim without a
-// pod has none, and is not waited for).
-func provisioningOf(ctx context.Context, client kubernetes.Interface, kns, namespace string) ([]string, error) {
-	list, err := client.CoreV1().PersistentVolumeClaims(kns).List(ctx, metav1.ListOptions{LabelSelector: namespaceSelector(namespace)})
-	if err != nil {
-		return nil, fmt.Errorf("k8s: list volumes of namespace %q: %w", namespace, err)
-	}
-	var left []string
-	for _, c := range list.Items {
-		_, provisioning := c.Annotations["volume.kubernetes.io/storage-provisioner"]
-		if c.Annotations[LabelNamespace] == namespace && c.Status.Phase == corev1.ClaimPending && provisioning {
-			left = append(left, fmt.Sprintf("pvc %s/%s (being provisioned)", kns, c.Name))
-		}
-	}
-	return left, nil
-}
 
 // deletablePVsOf lists the PVs bound to the claims with these UIDs whose
 // reclaim policy is Delete (a Retain PV is the cluster admin's to keep).
@@ -169,7 +155,7 @@ func Leaks(ctx context.Context, cfg Config, namespace string) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
-	claims, err := claimsOf(ctx, client, kns, namespace)
+	claims, err := claimsOf(ctx, client, kns, namespace, false)
 	if err != nil {
 		return nil, err
 	}
