@@ -67,6 +67,12 @@ func (t *task) run(d *daemon) (int, error) {
 	if len(s.Argv) == 0 {
 		return codeCannotRun, errors.New("no command")
 	}
+	// The mount point of an image task's root goes once the task ended.
+	defer func() {
+		if t.rootDir != "" {
+			_ = os.Remove(t.rootDir)
+		}
+	}()
 	// The task's stdio are pipes, as on every platform. Each output's file
 	// on the share is opened by its copier while the task starts (a 9p
 	// round trip overlaps the fork) and closed after the copy is done, off
@@ -113,7 +119,7 @@ func (t *task) run(d *daemon) (int, error) {
 		copies.Wait()
 		return code, err
 	}
-	cgroupFD, err := d.prepareCgroup(t.cgroup, s)
+	cg, err := d.prepareCgroup(t.cgroup, s)
 	if err != nil {
 		return fail(codeCannotRun, err)
 	}
@@ -127,7 +133,7 @@ func (t *task) run(d *daemon) (int, error) {
 	if inR != nil {
 		stdin = inR
 	}
-	pid, err := t.fork(d, cgroupFD, []*os.File{stdin, outW, errW})
+	pid, err := t.fork(d, cg.fd, []*os.File{stdin, outW, errW})
 	if inR != nil {
 		inR.Close()
 	}
@@ -139,9 +145,6 @@ func (t *task) run(d *daemon) (int, error) {
 		var se *startError
 		if errors.As(err, &se) {
 			code = se.code
-		}
-		if t.rootDir != "" {
-			_ = os.Remove(t.rootDir)
 		}
 		if code == codeKilled {
 			return fail(code, nil) // Cleanup came first: nothing to report
@@ -163,16 +166,13 @@ func (t *task) run(d *daemon) (int, error) {
 
 	code := wait(pid)
 	// What the task left running dies with it, as under a container's init.
-	if d.populated(t.cgroup) {
+	if cg.populated() {
 		t.killCgroup()
-		d.waitEmpty(t.cgroup)
+		cg.waitEmpty()
 	}
 	close(stopStdin)
 	feeder.Wait()
 	copies.Wait()
-	if t.rootDir != "" {
-		_ = os.Remove(t.rootDir)
-	}
 	if err := errors.Join(copyErr[:]...); err != nil && code == 0 {
 		// Said on stderr where it still can be, and in the exit event.
 		if f, ferr := os.OpenFile(filepath.Join(s.Dir, "stderr"), os.O_WRONLY|os.O_APPEND, 0); ferr == nil {
@@ -290,7 +290,7 @@ func envPath(env []string) string {
 
 // prepareCgroup makes the slot's cgroup, sets the task's limits on it (only
 // when they changed since the slot's last task) and opens it for the fork.
-func (d *daemon) prepareCgroup(dir string, s *guestproto.Start) (int, error) {
+func (d *daemon) prepareCgroup(dir string, s *guestproto.Start) (*slot, error) {
 	mem, weight := "max", "100"
 	if s.Memory > 0 {
 		mem = strconv.FormatInt(s.Memory, 10)
@@ -306,58 +306,56 @@ func (d *daemon) prepareCgroup(dir string, s *guestproto.Start) (int, error) {
 	sl := d.slots[dir]
 	if sl == nil {
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return -1, fmt.Errorf("create the task's cgroup: %w", err)
+			return nil, fmt.Errorf("create the task's cgroup: %w", err)
 		}
 		fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 		if err != nil {
-			return -1, fmt.Errorf("open the task's cgroup: %w", err)
+			return nil, fmt.Errorf("open the task's cgroup: %w", err)
 		}
 		events, err := syscall.Open(dir+"/cgroup.events", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			_ = syscall.Close(fd)
-			return -1, fmt.Errorf("open the task's cgroup.events: %w", err)
+			return nil, fmt.Errorf("open the task's cgroup.events: %w", err)
 		}
-		sl = &slot{fd: fd, events: events}
+		sl = &slot{dir: dir, fd: fd, events: events}
 		d.slots[dir] = sl
 	}
 	if sl.memory != mem {
 		if err := os.WriteFile(dir+"/memory.max", []byte(mem), 0); err != nil {
-			return -1, fmt.Errorf("set memory.max: %w", err)
+			return nil, fmt.Errorf("set memory.max: %w", err)
 		}
 		sl.memory = mem
 	}
 	if sl.weight != weight {
 		if err := os.WriteFile(dir+"/cpu.weight", []byte(weight), 0); err != nil {
-			return -1, fmt.Errorf("set cpu.weight: %w", err)
+			return nil, fmt.Errorf("set cpu.weight: %w", err)
 		}
 		sl.weight = weight
 	}
-	return sl.fd, nil
+	return sl, nil
 }
 
 // slot is a cgroup kept open across the tasks that use it.
 type slot struct {
+	dir            string
 	fd, events     int
 	memory, weight string
 }
 
 // populated reports whether a process is left in the slot's cgroup (its
 // cgroup.events, kept open).
-func (d *daemon) populated(dir string) bool {
-	d.mu.Lock()
-	sl := d.slots[dir]
-	d.mu.Unlock()
+func (sl *slot) populated() bool {
 	var buf [64]byte
 	n, err := syscall.Pread(sl.events, buf[:], 0)
 	return err != nil || strings.Contains(string(buf[:max(n, 0)]), "populated 1")
 }
 
 // waitEmpty waits, bounded, until the killed cgroup has no process left.
-func (d *daemon) waitEmpty(dir string) {
+func (sl *slot) waitEmpty() {
 	deadline := time.Now().Add(10 * time.Second)
-	for wait := 100 * time.Microsecond; d.populated(dir); wait = min(wait*2, 20*time.Millisecond) {
+	for wait := 100 * time.Microsecond; sl.populated(); wait = min(wait*2, 20*time.Millisecond) {
 		if time.Now().After(deadline) {
-			log.Printf("%s: processes left after cgroup.kill", dir)
+			log.Printf("%s: processes left after cgroup.kill", sl.dir)
 			return
 		}
 		time.Sleep(wait)
