@@ -46,7 +46,7 @@ type Container struct {
 	stdinStop chan struct{}
 	stdinOnce sync.Once
 
-	slot int // the guest slot (FIFOs, cgroup) while it runs; see Driver.takeSlot
+	slot int // the guest slot (its cgroup) while it runs; see Driver.takeSlot
 
 	mu       sync.Mutex
 	stdinErr error  // the caller's stdin failed: the task was stopped

@@ -9,6 +9,11 @@ import (
 	"github.com/jtarchie/pocketci/plugins/qemu/qga"
 )
 
+// mount9p starts the command that mounts a 9p share in the guest (the
+// cache mode follows: none for the share both sides write, loose for the
+// immutable images), as /init does at boot.
+const mount9p = "mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000"
+
 // setupScript runs once after every boot, before the first task. It gives
 // the guest the /dev a POSIX shell expects (fd, stdin, stdout, stderr, pts,
 // shm) and a writable /tmp, whatever the initramfs did, so a user's own
@@ -35,7 +40,7 @@ mkdir -p /run/pocketci-root
 if ! grep -q ' /mnt/` + imagesTag + ` 9p .*cache=loose' /proc/mounts; then
 	umount /mnt/` + imagesTag + ` 2>/dev/null || true
 	mkdir -p /mnt/` + imagesTag + `
-	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose ` + imagesTag + ` /mnt/` + imagesTag + `
+	` + mount9p + `,cache=loose ` + imagesTag + ` /mnt/` + imagesTag + `
 fi
 # The task daemon, from the share to the guest's own memory (a snapshot
 # needs the share unmounted), restarted should it ever exit; it logs to

@@ -44,7 +44,7 @@ have=
 while read -r _ mp fs _; do [ "$fs" = 9p ] && have="$have $mp "; done </proc/mounts
 for t in ` + shareTag + `:none ` + imagesTag + `:loose; do
 	case $have in *" /mnt/${t%:*} "*) continue ;; esac
-	mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=${t#*:} ${t%:*} /mnt/${t%:*} || exit 1
+	` + mount9p + `,cache=${t#*:} ${t%:*} /mnt/${t%:*} || exit 1
 done`
 
 func snapshotDir() string { return filepath.Join(filepath.Dir(DefaultImageDir()), "qemu-snapshot") }
