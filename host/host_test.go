@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 	"github.com/jtarchie/pocketci/plugins/native"
 )
 
@@ -405,19 +406,13 @@ func TestRestartBacksOff(t *testing.T) {
 
 func waitStatus(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := c.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("task did not finish")
-	return nil
+	return st
 }
 
 func TestPluginLogsReachTheHostLogger(t *testing.T) {

@@ -60,19 +60,13 @@ func run(t *testing.T, d orchestra.Driver, task orchestra.Task) (c orchestra.Con
 
 func waitDone(t *testing.T, c orchestra.Container) int {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := c.Status(t.Context())
-		if err != nil {
-			t.Fatalf("Status: %v", err)
-		}
-		if st.IsDone() {
-			return st.ExitCode()
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("task not done within 30s")
-	return 0
+	return st.ExitCode()
 }
 
 func logs(t *testing.T, c orchestra.Container, which string) string {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
@@ -152,19 +153,13 @@ func open(t testing.TB, c *Client) orchestra.Driver {
 
 func waitDone(t testing.TB, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := c.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		time.Sleep(5 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("container did not finish")
-	return nil
+	return st
 }
 
 func TestInfo(t *testing.T) {

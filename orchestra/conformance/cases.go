@@ -52,8 +52,10 @@ func Cases() []Case {
 	}
 }
 
-// waitDone polls c until it reports done or ctx ends.
-func waitDone(ctx context.Context, c orchestra.Container) (orchestra.ContainerStatus, error) {
+// WaitDone polls c's Status until it reports done or ctx ends, and returns
+// the final status. A Status error, or a nil status, ends the wait with an
+// error. Driver tests can use it as the suite does.
+func WaitDone(ctx context.Context, c orchestra.Container) (orchestra.ContainerStatus, error) {
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for {
@@ -101,7 +103,7 @@ func runToEnd(ctx context.Context, env *Env, task orchestra.Task) (result, error
 	if c == nil {
 		return result{}, fmt.Errorf("task %q: RunContainer returned a nil container and no error", task.ID)
 	}
-	st, err := waitDone(ctx, c)
+	st, err := WaitDone(ctx, c)
 	if err != nil {
 		return result{}, fmt.Errorf("task %q: %w", task.ID, err)
 	}
@@ -276,11 +278,11 @@ func caseSameTaskIDRunsOnce(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("second RunContainer (same ID, while the first may run): %w", err)
 	}
-	st1, err := waitDone(ctx, first)
+	st1, err := WaitDone(ctx, first)
 	if err != nil {
 		return fmt.Errorf("first handle: %w", err)
 	}
-	st2, err := waitDone(ctx, second)
+	st2, err := WaitDone(ctx, second)
 	if err != nil {
 		return fmt.Errorf("second handle: %w", err)
 	}
@@ -288,7 +290,7 @@ func caseSameTaskIDRunsOnce(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("third RunContainer (same ID, after done): %w", err)
 	}
-	st3, err := waitDone(ctx, third)
+	st3, err := WaitDone(ctx, third)
 	if err != nil {
 		return fmt.Errorf("third handle: %w", err)
 	}

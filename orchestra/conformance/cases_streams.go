@@ -62,14 +62,14 @@ func follow(ctx context.Context, env *Env, t orchestra.Task) (stdout, stderr []b
 	}
 	f, ok := c.(orchestra.LogFollower)
 	if !ok {
-		_, _ = waitDone(ctx, c)
+		_, _ = WaitDone(ctx, c)
 		return nil, nil, 0, skip("the driver's containers do not implement orchestra.LogFollower")
 	}
 	var out, errb lockedBuffer
 	if err := f.FollowLogs(ctx, &out, &errb); err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: FollowLogs: %w", t.ID, err)
 	}
-	st, err := waitDone(ctx, c)
+	st, err := WaitDone(ctx, c)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: %w", t.ID, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 )
 
 const testImage = "busybox"
@@ -95,20 +96,11 @@ func newTestDriver(tb testing.TB, prefix string) (*Driver, string) {
 // waitDone polls c until done.
 func waitDone(ctx context.Context, tb testing.TB, c orchestra.Container) orchestra.ContainerStatus {
 	tb.Helper()
-	for {
-		st, err := c.Status(ctx)
-		if err != nil {
-			tb.Fatalf("Status: %v", err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		select {
-		case <-ctx.Done():
-			tb.Fatalf("container not done: %v", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	return st
 }
 
 type runResult struct {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 )
 
 const testImage = "busybox"
@@ -116,20 +117,11 @@ func expectNoLeaks(tb testing.TB, cfg Config, ns string) {
 // waitDone polls c until done.
 func waitDone(ctx context.Context, tb testing.TB, c orchestra.Container) orchestra.ContainerStatus {
 	tb.Helper()
-	for {
-		st, err := c.Status(ctx)
-		if err != nil {
-			tb.Fatalf("Status: %v", err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		select {
-		case <-ctx.Done():
-			tb.Fatalf("container not done: %v", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	return st
 }
 
 type runResult struct {

@@ -177,19 +177,13 @@ func TestConformanceSkipsWhatTheDriverLacks(t *testing.T) {
 
 func waitDone(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := c.Status(t.Context())
-		if err != nil {
-			t.Fatalf("Status: %v", err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("container not done after 30s")
-	return nil
+	return st
 }
 
 func logsOf(t *testing.T, c orchestra.Container) (string, string) {

@@ -183,19 +183,13 @@ func runContextIsTheCallers(t *testing.T, d orchestra.Driver) {
 
 func waitFor(t *testing.T, c orchestra.Container, limit time.Duration) orchestra.ContainerStatus {
 	t.Helper()
-	end := time.Now().Add(limit)
-	for time.Now().Before(end) {
-		st, err := c.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("task not done after %v", limit)
-	return nil
+	return st
 }
 
 // TestLargeTaskReachesThePlugin: a 10 MiB task crosses go-plugin's gRPC
