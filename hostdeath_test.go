@@ -67,52 +67,13 @@ func dockerHelperHost(namespace string) {
 // plugin exits within 5 s and leaves the container to the engine, and a new
 // host finds it again in the same namespace.
 func TestDockerContainersOutliveTheirHost(t *testing.T) {
-	if err := platforms["docker"].available(); err != nil {
-		if os.Getenv("ORCHESTRA_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("ORCHESTRA_REQUIRE_DOCKER=1 but %v", err)
-		}
-		t.Skipf("%v (set ORCHESTRA_REQUIRE_DOCKER=1 to fail instead)", err)
-	}
-	if _, err := os.Stat(filepath.Join("bin", host.Prefix+"docker")); err != nil {
-		t.Fatalf("bin/%sdocker missing: run make build first", host.Prefix)
-	}
 	namespace := fmt.Sprintf("hostdeath-%d", time.Now().UnixNano())
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "DRIVERS_TEST_DOCKER_HOST_NS="+namespace)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var pluginPID int
-	if _, err := fmt.Fscan(stdout, &pluginPID); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("read the plugin PID from the helper host: %v", err)
-	}
-	t.Cleanup(func() {
-		exec.Command("sh", "-c", "docker rm -f $(docker ps -aq --filter label=pocketci.namespace="+namespace+") 2>/dev/null; "+
-			"docker volume rm $(docker volume ls -q --filter label=pocketci.namespace="+namespace+") 2>/dev/null").Run()
-	})
+	cmd, pluginPID := startDockerHelperHost(t, namespace)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && syscall.Kill(pluginPID, 0) == nil && !zombie(pluginPID) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if syscall.Kill(pluginPID, 0) == nil && !zombie(pluginPID) {
-		syscall.Kill(pluginPID, syscall.SIGKILL)
-		t.Fatalf("docker plugin %d still running 5 s after its host was killed", pluginPID)
-	}
+	waitPluginExit(t, pluginPID, 5*time.Second)
 	out, err := exec.Command("docker", "ps", "-q", "--filter", "label=pocketci.namespace="+namespace).Output()
 	if err != nil || len(strings.Fields(string(out))) != 1 {
 		t.Fatalf("want the task's container still running in the engine, docker ps says %q (%v)", out, err)
@@ -157,4 +118,61 @@ func TestDockerContainersOutliveTheirHost(t *testing.T) {
 func zombie(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err != nil || strings.Contains(string(stat), ") Z ")
+}
+
+// startDockerHelperHost starts this test binary as a helper host that runs
+// a task through the docker plugin in namespace (env adds to its
+// environment), and returns it with its plugin's PID. The namespace's
+// containers and volumes are removed when the test ends.
+func startDockerHelperHost(t *testing.T, namespace string, env ...string) (*exec.Cmd, int) {
+	t.Helper()
+	if err := platforms["docker"].available(); err != nil {
+		if os.Getenv("ORCHESTRA_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("ORCHESTRA_REQUIRE_DOCKER=1 but %v", err)
+		}
+		t.Skipf("%v (set ORCHESTRA_REQUIRE_DOCKER=1 to fail instead)", err)
+	}
+	if _, err := os.Stat(filepath.Join("bin", host.Prefix+"docker")); err != nil {
+		t.Fatalf("bin/%sdocker missing: run make build first", host.Prefix)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(append(os.Environ(), "DRIVERS_TEST_DOCKER_HOST_NS="+namespace), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pluginPID int
+	if _, err := fmt.Fscan(stdout, &pluginPID); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("read the plugin PID from the helper host: %v", err)
+	}
+	t.Cleanup(func() {
+		exec.Command("sh", "-c", "docker rm -f $(docker ps -aq --filter label=pocketci.namespace="+namespace+") 2>/dev/null; "+
+			"docker volume rm $(docker volume ls -q --filter label=pocketci.namespace="+namespace+") 2>/dev/null").Run()
+	})
+	return cmd, pluginPID
+}
+
+// waitPluginExit waits up to limit for the plugin process pid to exit (or
+// become a zombie), fails the test (killing it) if it did not, and returns
+// how long it took.
+func waitPluginExit(t *testing.T, pid int, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < limit && syscall.Kill(pid, 0) == nil && !zombie(pid) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) == nil && !zombie(pid) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("docker plugin %d still running %s after its host was killed", pid, limit)
+	}
+	return time.Since(start)
 }
