@@ -6,7 +6,7 @@ import "errors"
 // plugin boundary: errors.Is works on the host side for errors a plugin
 // returned.
 var (
-	// ErrContainerNotFound means no container exists for the task ID.
+	// ErrContainerNotFound means no container exists with the ID.
 	ErrContainerNotFound = errors.New("container not found")
 	// ErrVolumeNotFound means no volume exists with the name.
 	ErrVolumeNotFound = errors.New("volume not found")
@@ -16,4 +16,7 @@ var (
 	ErrImageNotFound = errors.New("image not found")
 	// ErrClosed means the driver was closed.
 	ErrClosed = errors.New("driver closed")
+	// ErrInvalidConfig means a driver config was refused; the error names
+	// the field, never its value (a config may carry secrets).
+	ErrInvalidConfig = errors.New("invalid driver config")
 )

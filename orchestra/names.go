@@ -91,6 +91,18 @@ func MountPath(workdir, p string) string {
 	return path.Join(workdir, p)
 }
 
+// WorkingDir is the directory a task's command starts in, given the task's
+// default working directory: workdir itself when the task sets no WorkDir,
+// else WorkDir as MountPath places it. Relative mounts stay relative to the
+// default working directory, so a task can run inside one of its inputs
+// (WorkDir "repo" with a mount at "repo").
+func WorkingDir(defaultDir string, task Task) string {
+	if task.WorkDir == "" {
+		return defaultDir
+	}
+	return MountPath(defaultDir, task.WorkDir)
+}
+
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }

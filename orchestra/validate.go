@@ -38,7 +38,9 @@ func ValidateTaskID(id string) error {
 //   - Mounts: valid volume names; paths absolute or relative to the working
 //     directory (see MountPath), not empty, not "/" or ".", without ".." or
 //     control characters, each path once;
-//   - ContainerLimits: not negative;
+//   - Mounts[i].SizeGB and ContainerLimits: not negative; CPUKind without
+//     whitespace or control characters;
+//   - WorkDir: empty, or a path without ".." or control characters;
 //   - Image and User: no whitespace or control characters.
 func ValidateTask(task Task) error {
 	if err := ValidateTaskID(task.ID); err != nil {
@@ -81,7 +83,16 @@ func ValidateTask(task Task) error {
 		case seen[clean]:
 			return invalid("task %q: Mounts[%d].Path %q is mounted twice", task.ID, i, p)
 		}
+		if m.SizeGB < 0 {
+			return invalid("task %q: Mounts[%d].SizeGB %d is negative", task.ID, i, m.SizeGB)
+		}
 		seen[clean] = true
+	}
+	if w := task.WorkDir; hasControl(w) || containsDotDot(w) {
+		return invalid("task %q: WorkDir %q contains .. or control characters", task.ID, w)
+	}
+	if k := task.ContainerLimits.CPUKind; strings.ContainsAny(k, " \t\n") || hasControl(k) {
+		return invalid("task %q: ContainerLimits.CPUKind %q contains whitespace or control characters", task.ID, k)
 	}
 	if task.ContainerLimits.CPU < 0 {
 		return invalid("task %q: ContainerLimits.CPU %d is negative", task.ID, task.ContainerLimits.CPU)

@@ -1,10 +1,10 @@
 // Package pluginsdk turns an orchestra driver into a plugin binary.
 //
-// A driver written to the orchestra guide becomes a plugin with a three-line
-// main:
+// A driver and its orchestra.DriverProvider become a plugin with a
+// three-line main:
 //
 //	func main() {
-//		pluginsdk.Serve("mydriver", mydriver.New)
+//		pluginsdk.Serve(mydriver.Provider())
 //	}
 //
 // Build it as pocketci-driver-mydriver and put it in a plugin directory; the
@@ -40,21 +40,23 @@ const (
 	LogLevelEnv = wire.LogLevelEnv
 )
 
-// Serve runs the driver registered as name as a plugin and returns when the
-// host stops it. init is called once per namespace the host opens; its logger
-// reaches the host's logger with level and attributes.
+// Serve runs provider's driver as the plugin called provider.Name() and
+// returns when the host stops it. The host opens one driver per namespace
+// and config: the plugin decodes each config with provider.UnmarshalConfig
+// and builds the driver with provider.NewDriver, whose logger reaches the
+// host's logger with level and attributes.
 //
 // Started from a shell rather than by a host, Serve prints what the binary
 // is and how to install it, and exits with status 1. When the host dies
 // without stopping the plugin, the plugin closes every driver it opened (so
 // their containers, processes and VMs go with it) and exits, unless
 // KeepOnHostExit is given.
-func Serve(name string, init orchestra.InitFunc, opts ...Option) {
+func Serve(provider orchestra.DriverProvider, opts ...Option) {
 	var cfg serveConfig
 	for _, o := range opts {
 		o(&cfg)
 	}
-	wire.Serve(name, init, cfg.keepOnHostExit)
+	wire.Serve(provider, cfg.keepOnHostExit)
 }
 
 // Option changes how Serve runs a plugin.
@@ -67,7 +69,7 @@ type serveConfig struct {
 // KeepOnHostExit is for drivers whose resources belong to a platform that
 // outlives the plugin (a container engine, a cloud): when the host dies, the
 // plugin exits without closing its drivers, so their containers keep running
-// and a new host finds them again by task ID (orchestra.ContainerFinder).
+// and a new host finds them again by ID (orchestra.Driver.GetContainer).
 // Without it, the plugin closes every driver first, so processes and VMs it
 // owns go with it.
 func KeepOnHostExit() Option {

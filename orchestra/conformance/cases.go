@@ -49,6 +49,13 @@ func Cases() []Case {
 		{Name: "failing stdin", Fn: caseFailingStdin},
 		{Name: "cleanup kills descendants", Fn: caseCleanupKillsDescendants},
 		{Name: "only standard descriptors", Fn: caseOnlyStandardDescriptors},
+		{Name: "container id finds it again", Fn: caseContainerID},
+		{Name: "unknown container id", Fn: caseUnknownContainer},
+		{Name: "volume path", Fn: caseVolumePath},
+		{Name: "workdir", Fn: caseWorkDir},
+		{Name: "nested mounts", Fn: caseNestedMounts},
+		{Name: "command not found", Fn: caseCommandNotFound},
+		{Name: "size and cpu kind hints", Fn: caseTaskHints},
 	}
 }
 
@@ -80,7 +87,7 @@ func WaitDone(ctx context.Context, c orchestra.Container) (orchestra.ContainerSt
 // logs returns everything c wrote to stdout and stderr.
 func logs(ctx context.Context, c orchestra.Container) (stdout, stderr []byte, err error) {
 	var out, errb bytes.Buffer
-	if err := c.Logs(ctx, &out, &errb); err != nil {
+	if err := c.Logs(ctx, &out, &errb, false); err != nil {
 		return nil, nil, fmt.Errorf("logs: %w", err)
 	}
 	return out.Bytes(), errb.Bytes(), nil

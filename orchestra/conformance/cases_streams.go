@@ -3,7 +3,6 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -34,7 +33,7 @@ func caseNoFinalNewlineLogs(ctx context.Context, env *Env) error {
 	return expect("no-newline-logs", r, 0, "line\nout-tail", ptr("err-tail"))
 }
 
-// lockedBuffer is a bytes.Buffer that FollowLogs may write from any
+// lockedBuffer is a bytes.Buffer that a following Logs may write from any
 // goroutine.
 type lockedBuffer struct {
 	mu  sync.Mutex
@@ -53,21 +52,15 @@ func (b *lockedBuffer) Bytes() []byte {
 	return bytes.Clone(b.buf.Bytes())
 }
 
-// follow runs task and follows its output to the end; it skips the case
-// when the driver's containers do not implement orchestra.LogFollower.
+// follow runs task and follows its output to the end with Logs(follow).
 func follow(ctx context.Context, env *Env, t orchestra.Task) (stdout, stderr []byte, code int, err error) {
 	c, err := env.Driver.RunContainer(ctx, t)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: run container: %w", t.ID, err)
 	}
-	f, ok := c.(orchestra.LogFollower)
-	if !ok {
-		_, _ = WaitDone(ctx, c)
-		return nil, nil, 0, skip("the driver's containers do not implement orchestra.LogFollower")
-	}
 	var out, errb lockedBuffer
-	if err := f.FollowLogs(ctx, &out, &errb); err != nil {
-		return nil, nil, 0, fmt.Errorf("task %q: FollowLogs: %w", t.ID, err)
+	if err := c.Logs(ctx, &out, &errb, true); err != nil {
+		return nil, nil, 0, fmt.Errorf("task %q: Logs(follow): %w", t.ID, err)
 	}
 	st, err := WaitDone(ctx, c)
 	if err != nil {
@@ -99,7 +92,7 @@ func orderWant(prefix string) string {
 }
 
 // caseStreamOrder checks that each stream keeps the order in which the task
-// wrote it, through Logs and, when the driver has it, FollowLogs.
+// wrote it, through Logs with and without follow.
 func caseStreamOrder(ctx context.Context, env *Env) error {
 	wantOut, wantErr := orderWant("o"), orderWant("e")
 	r, err := runToEnd(ctx, env, task(env, "stream-order", "sh", "-c", orderCommand))
@@ -110,14 +103,10 @@ func caseStreamOrder(ctx context.Context, env *Env) error {
 		return err
 	}
 	out, errb, _, err := follow(ctx, env, task(env, "stream-order-follow", "sh", "-c", orderCommand))
-	var s *skipError
-	if errors.As(err, &s) {
-		return nil // Logs kept the order; there is nothing to follow
-	}
 	if err != nil {
 		return err
 	}
-	return expectStreams("FollowLogs", out, errb, wantOut, wantErr)
+	return expectStreams("Logs(follow)", out, errb, wantOut, wantErr)
 }
 
 func expectStreams(via string, out, errb []byte, wantOut, wantErr string) error {

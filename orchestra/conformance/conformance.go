@@ -55,7 +55,7 @@ type Env struct {
 }
 
 // Result is the outcome of one case. A skipped case (it needs a capability
-// the driver lacks, such as orchestra.LogFollower) has Skipped set, Passed
+// the driver lacks, such as orchestra.SandboxDriver) has Skipped set, Passed
 // unset, and the reason in Error.
 type Result struct {
 	Name     string        `json:"name"`

@@ -5,15 +5,16 @@
 // the same as a plugin binary built with pluginsdk.Serve.
 //
 //	func TestConformanceThroughTheWire(t *testing.T) {
-//		init := sdktest.InitFunc(t, "mydriver", mydriver.New)
+//		p := sdktest.Provider(t, mydriver.Provider())
 //		conformance.Run(t, conformance.Options{
-//			New: func(ns string) (orchestra.Driver, error) { return init(ns, nil) },
+//			New: func(ns string) (orchestra.Driver, error) {
+//				return p.NewDriver(t.Context(), ns, nil, nil)
+//			},
 //		})
 //	}
 package sdktest
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 
@@ -21,23 +22,20 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// InitFunc serves init as the plugin called name for the rest of t and
-// returns an InitFunc whose drivers are init's, reached across the wire:
-// every call, task, byte of stdin and of output goes through the protocol
-// exactly as it would between orchestra and a plugin process. The logger
-// passed to the returned InitFunc is ignored; init's drivers log to t.
-// Everything is closed when t ends.
-func InitFunc(t testing.TB, name string, init orchestra.InitFunc) orchestra.InitFunc {
+// Provider serves p as a plugin for the rest of t and returns a provider
+// whose drivers are p's, reached across the wire: every call, config, task,
+// byte of stdin and of output goes through the protocol exactly as it would
+// between orchestra and a plugin process. The logger passed to NewDriver is
+// ignored; the plugin's drivers log to t. Everything is closed when t ends.
+func Provider(t testing.TB, p orchestra.DriverProvider) orchestra.DriverProvider {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(&testWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	client, stop, err := wire.Harness(name, init, logger)
+	client, stop, err := wire.Harness(p, logger)
 	if err != nil {
-		t.Fatalf("sdktest: serve %s: %v", name, err)
+		t.Fatalf("sdktest: serve %s: %v", p.Name(), err)
 	}
 	t.Cleanup(stop)
-	return func(namespace string, _ *slog.Logger) (orchestra.Driver, error) {
-		return client.Open(context.Background(), namespace)
-	}
+	return client.Provider()
 }
 
 // testWriter sends the plugin's log lines to t while it runs.
