@@ -4,7 +4,7 @@ BIN := $(CURDIR)/bin
 GO ?= go
 PLUGINS := native docker qemu k8s
 MODULES := . plugins/docker plugins/qemu plugins/k8s
-PROTO := pluginsdk/proto/driverv1/driver.proto
+PROTO := proto/driverv1/driver.proto
 
 .PHONY: all deps build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean cluster cluster-down
 

@@ -46,11 +46,14 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver, opts OpenOp
 	d := &hostDriver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
 	p.mu.Unlock()
-	if _, ok := inner.(orchestra.ContainerFinder); ok {
-		return &hostFinderDriver{d}
-	}
 	return d
 }
+
+var (
+	_ orchestra.Driver    = (*hostDriver)(nil)
+	_ orchestra.Container = (*hostContainer)(nil)
+	_ orchestra.Volume    = (*hostVolume)(nil)
+)
 
 // current returns the instance in the running process, reopening it there if
 // the process it lived in died.
@@ -87,10 +90,7 @@ func (d *hostDriver) forget() {
 // same namespace is closed (`orchestra clean`). For a driver that does not
 // come from a Plugin, Release does nothing.
 func Release(d orchestra.Driver) {
-	switch d := d.(type) {
-	case *hostDriver:
-		d.forget()
-	case *hostFinderDriver:
+	if d, ok := d.(*hostDriver); ok {
 		d.forget()
 	}
 }
@@ -156,7 +156,7 @@ func (d *hostDriver) CreateVolume(ctx context.Context, name string, size int) (o
 	if err != nil {
 		return nil, err
 	}
-	return &hostVolume{driver: d, name: name, size: size, inner: v, gen: gen}, nil
+	return &hostVolume{driver: d, name: name, size: size, path: v.Path(), inner: v, gen: gen}, nil
 }
 
 // RunContainer starts a task.
@@ -169,42 +169,31 @@ func (d *hostDriver) RunContainer(ctx context.Context, task orchestra.Task) (orc
 	if err != nil {
 		return nil, err
 	}
-	return d.wrap(c, task.ID, gen), nil
+	return d.wrap(c, gen), nil
 }
 
-func (d *hostDriver) wrap(inner orchestra.Container, taskID string, gen uint64) orchestra.Container {
-	c := &hostContainer{driver: d, taskID: taskID, inner: inner, gen: gen}
-	if _, ok := inner.(orchestra.LogFollower); ok {
-		return &hostFollowContainer{c}
-	}
-	return c
+func (d *hostDriver) wrap(inner orchestra.Container, gen uint64) orchestra.Container {
+	return &hostContainer{driver: d, id: inner.ID(), inner: inner, gen: gen}
 }
 
-// hostFinderDriver is a driver whose plugin implements orchestra.ContainerFinder.
-type hostFinderDriver struct{ *hostDriver }
-
-// GetContainer finds a container of the namespace by task ID.
-func (d *hostFinderDriver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+// GetContainer finds a container of the namespace by its ID.
+func (d *hostDriver) GetContainer(ctx context.Context, id string) (orchestra.Container, error) {
 	inner, gen, err := d.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	finder, ok := inner.(orchestra.ContainerFinder)
-	if !ok {
-		return nil, fmt.Errorf("plugin %s: GetContainer %q: the restarted plugin no longer finds containers: %w", d.plugin.Name, taskID, orchestra.ErrContainerNotFound)
-	}
-	c, err := finder.GetContainer(ctx, taskID)
+	c, err := inner.GetContainer(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return d.wrap(c, taskID, gen), nil
+	return d.wrap(c, gen), nil
 }
 
 // hostContainer is the host side of a container in a plugin, found again by
-// task ID after the plugin restarts.
+// its ID after the plugin restarts.
 type hostContainer struct {
 	driver *hostDriver
-	taskID string
+	id     string
 
 	mu    sync.Mutex
 	inner orchestra.Container // its finished status is cached there (wire.FinalStatus)
@@ -212,8 +201,8 @@ type hostContainer struct {
 }
 
 // current returns the container in the running process. After a restart it
-// asks the reopened driver for the task by ID; a driver that cannot find it
-// (its state died with the process) gives an error wrapping
+// asks the reopened driver for it by ID; a driver that cannot find it (its
+// state died with the process) gives an error wrapping
 // orchestra.ErrContainerNotFound.
 func (c *hostContainer) current(ctx context.Context) (orchestra.Container, error) {
 	inner, _, err := c.currentGen(ctx)
@@ -233,15 +222,11 @@ func (c *hostContainer) currentGen(ctx context.Context) (orchestra.Container, ui
 	if err != nil {
 		return nil, 0, err
 	}
-	finder, ok := inner.(orchestra.ContainerFinder)
-	if !ok {
-		return nil, 0, fmt.Errorf("plugin %s restarted and its driver cannot find task %q again: %w", c.driver.plugin.Name, c.taskID, orchestra.ErrContainerNotFound)
-	}
-	found, err := finder.GetContainer(ctx, c.taskID)
+	found, err := inner.GetContainer(ctx, c.id)
 	if err != nil {
-		return nil, 0, fmt.Errorf("plugin %s restarted: task %q: %w", c.driver.plugin.Name, c.taskID, err)
+		return nil, 0, fmt.Errorf("plugin %s restarted: container %q: %w", c.driver.plugin.Name, c.id, err)
 	}
-	c.driver.plugin.logger.Info("container re-attached after plugin restart", "plugin", c.driver.plugin.Name, "task", c.taskID)
+	c.driver.plugin.logger.Info("container re-attached after plugin restart", "plugin", c.driver.plugin.Name, "container", c.id)
 	wire.CarryFinal(c.inner, found)
 	c.inner, c.gen = found, gen
 	return found, gen, nil
@@ -282,13 +267,16 @@ func (c *hostContainer) Status(ctx context.Context) (orchestra.ContainerStatus, 
 	})
 }
 
-// Logs writes the container's output from the start.
-func (c *hostContainer) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+// ID is the container's ID.
+func (c *hostContainer) ID() string { return c.id }
+
+// Logs writes the container's output from the start; with follow, live.
+func (c *hostContainer) Logs(ctx context.Context, stdout, stderr io.Writer, follow bool) error {
 	inner, err := c.current(ctx)
 	if err != nil {
 		return err
 	}
-	return inner.Logs(ctx, stdout, stderr)
+	return inner.Logs(ctx, stdout, stderr, follow)
 }
 
 // Cleanup removes the container.
@@ -303,28 +291,13 @@ func (c *hostContainer) Cleanup(ctx context.Context) error {
 	return err
 }
 
-// hostFollowContainer is a container that can stream its output live.
-type hostFollowContainer struct{ *hostContainer }
-
-// FollowLogs streams the container's output until it exits.
-func (c *hostFollowContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
-	inner, err := c.current(ctx)
-	if err != nil {
-		return err
-	}
-	f, ok := inner.(orchestra.LogFollower)
-	if !ok {
-		return c.Logs(ctx, stdout, stderr)
-	}
-	return f.FollowLogs(ctx, stdout, stderr)
-}
-
 // hostVolume is the host side of a volume in a plugin, created again by name
 // after a restart.
 type hostVolume struct {
 	driver *hostDriver
 	name   string
 	size   int
+	path   string
 
 	mu    sync.Mutex
 	inner orchestra.Volume
@@ -333,6 +306,9 @@ type hostVolume struct {
 
 // Name is the volume's name.
 func (v *hostVolume) Name() string { return v.name }
+
+// Path is where the plugin's driver said the volume is.
+func (v *hostVolume) Path() string { return v.path }
 
 // Cleanup removes the volume.
 func (v *hostVolume) Cleanup(ctx context.Context) error {

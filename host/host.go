@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -147,14 +148,16 @@ func New(cfg Config) (*Host, error) {
 }
 
 func (h *Host) add(c candidate) *Plugin {
+	secrets := &secretSet{}
 	p := &Plugin{
 		Name:    c.name,
 		Path:    c.path,
 		host:    h,
 		sum:     c.sum,
 		refused: c.refused,
-		logger:  h.logger,
+		logger:  slog.New(redactHandler{h.logger.Handler(), secrets}),
 		stderr:  newTail(stderrLines),
+		secrets: secrets,
 		drivers: map[*hostDriver]struct{}{},
 	}
 	if c.refused != nil {
@@ -226,16 +229,27 @@ func (h *Host) Plugin(name string) (*Plugin, error) {
 	return p, nil
 }
 
-// Register adds every usable plugin to the orchestra registry, so
-// orchestra.Get(name) returns the plugin's NewDriver. A plugin takes the
-// place of a driver of the same name compiled into the program
-// (orchestra.Replace).
-func (h *Host) Register() {
+// Providers returns a driver provider for every usable plugin, in
+// precedence order, to put in an orchestra.DriverRegistry beside (or in
+// the place of) drivers compiled into the program.
+func (h *Host) Providers() []orchestra.DriverProvider {
+	var out []orchestra.DriverProvider
 	for _, p := range h.plugins {
 		if p.refused == nil {
-			orchestra.Replace(p.Name, p.NewDriver)
+			out = append(out, p.Provider())
 		}
 	}
+	return out
+}
+
+// Registry is a driver registry of builtins and the host's plugins; a
+// plugin takes the place of a builtin of the same name.
+func (h *Host) Registry(builtins ...orchestra.DriverProvider) *orchestra.DriverRegistry {
+	plugins := h.Providers()
+	all := slices.DeleteFunc(slices.Clone(builtins), func(b orchestra.DriverProvider) bool {
+		return slices.ContainsFunc(plugins, func(p orchestra.DriverProvider) bool { return p.Name() == b.Name() })
+	})
+	return orchestra.NewDriverRegistry(append(all, plugins...))
 }
 
 // Close closes every driver the host opened and stops every plugin it

@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,7 +22,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // execFD is how the plugin process runs the open, checked file: its fd 3
@@ -78,6 +79,7 @@ type Plugin struct {
 	refused error
 	logger  *slog.Logger
 	stderr  *tail
+	secrets *secretSet
 
 	mu      sync.Mutex
 	client  *plugin.Client
@@ -152,26 +154,17 @@ func (p *Plugin) Info(ctx context.Context) (wire.Info, error) {
 	return p.info, nil
 }
 
-// NewDriver opens a driver instance for namespace in the plugin, starting the
-// plugin if it is not running. It has the signature of orchestra.InitFunc,
-// so a plugin registers like an in-process driver. The plugin's own logs
-// reach the host's logger; logger is not used. The namespace is not
-// ephemeral (see OpenOptions).
-func (p *Plugin) NewDriver(namespace string, _ *slog.Logger) (orchestra.Driver, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.host.startTimeout)
-	defer cancel()
-	return p.Open(ctx, namespace, OpenOptions{})
-}
-
 // OpenOptions say how a namespace is opened.
 type OpenOptions struct {
+	// Config is the driver's config as JSON, empty for its defaults. The
+	// plugin decodes and checks it before any task runs; the host keeps its
+	// strings out of logs and errors.
+	Config json.RawMessage
 	// Ephemeral declares that nothing in the namespace may outlive this
 	// host: when the host dies without closing the driver, the plugin closes
 	// it, even a plugin that leaves its resources to the platform on host
 	// exit (pluginsdk.KeepOnHostExit, as docker does so that a new host can
-	// reattach). The CLI's throwaway namespaces are ephemeral. It needs a
-	// plugin whose protocol carries it (OpenRequest.ephemeral); to an older
-	// plugin the namespace is opened as before, and a warning says so.
+	// reattach). The CLI's throwaway namespaces are ephemeral.
 	Ephemeral bool
 }
 
@@ -182,7 +175,7 @@ func (p *Plugin) Open(ctx context.Context, namespace string, opts OpenOptions) (
 	if err != nil {
 		return nil, err
 	}
-	if od, ok := p.adopt(namespace); ok {
+	if od, ok := p.adopt(namespace); ok && len(opts.Config) == 0 {
 		return p.newDriver(namespace, rpc.Adopt(od), opts), nil
 	}
 	inner, err := p.openNamespace(ctx, rpc, namespace, opts)
@@ -192,24 +185,20 @@ func (p *Plugin) Open(ctx context.Context, namespace string, opts OpenOptions) (
 	return p.newDriver(namespace, inner, opts), nil
 }
 
-// openNamespace opens namespace in the running plugin, as opts say. An
-// ephemeral namespace is marked so on the wire (OpenRequest.ephemeral): a
-// plugin that has the "ephemeral" capability (1.3) closes it itself when
-// this host dies, even under KeepOnHostExit. To an older plugin the mark
-// means nothing: a warning says that only the reaper's Config.OrphanCleanup,
-// if the host has one, removes what the namespace leaves after a host death.
+// openNamespace opens namespace in the running plugin, as opts say.
 func (p *Plugin) openNamespace(ctx context.Context, rpc *wire.Client, namespace string, opts OpenOptions) (orchestra.Driver, error) {
-	if !opts.Ephemeral {
-		return rpc.Open(ctx, namespace)
+	p.keepSecret(opts.Config)
+	return rpc.Open(ctx, namespace, wire.OpenOptions{Config: opts.Config, Ephemeral: opts.Ephemeral})
+}
+
+// CheckConfig starts the plugin if needed and asks it to decode and check a
+// driver config, as Open would, without opening a driver.
+func (p *Plugin) CheckConfig(ctx context.Context, config json.RawMessage) error {
+	rpc, _, err := p.start(ctx)
+	if err != nil {
+		return err
 	}
-	p.mu.Lock()
-	info := p.info
-	p.mu.Unlock()
-	if !hasCapability(info, wire.CapabilityEphemeral) {
-		p.logger.Warn("plugin cannot mark a namespace ephemeral (it predates protocol 1.3): if this host dies, a plugin that keeps its resources on host exit keeps this namespace's; only Config.OrphanCleanup removes them",
-			"plugin", p.Name, "namespace", namespace, "protocol", info.ProtocolVersion, "orphan_cleanup", len(p.host.orphanCleanup) > 0)
-	}
-	return rpc.OpenEphemeral(ctx, namespace)
+	return rpc.CheckConfig(ctx, config)
 }
 
 // start returns a client for the running plugin and the generation of its
@@ -336,10 +325,12 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
 	}
 	rpc, info, err := p.handshake(ctx, proto)
+	if err == nil {
+		err = rpc.Accept(info, p.host.socketDir)
+	}
 	if err != nil {
 		return fail("%w", err)
 	}
-	p.useBulk(rpc, info, true)
 	p.gen++
 	p.started = time.Now()
 	p.client, p.proc, p.pid, p.rpc, p.info = client, proc, proc.pid, rpc, info
@@ -369,23 +360,6 @@ func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*w
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	return rpc, info, nil
-}
-
-// useBulk sends stdin and logs over the plugin's bulk socket when it has
-// one (protocol 1.2) and the channel is not meant to be encrypted. A plugin
-// this host started must put the socket in the private directory the host
-// gave it.
-func (p *Plugin) useBulk(rpc *wire.Client, info wire.Info, started bool) {
-	if p.host.autoMTLS || info.BulkAddr == "" || !hasCapability(info, wire.CapabilityBulk) {
-		return
-	}
-	if !started {
-		rpc.UseBulk(info.BulkAddr)
-		return
-	}
-	if err := rpc.UseBulkIn(info.BulkAddr, p.host.socketDir); err != nil {
-		p.logger.Warn("plugin's bulk socket is not in its private directory: not using it", "plugin", p.Name, "err", err)
-	}
 }
 
 // dialOptions are the gRPC options for the connection to the plugin.
@@ -423,7 +397,7 @@ func (p *Plugin) exited(err error) {
 		return
 	}
 	p.logger.Error("plugin exited unexpectedly; it restarts on next use", "plugin", p.Name, "path", p.Path,
-		"err", err, "stderr", strings.Join(p.stderr.Lines(), "\n"))
+		"err", err, "stderr", strings.Join(p.secrets.redactAll(p.stderr.Lines()), "\n"))
 }
 
 // lazy is a string computed when it is formatted.
@@ -432,7 +406,7 @@ type lazy func() string
 func (l lazy) String() string { return l() }
 
 func (p *Plugin) lastStderr() string {
-	lines := p.stderr.Lines()
+	lines := p.secrets.redactAll(p.stderr.Lines())
 	if len(lines) == 0 {
 		return ""
 	}

@@ -264,13 +264,17 @@ func (p *Plugin) connect(entry statePlugin) error {
 	if err != nil {
 		return fail(fmt.Errorf("process %d: %w", entry.PID, err))
 	}
+	// A reattached plugin's bulk socket is where it was put when it
+	// started, in a directory of the host that started it.
+	if err := rpc.Accept(info, filepath.Dir(info.BulkAddr)); err != nil {
+		return fail(err)
+	}
 	var drivers []wire.OpenDriver
 	if !entry.Debug {
 		if drivers, err = rpc.Attach(ctx, os.Getpid()); err != nil {
 			return fail(err)
 		}
 	}
-	p.useBulk(rpc, info, false)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.gen++

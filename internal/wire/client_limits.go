@@ -7,37 +7,27 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// Message limits. A 1.3 plugin accepts a task of up to maxTask (its gRPC
-// server and bulk socket read that much); an older one has gRPC's default
-// of 4 MiB. A task over its plugin's limit is refused before it is sent,
-// with orchestra.ErrInvalidTask naming its largest field and the limit,
-// instead of gRPC's size error, which names nothing.
+// Message limits. A plugin accepts a task of up to maxTask on its bulk
+// socket. A task over the limit is refused before it is sent, with
+// orchestra.ErrInvalidTask naming its largest field and the limit, instead
+// of a transport error, which names nothing.
 const (
-	maxTask       = 64 << 20
-	maxTaskSlack  = 1 << 20
-	legacyMaxTask = 4<<20 - 64<<10
+	maxTask      = 64 << 20
+	maxTaskSlack = 1 << 20
 )
-
-// taskLimit is the largest task request the plugin accepts.
-func (c *Client) taskLimit() int {
-	if c.run {
-		return maxTask
-	}
-	return legacyMaxTask
-}
 
 // checkTaskSize refuses a request over the plugin's limit.
 func (c *Client) checkTaskSize(req *driverv1.RunContainerRequest) error {
-	limit := c.taskLimit()
+	limit := maxTask
 	size := proto.Size(req)
 	if size <= limit {
 		return nil
 	}
 	t := req.GetTask()
-	fields := map[string]int{"Command": 0, "Env": 0, "Mounts": 0, "ID": len(t.GetId()), "Image": len(t.GetImage()), "User": len(t.GetUser())}
+	fields := map[string]int{"Command": 0, "Env": 0, "Mounts": 0, "ID": len(t.GetId()), "Image": len(t.GetImage()), "User": len(t.GetUser()), "WorkDir": len(t.GetWorkDir())}
 	for _, a := range t.GetCommand() {
 		fields["Command"] += len(a)
 	}

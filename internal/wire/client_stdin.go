@@ -2,133 +2,98 @@ package wire
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// The host's half of a task's stdin (its twin is server_stdin.go): a stream
-// that opens before the task starts, copies the caller's reader to the
-// plugin with back-pressure from the task's pipe, and ends the way the
-// reader ended: at its end, or with its error.
+// The host's half of a task's stdin (its twin is server_stdin.go): a bulk
+// connection that opens before the task starts, copies the caller's reader
+// to the plugin with back-pressure from the task's pipe, and ends the way
+// the reader ended: at its end, or with its error. It lives until the input
+// ends, the container is cleaned up or the driver closes.
 
-// stdinSink is one open stdin stream.
-type stdinSink interface {
-	// write sends p; an error means the task no longer reads.
-	write(p []byte) error
-	// end ends the input: cleanly for nil, else with the caller's error.
-	end(readErr error)
-	// chunk is the largest write worth making.
-	chunk() int
-}
+// stdinChunk is the largest frame of stdin worth sending.
+const stdinChunk = 256 << 10
 
-// openStdin opens the stdin stream for token: on the bulk socket when there
-// is one (framed with a 1.3 plugin, raw with a 1.2 one), else on gRPC. A bulk
-// socket that cannot be reached falls back to gRPC; the error says neither
-// could open.
-func (d *clientDriver) openStdin(ctx context.Context, token string) (stdinSink, error) {
-	if d.client.bulk != "" {
-		req := &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_StdinToken{StdinToken: token}}
-		if d.client.run {
-			req.Kind = &driverv1.BulkRequest_StdinFramedToken{StdinFramedToken: token}
-		}
-		conn, _, err := d.client.dialBulk(ctx, req)
-		if err == nil {
-			return &bulkStdinSink{conn: conn, framed: d.client.run}, nil
-		}
+// sendStdin opens the stdin connection for token and copies r into it in
+// the background.
+func (d *clientDriver) sendStdin(token string, r io.Reader) (*liveConn, error) {
+	req := &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Stdin{Stdin: token}}
+	framing := d.client.stdinFraming()
+	if framing.legacy {
+		req.Kind = &driverv1.BulkRequest_StdinFramedToken{StdinFramedToken: token}
 	}
-	stream, err := d.client.rpc.WriteStdin(ctx)
+	conn, stop, err := d.client.dialBulk(context.Background(), req)
 	if err != nil {
-		return nil, fromStatus(d.client.name, "WriteStdin", err)
+		return nil, err
 	}
-	if err := stream.Send(&driverv1.StdinChunk{Token: token}); err != nil {
-		_, err = stream.CloseAndRecv()
-		return nil, fromStatus(d.client.name, "WriteStdin", err)
+	stop()
+	live, err := d.track(func() { conn.Close() })
+	if err != nil {
+		return nil, err
 	}
-	return &grpcStdinSink{stream: stream}, nil
+	go func() {
+		defer live.end()
+		copyStdin(conn, r, framing)
+	}()
+	return live, nil
 }
 
-// copyStdin copies r to sink, then ends it as r ended.
-func copyStdin(sink stdinSink, r io.Reader) {
-	buf := make([]byte, sink.chunk())
+// copyStdin copies r to conn in frames, then ends the input as r ended and
+// waits for the plugin to hang up, which it does once the task's stdin took
+// the last byte.
+func copyStdin(conn net.Conn, r io.Reader, framing stdinFraming) {
+	buf := make([]byte, stdinChunk)
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
-			if err := sink.write(buf[:n]); err != nil {
-				sink.end(errStdinGone)
-				return
+			if err := framing.data(conn, buf[:n]); err != nil {
+				return // the task no longer reads: the plugin hung up
 			}
 		}
-		if errors.Is(rerr, io.EOF) {
-			sink.end(nil)
-			return
-		}
 		if rerr != nil {
-			sink.end(rerr)
+			if errors.Is(rerr, io.EOF) {
+				rerr = nil
+			}
+			if framing.end(conn, rerr) != nil {
+				return
+			}
+			if uc, ok := conn.(*net.UnixConn); ok {
+				_ = uc.CloseWrite()
+			}
+			_, _ = io.Copy(io.Discard, conn)
 			return
 		}
 	}
 }
 
-type grpcStdinSink struct {
-	stream driverv1.Driver_WriteStdinClient
+// stdinFraming writes a stdin connection's frames: the bulk framing, or
+// protocol 1.3's own (client_compat13.go).
+type stdinFraming struct {
+	legacy bool
+	data   func(w io.Writer, p []byte) error
+	end    func(w io.Writer, readErr error) error
 }
 
-func (g *grpcStdinSink) chunk() int { return chunkSize - 64 }
-
-func (g *grpcStdinSink) write(p []byte) error {
-	// Send marshals before it returns, so p may be reused.
-	return g.stream.Send(&driverv1.StdinChunk{Data: p})
+// bulkStdinFraming is the stdin framing of protocol 1.4.
+var bulkStdinFraming = stdinFraming{
+	data: func(w io.Writer, p []byte) error { return writeFrameTo(w, frameData, p) },
+	end: func(w io.Writer, readErr error) error {
+		if readErr != nil {
+			readErr = errors.New(readErr.Error()) // an error of the caller's, not a sentinel
+		}
+		return writeFrameTo(w, frameEnd, statusBytes(readErr))
+	},
 }
 
-func (g *grpcStdinSink) end(readErr error) {
-	if readErr != nil && !errors.Is(readErr, errStdinGone) {
-		_ = g.stream.Send(&driverv1.StdinChunk{Error: readErr.Error()})
-	}
-	_, _ = g.stream.CloseAndRecv()
-}
-
-type bulkStdinSink struct {
-	conn   net.Conn
-	framed bool
-}
-
-func (b *bulkStdinSink) chunk() int { return 256 << 10 }
-
-func (b *bulkStdinSink) write(p []byte) error {
-	if b.framed {
-		return writeFrame(b.conn, p)
-	}
-	_, err := b.conn.Write(p)
+// writeFrameTo writes one frame, unbuffered, in one write.
+func writeFrameTo(w io.Writer, kind byte, payload []byte) error {
+	var h [frameHeader]byte
+	h[0] = kind
+	h[1], h[2], h[3], h[4] = byte(len(payload)>>24), byte(len(payload)>>16), byte(len(payload)>>8), byte(len(payload))
+	_, err := (&net.Buffers{h[:], payload}).WriteTo(w)
 	return err
-}
-
-func (b *bulkStdinSink) end(readErr error) {
-	defer b.conn.Close()
-	switch {
-	case errors.Is(readErr, errStdinGone):
-		return
-	case readErr != nil:
-		if !b.framed {
-			// A 1.2 plugin cannot tell an error from the end: hang up
-			// without the half-close it waits for.
-			return
-		}
-		msg := []byte(fmt.Sprintf("%v", readErr))
-		var h [4]byte
-		binary.BigEndian.PutUint32(h[:], stdinErrorBit|uint32(len(msg)))
-		_, _ = (&net.Buffers{h[:], msg}).WriteTo(b.conn)
-	case b.framed:
-		var h [4]byte
-		_, _ = b.conn.Write(h[:])
-	}
-	if uc, ok := b.conn.(*net.UnixConn); ok {
-		uc.CloseWrite()
-	}
-	// The plugin hangs up once the task's stdin took the last byte.
-	io.Copy(io.Discard, b.conn)
 }

@@ -3,9 +3,15 @@ package wire
 import (
 	"fmt"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec statusCodec wraps
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // Every reply from a plugin is checked before the host uses it: a plugin is
@@ -39,10 +45,13 @@ func (c *Client) checkExitCode(op string, code int64) error {
 	return nil
 }
 
-// checkStream checks the stream of a log chunk.
-func (c *Client) checkStream(op string, s driverv1.LogChunk_Stream) error {
-	if s != driverv1.LogChunk_STREAM_STDOUT && s != driverv1.LogChunk_STREAM_STDERR {
-		return c.invalidReply(op, "log chunk for unknown stream %d", s)
+// checkVolume checks a CreateVolume reply for a volume called name.
+func (c *Client) checkVolume(ref *driverv1.VolumeRef, name string) error {
+	switch {
+	case ref == nil || ref.GetVolume() == 0:
+		return c.invalidReply("CreateVolume", "no volume handle")
+	case ref.GetName() != name:
+		return c.invalidReply("CreateVolume", "volume %q for a request of %q", ref.GetName(), name)
 	}
 	return nil
 }
@@ -86,4 +95,28 @@ func checkRawExitCode(b []byte, path ...protowire.Number) error {
 		return fmt.Errorf("exit code %d is outside 0-255", int64(v))
 	}
 	return nil
+}
+
+// statusCodec is gRPC's proto codec, except that a StatusResponse's exit
+// code is checked on the wire before the generated code truncates it.
+type statusCodec struct{ encoding.CodecV2 }
+
+// statusCallOption makes a Status call decode through statusCodec.
+var statusCallOption = grpc.ForceCodecV2(statusCodec{encoding.GetCodecV2(protoCodecName)})
+
+// protoCodecName is the name of gRPC's proto codec, and so also the
+// content-subtype ForceCodecV2 sends: the plugin decodes as usual.
+const protoCodecName = "proto"
+
+func (c statusCodec) Name() string { return protoCodecName }
+
+func (c statusCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if st, ok := v.(*driverv1.StatusResponse); ok {
+		b := data.Materialize()
+		if err := checkRawExitCode(b, 2); err != nil {
+			return err
+		}
+		return proto.Unmarshal(b, st)
+	}
+	return c.CodecV2.Unmarshal(data, v)
 }

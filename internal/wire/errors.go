@@ -27,6 +27,8 @@ var sentinels = []struct {
 	{"INVALID_TASK", codes.InvalidArgument, orchestra.ErrInvalidTask},
 	{"IMAGE_NOT_FOUND", codes.NotFound, orchestra.ErrImageNotFound},
 	{"DRIVER_CLOSED", codes.FailedPrecondition, orchestra.ErrClosed},
+	{"INVALID_CONFIG", codes.InvalidArgument, orchestra.ErrInvalidConfig},
+	{"UNSUPPORTED", codes.Unimplemented, errors.ErrUnsupported},
 }
 
 // toStatus turns a driver's error into a gRPC status that carries the

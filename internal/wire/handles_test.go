@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // TestHandleTable: a handle names one task ID until it is dropped; serving

@@ -12,20 +12,21 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// Harness serves init as the plugin called name inside this process, the
-// way Serve does (the same gRPC server options, the bulk socket), and
+// Harness serves provider's driver as a plugin inside this process, the way
+// Serve does (the same gRPC server options, the bulk socket), and
 // connects the host's client to it over unix sockets in a new private
 // directory. It is pluginsdk/sdktest's engine. stop closes every driver
 // still open, both sockets and the directory.
-func Harness(name string, init orchestra.InitFunc, logger *slog.Logger) (*Client, func(), error) {
+func Harness(provider orchestra.DriverProvider, logger *slog.Logger) (*Client, func(), error) {
 	dir, err := os.MkdirTemp("", "pocketci-sdktest-")
 	if err != nil {
 		return nil, nil, fmt.Errorf("harness: %w", err)
 	}
-	srv := newServer(name, version(), init, logger)
+	name := provider.Name()
+	srv := newServer(provider, version(), logger)
 	lis, err := net.Listen("unix", filepath.Join(dir, "grpc.sock"))
 	if err != nil {
 		os.RemoveAll(dir)
@@ -60,7 +61,7 @@ func Harness(name string, init orchestra.InitFunc, logger *slog.Logger) (*Client
 		stop()
 		return nil, nil, err
 	}
-	if err := c.UseBulkIn(info.BulkAddr, dir); err != nil {
+	if err := c.Accept(info, dir); err != nil {
 		stop()
 		return nil, nil, err
 	}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // hostWatch is how a plugin knows its host is alive: at first its parent
@@ -107,8 +107,8 @@ func (s *server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driver
 	defer s.mu.Unlock()
 	for id, inst := range s.drivers {
 		resp.Drivers = append(resp.Drivers, &driverv1.OpenDriver{
-			Driver: id, Namespace: inst.namespace, Name: inst.driver.Name(), ContainerFinder: inst.finder,
-			Implements: implements(inst.finder),
+			Driver: id, Namespace: inst.namespace, Name: inst.driver.Name(), ContainerFinder: true,
+			Implements: inst.implements,
 		})
 	}
 	s.logger.Info("host attached", "host_pid", pid, "drivers", len(resp.Drivers))

@@ -5,13 +5,13 @@ import (
 	"sync"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // The handle table: the numbers the plugin gives the host for the
 // containers and volumes of each driver instance. An entry is immutable once
 // handed out (a call that holds it reads it without a lock); serving the
-// same task ID again replaces the entry. Entries are dropped when their
+// same container (by its ID) again replaces the entry. Entries are dropped when their
 // container or volume is cleaned up and with their instance, so a plugin
 // that runs for months keeps nothing per finished task.
 
@@ -20,7 +20,8 @@ import (
 type instance struct {
 	driver    orchestra.Driver
 	namespace string
-	finder    bool
+	// implements lists the optional interfaces driver implements.
+	implements []string
 	// ephemeral namespaces are closed when the host dies, whatever
 	// KeepOnHostExit says.
 	ephemeral bool
@@ -29,19 +30,19 @@ type instance struct {
 	nextContainer uint64
 	nextVolume    uint64
 	containers    map[uint64]*served
-	byTask        map[string]uint64
+	byID          map[string]uint64
 	volumes       map[uint64]*servedVolume
 	byVolume      map[string]uint64
 }
 
-func newInstance(driver orchestra.Driver, namespace string) *instance {
-	_, finder := driver.(orchestra.ContainerFinder)
+func newInstance(driver orchestra.Driver, namespace string, ephemeral bool) *instance {
 	return &instance{
 		driver:     driver,
 		namespace:  namespace,
-		finder:     finder,
+		implements: implementsOf(driver),
+		ephemeral:  ephemeral,
 		containers: map[uint64]*served{},
-		byTask:     map[string]uint64{},
+		byID:       map[string]uint64{},
 		volumes:    map[uint64]*servedVolume{},
 		byVolume:   map[string]uint64{},
 	}
@@ -50,9 +51,10 @@ func newInstance(driver orchestra.Driver, namespace string) *instance {
 // served is a container handed to the host, with the stdin feeding it. It
 // is never changed once in the table.
 type served struct {
-	id        uint64
+	handle    uint64
+	id        string // Container.ID
+	taskID    string // set when RunContainer started it
 	container orchestra.Container
-	taskID    string
 	stdin     *stdinPipe // nil without stdin
 }
 
@@ -63,35 +65,42 @@ type servedVolume struct {
 	volume orchestra.Volume
 }
 
-// serve gives container a handle and returns the entry. A task ID seen
-// before keeps its handle and its first stdin: a stdin meant for a
-// container that already existed is closed, since the driver did not run
-// the command again and nothing will read it.
+// serve gives container a handle and returns the entry. A container seen
+// before (the same ID: RunContainer of a task that already ran, or
+// GetContainer) keeps its handle and its first stdin: a stdin meant for a
+// container that already existed is closed, since the driver did not run the
+// command again and nothing will read it.
 func (inst *instance) serve(container orchestra.Container, taskID string, pipe *stdinPipe) *served {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	if id, seen := inst.byTask[taskID]; seen {
-		old := inst.containers[id]
+	c := &served{id: container.ID(), taskID: taskID, container: container, stdin: pipe}
+	if handle, seen := inst.byID[c.id]; seen && c.id != "" {
+		old := inst.containers[handle]
 		if pipe != nil && pipe != old.stdin {
 			pipe.close(fmt.Errorf("task %q already ran: stdin not read", taskID))
 		}
-		c := &served{id: id, container: container, taskID: taskID, stdin: old.stdin}
-		inst.containers[id] = c
+		c.handle, c.stdin = handle, old.stdin
+		if c.taskID == "" {
+			c.taskID = old.taskID
+		}
+		inst.containers[handle] = c
 		return c
 	}
 	inst.nextContainer++
-	c := &served{id: inst.nextContainer, container: container, taskID: taskID, stdin: pipe}
-	inst.containers[c.id] = c
-	inst.byTask[taskID] = c.id
+	c.handle = inst.nextContainer
+	inst.containers[c.handle] = c
+	if c.id != "" {
+		inst.byID[c.id] = c.handle
+	}
 	return c
 }
 
 // response is what RunContainer and GetContainer answer for c.
 func (c *served) response() *driverv1.RunContainerResponse {
-	_, follower := c.container.(orchestra.LogFollower)
 	return &driverv1.RunContainerResponse{
-		Container:   &driverv1.ContainerRef{Container: c.id, TaskId: c.taskID},
-		LogFollower: follower,
+		Container:   &driverv1.ContainerRef{Container: c.handle, TaskId: c.taskID},
+		LogFollower: true,
+		ContainerId: c.id,
 	}
 }
 
@@ -107,14 +116,14 @@ func (inst *instance) lookup(ref *driverv1.ContainerRef) (*served, error) {
 }
 
 // drop forgets c, once cleaned up. A newer entry for the same handle (the
-// task served again meanwhile) stays.
+// container served again meanwhile) stays.
 func (inst *instance) drop(c *served) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	if inst.containers[c.id] == c {
-		delete(inst.containers, c.id)
-		if inst.byTask[c.taskID] == c.id {
-			delete(inst.byTask, c.taskID)
+	if inst.containers[c.handle] == c {
+		delete(inst.containers, c.handle)
+		if inst.byID[c.id] == c.handle {
+			delete(inst.byID, c.id)
 		}
 	}
 }
@@ -158,7 +167,7 @@ func (inst *instance) dropVolume(v *servedVolume) {
 func (inst *instance) close() error {
 	inst.mu.Lock()
 	containers := inst.containers
-	inst.containers, inst.byTask = map[uint64]*served{}, map[string]uint64{}
+	inst.containers, inst.byID = map[uint64]*served{}, map[string]uint64{}
 	inst.volumes, inst.byVolume = map[uint64]*servedVolume{}, map[string]uint64{}
 	inst.mu.Unlock()
 	for _, c := range containers {
@@ -173,5 +182,5 @@ func (inst *instance) close() error {
 func (inst *instance) size() (containers, tasks, volumes int) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	return len(inst.containers), len(inst.byTask), len(inst.volumes) + len(inst.byVolume)
+	return len(inst.containers), len(inst.byID), len(inst.volumes) + len(inst.byVolume)
 }

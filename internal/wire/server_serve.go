@@ -32,9 +32,9 @@ const DebugEnv = "POCKETCI_PLUGIN_DEBUG"
 // parentPollInterval is how often a plugin checks that its host is alive.
 const parentPollInterval = 500 * time.Millisecond
 
-// Serve runs the driver registered as name as a plugin and returns when the
-// host stops it. init is called once per namespace the host opens; its logger
-// reaches the host's logger with level and attributes.
+// Serve runs provider's driver as a plugin and returns when the host stops
+// it. The host opens a driver per namespace and config; their loggers reach
+// the host's logger with level and attributes.
 //
 // Started from a shell rather than by a host, Serve prints what the binary
 // is and how to install it, and exits with status 1. When the host dies
@@ -43,11 +43,12 @@ const parentPollInterval = 500 * time.Millisecond
 //
 // keepOnHostExit is pluginsdk.KeepOnHostExit: when the host dies, the plugin
 // exits without closing its drivers.
-func Serve(name string, init orchestra.InitFunc, keepOnHostExit bool) {
+func Serve(provider orchestra.DriverProvider, keepOnHostExit bool) {
 	closeExeFDOnExec()
+	name := provider.Name()
 	hs := HandshakeConfig()
 	if os.Getenv(DebugEnv) != "" {
-		serveDebug(name, init, hs)
+		serveDebug(provider, hs)
 		return
 	}
 	if os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
@@ -75,11 +76,14 @@ func Serve(name string, init orchestra.InitFunc, keepOnHostExit bool) {
 	stderr := os.Stderr
 	logs := &logOutput{w: stderr}
 	logger := slog.New(NewLogHandler(logs, levelFromEnv()))
-	srv := newServer(name, version(), init, logger)
+	srv := newServer(provider, version(), logger)
 	srv.logOut = logs
-	if stop := startBulk(srv, os.Getenv("PLUGIN_UNIX_SOCKET_DIR")); stop != nil {
-		defer stop()
+	stopBulk, err := startBulk(srv, os.Getenv("PLUGIN_UNIX_SOCKET_DIR"))
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		os.Exit(1)
 	}
+	defer stopBulk()
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -114,15 +118,9 @@ func levelFromEnv() slog.Level {
 }
 
 // serverOptions are the gRPC server options of every plugin: panics become
-// errors, stdin and logs use the plugin's codec, and a task may be as large
-// as maxTask.
+// errors.
 func serverOptions(logger *slog.Logger) []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(recoverUnary(logger)),
-		grpc.ChainStreamInterceptor(recoverStream(logger)),
-		ServerCodec(),
-		grpc.MaxRecvMsgSize(maxTask + maxTaskSlack),
-	}
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(recoverUnary(logger))}
 }
 
 // recoverUnary turns a panic in a driver method into an error for the host;
@@ -138,17 +136,6 @@ func recoverUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-func recoverStream(logger *slog.Logger) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = panicError(logger, info.FullMethod, r)
-			}
-		}()
-		return handler(srv, ss)
-	}
-}
-
 func panicError(logger *slog.Logger, method string, r any) error {
 	logger.Error("driver panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	return status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
@@ -156,12 +143,16 @@ func panicError(logger *slog.Logger, method string, r any) error {
 
 // serveDebug serves the plugin for hosts that reattach to it by hand, until
 // SIGINT or SIGTERM.
-func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig) {
+func serveDebug(provider orchestra.DriverProvider, hs plugin.HandshakeConfig) {
+	name := provider.Name()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: levelFromEnv()}))
-	srv := newServer(name, version(), init, logger)
-	if stop := startBulk(srv, ""); stop != nil {
-		defer stop()
+	srv := newServer(provider, version(), logger)
+	stopBulk, err := startBulk(srv, "")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return
 	}
+	defer stopBulk()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reattach := make(chan *plugin.ReattachConfig, 1)
@@ -189,30 +180,27 @@ func serveDebug(name string, init orchestra.InitFunc, hs plugin.HandshakeConfig)
 }
 
 // startBulk opens the bulk socket in dir, go-plugin's private socket
-// directory, or in a new private directory when dir is empty. Without it the
-// plugin still works, over gRPC streams only. It returns what stops it.
-func startBulk(srv *server, dir string) func() {
+// directory, or in a new private directory when dir is empty. It returns
+// what stops it.
+func startBulk(srv *server, dir string) (stop func(), err error) {
 	own := ""
 	if dir == "" {
-		d, err := os.MkdirTemp("", "pocketci-bulk-")
-		if err != nil {
-			srv.logger.Warn("no bulk socket: stdin and logs go over gRPC", "err", err)
-			return nil
+		if dir, err = os.MkdirTemp("", "pocketci-bulk-"); err != nil {
+			return nil, fmt.Errorf("bulk socket: %w", err)
 		}
-		dir, own = d, d
+		own = dir
 	}
 	l, err := srv.listenBulk(dir)
 	if err != nil {
-		srv.logger.Warn("no bulk socket: stdin and logs go over gRPC", "err", err)
 		if own != "" {
 			os.RemoveAll(own)
 		}
-		return nil
+		return nil, err
 	}
 	return func() {
 		l.Close()
 		if own != "" {
 			os.RemoveAll(own)
 		}
-	}
+	}, nil
 }

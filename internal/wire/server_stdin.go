@@ -1,21 +1,16 @@
 package wire
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
-// The stdin registry: a task's stdin arrives on its own stream (WriteStdin,
-// or a bulk connection), named by a token the host put in RunContainer. The
+// The stdin registry: a task's stdin arrives on its own bulk connection,
+// named by a token the host put in RunContainer. The
 // stream and RunContainer may come in either order; whichever comes first
 // creates the pipe between them. An entry lives until its stream ends, or
 // its task is refused, cleaned up or closed with its driver; one that a
@@ -153,47 +148,23 @@ func (p *stdinPipe) end(err error) {
 	p.w.CloseWithError(err)
 }
 
-// WriteStdin serves a task's stdin on gRPC: a chunk with an error ends it
-// with that error; a stream that breaks ends it with the break.
-func (s *server) WriteStdin(stream driverv1.Driver_WriteStdinServer) error {
-	first := newStdinChunk()
-	if err := stream.RecvMsg(first); err != nil {
-		return status.Errorf(codes.InvalidArgument, "stdin stream ended before its first chunk: %v", err)
-	}
-	token := first.GetToken()
+// serveStdin feeds the frames of a stdin connection to the task's pipe and
+// ends its input the way the host's reader ended: cleanly at a clean end
+// frame, else with the error the end frame or the transport gave.
+func (s *server) serveStdin(conn net.Conn, token string) {
 	if token == "" {
-		first.free()
-		return status.Error(codes.InvalidArgument, "stdin stream: first chunk has no token")
+		return
 	}
 	pipe := s.stdins.attach(token)
 	defer s.stdins.drop(pipe)
-	// A write blocked on a task that does not read must end with the stream.
-	stop := context.AfterFunc(stream.Context(), func() {
-		pipe.end(fmt.Errorf("stdin stream from host: %w", stream.Context().Err()))
-	})
-	defer stop()
-	chunk := first
-	for {
-		if data := chunk.GetData(); len(data) > 0 {
-			err := pipe.feed(data)
-			chunk.free()
-			if err != nil {
-				return stream.SendAndClose(&driverv1.WriteStdinResponse{})
-			}
-		}
-		if msg := chunk.GetError(); msg != "" {
-			pipe.end(fmt.Errorf("stdin from host: %s", msg))
-			return stream.SendAndClose(&driverv1.WriteStdinResponse{})
-		}
-		chunk = newStdinChunk()
-		err := stream.RecvMsg(chunk)
-		if errors.Is(err, io.EOF) {
-			pipe.end(nil)
-			return stream.SendAndClose(&driverv1.WriteStdinResponse{})
-		}
-		if err != nil {
-			pipe.end(fmt.Errorf("stdin stream from host: %w", err))
-			return err
-		}
+	outcome, err := readFrames(conn, func(_ byte, data []byte) error { return pipe.feed(data) })
+	switch {
+	case errors.Is(err, errStdinGone):
+	case err != nil:
+		pipe.end(fmt.Errorf("stdin from host: %w", err))
+	case outcome != nil:
+		pipe.end(fmt.Errorf("stdin from host: %w", outcome))
+	default:
+		pipe.end(nil)
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 func catOutput(t *testing.T, c orchestra.Container) string {

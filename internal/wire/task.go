@@ -2,7 +2,7 @@ package wire
 
 import (
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // Task conversion, shared by both halves: the host sends a task with
@@ -11,18 +11,19 @@ import (
 func taskFromProto(t *driverv1.Task) orchestra.Task {
 	task := orchestra.Task{
 		Command:         t.GetCommand(),
-		ContainerLimits: orchestra.ContainerLimits{CPU: t.GetCpu(), Memory: t.GetMemory()},
+		ContainerLimits: orchestra.ContainerLimits{CPU: t.GetCpu(), CPUKind: t.GetCpuKind(), Memory: t.GetMemory()},
 		Env:             t.GetEnv(),
 		ID:              t.GetId(),
 		Image:           t.GetImage(),
 		Privileged:      t.GetPrivileged(),
 		User:            t.GetUser(),
+		WorkDir:         t.GetWorkDir(),
 	}
 	if task.Env == nil {
 		task.Env = map[string]string{}
 	}
 	for _, m := range t.GetMounts() {
-		task.Mounts = append(task.Mounts, orchestra.Mount{Name: m.GetName(), Path: m.GetPath()})
+		task.Mounts = append(task.Mounts, orchestra.Mount{Name: m.GetName(), Path: m.GetPath(), SizeGB: int(m.GetSizeGb())})
 	}
 	return task
 }
@@ -37,9 +38,11 @@ func taskToProto(t orchestra.Task) *driverv1.Task {
 		Image:      t.Image,
 		Privileged: t.Privileged,
 		User:       t.User,
+		WorkDir:    t.WorkDir,
+		CpuKind:    t.ContainerLimits.CPUKind,
 	}
 	for _, m := range t.Mounts {
-		pt.Mounts = append(pt.Mounts, &driverv1.Mount{Name: m.Name, Path: m.Path})
+		pt.Mounts = append(pt.Mounts, &driverv1.Mount{Name: m.Name, Path: m.Path, SizeGb: int32(m.SizeGB)})
 	}
 	return pt
 }

@@ -4,7 +4,7 @@
 // socket's framing, and its two halves in mirrored files named for their
 // side: client_*.go (the host's half) and server_*.go (the plugin's half).
 //
-// The wire format itself is the public package pluginsdk/proto/driverv1.
+// The wire format itself is the public package proto/driverv1.
 package wire
 
 import (
@@ -13,26 +13,25 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 const (
 	// SDKVersion is the version of this SDK, reported by every plugin built with it.
-	SDKVersion = "0.1.0"
+	SDKVersion = "0.2.0"
 	// ProtocolMajor is the wire protocol's major version, negotiated by
 	// go-plugin. A host and a plugin with no major version in common refuse
 	// each other with an error naming both sides' versions.
 	ProtocolMajor = 1
-	// ProtocolMinor is the wire protocol's minor version. A minor version only
-	// adds; see the compatibility rules in proto/driverv1/driver.proto.
-	ProtocolMinor = 3
+	// ProtocolMinor is the wire protocol's minor version; docs/protocol.md
+	// says which older minors a host still serves.
+	ProtocolMinor = 4
 	// ProtocolVersion is ProtocolMajor.ProtocolMinor, as Info reports it.
-	ProtocolVersion = "1.3"
+	ProtocolVersion = "1.4"
 	// PluginKey is the name the driver service is dispensed under.
 	PluginKey = "driver"
 
-	// chunkSize bounds every stdin and log message, well under gRPC's 4 MiB
-	// default message limit.
+	// chunkSize bounds every frame on the bulk socket.
 	chunkSize = 1 << 20
 )
 
@@ -47,25 +46,30 @@ func HandshakeConfig() plugin.HandshakeConfig {
 	}
 }
 
-// Capabilities the SDK serves. The host calls an optional RPC only when the
-// plugin's Info lists its capability.
-var sdkCapabilities = []string{"stdin_stream", "follow_logs", "get_container", CapabilityDetach, CapabilityRun, CapabilityEphemeral}
+// Capabilities a plugin lists in Info (docs/protocol.md defines each).
+const (
+	// CapabilityBulk: Info.bulk_addr is a bulk socket that serves logs and
+	// stdin connections.
+	CapabilityBulk = "bulk"
+	// CapabilityRun: the bulk socket serves Run streams.
+	CapabilityRun = "run"
+	// CapabilityDetach: the plugin serves Detach and Attach.
+	CapabilityDetach = "detach"
+	// CapabilityEphemeral: the plugin honours OpenRequest.ephemeral.
+	CapabilityEphemeral = "ephemeral"
+	// CapabilityConfig: the plugin serves CheckConfig and decodes
+	// OpenRequest.config (protocol 1.4).
+	CapabilityConfig = "config"
+)
 
-// CapabilityBulk marks a plugin whose bulk socket carries stdin and logs
-// (protocol 1.2; see BulkRequest in the proto).
-const CapabilityBulk = "bulk"
+// sdkCapabilities are the capabilities of every plugin built with this SDK.
+var sdkCapabilities = []string{CapabilityBulk, CapabilityRun, CapabilityDetach, CapabilityEphemeral, CapabilityConfig}
 
-// CapabilityRun marks a plugin that serves Run, the stream that starts a
-// task and carries the caller's context (protocol 1.3).
-const CapabilityRun = "run"
-
-// CapabilityEphemeral marks a plugin that honours OpenRequest.ephemeral
-// (protocol 1.3): it closes an ephemeral namespace when its host dies, even
-// under pluginsdk.KeepOnHostExit.
-const CapabilityEphemeral = "ephemeral"
-
-// CapabilityDetach marks a plugin that serves Detach and Attach (protocol 1.1).
-const CapabilityDetach = "detach"
+// Optional orchestra interfaces, as OpenResponse.implements names them.
+const (
+	ImplementsVolumeData = "VolumeDataAccessor"
+	ImplementsSandbox    = "SandboxDriver"
+)
 
 // grpcPlugin is the go-plugin glue: the plugin side registers the server, the
 // host side gets the raw gRPC client.

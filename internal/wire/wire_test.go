@@ -20,7 +20,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // connect serves the fake driver over a real gRPC connection on a unix

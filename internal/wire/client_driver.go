@@ -1,0 +1,209 @@
+package wire
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/proto/driverv1"
+)
+
+// closeTimeout bounds Driver.Close, which has no context of its own.
+const closeTimeout = 5 * time.Minute
+
+// clientDriver is the host side of a driver instance in a plugin: an
+// orchestra.Driver whose calls cross the wire. Its twin is server.go and
+// server_container.go.
+type clientDriver struct {
+	client     *Client
+	handle     uint64
+	name       string
+	namespace  string
+	finder     bool     // a 1.3 plugin's driver finds containers by task ID
+	implements []string // optional interfaces, as the plugin reported them
+	secrets    []string // strings of the driver's config, kept out of errors
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// live are the Run streams and stdin connections open, ended when the
+	// driver closes.
+	mu     sync.Mutex
+	live   map[*liveConn]struct{}
+	closed bool
+}
+
+var _ orchestra.Driver = (*clientDriver)(nil)
+
+// adopt builds the driver for an instance open in the plugin.
+func (c *Client) adopt(od OpenDriver, secrets []string) orchestra.Driver {
+	return &clientDriver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace,
+		finder: od.ContainerFinder, implements: od.Implements, secrets: secrets}
+}
+
+// Name is the driver's name as the plugin reports it.
+func (d *clientDriver) Name() string { return d.name }
+
+// Close closes the driver instance in the plugin, which removes every
+// resource of its namespace, and ends its open streams. It is idempotent.
+func (d *clientDriver) Close() error {
+	d.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		_, err := d.client.rpc.Close(ctx, &driverv1.CloseRequest{Driver: d.handle})
+		d.endLive()
+		d.closeErr = d.wrap("Close", err)
+	})
+	return d.closeErr
+}
+
+// wrap names the plugin and the call in err, and keeps the driver's config
+// out of it.
+func (d *clientDriver) wrap(op string, err error) error {
+	return redactStrings(fromStatus(d.client.name, op, err), d.secrets)
+}
+
+// CreateVolume creates or finds a volume in the plugin.
+func (d *clientDriver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return nil, fmt.Errorf("plugin %s: CreateVolume: %w", d.client.name, err)
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("plugin %s: CreateVolume %q: size %d is negative: %w", d.client.name, name, size, orchestra.ErrInvalidTask)
+	}
+	ref, err := d.client.rpc.CreateVolume(ctx, &driverv1.CreateVolumeRequest{Driver: d.handle, Name: name, Size: int64(size)})
+	if err != nil {
+		return nil, d.wrap("CreateVolume", err)
+	}
+	if err := d.client.checkVolume(ref, name); err != nil {
+		return nil, err
+	}
+	ref.Driver = d.handle
+	return &clientVolume{driver: d, ref: ref}, nil
+}
+
+// RunContainer starts task in the plugin over a Run stream that lives as
+// long as ctx. The task is validated first (orchestra.ValidateTask): a bad
+// one never reaches the plugin. task.Stdin, when set, is streamed to the
+// plugin while the task runs, past the end of ctx.
+func (d *clientDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
+	if err := orchestra.ValidateTask(task); err != nil {
+		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
+	}
+	if err := d.client.checkTaskSupported(task); err != nil {
+		return nil, err
+	}
+	req := &driverv1.RunContainerRequest{Driver: d.handle, Task: taskToProto(task), DeadlineUnixNano: deadlineOf(ctx)}
+	if err := d.client.checkTaskSize(req); err != nil {
+		return nil, err
+	}
+	var stdin *liveConn
+	if task.Stdin != nil {
+		var err error
+		if req.StdinToken, err = newToken(); err != nil {
+			return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
+		}
+		// The stdin connection opens before the task starts: a task whose
+		// stdin cannot reach it never runs.
+		if stdin, err = d.sendStdin(req.StdinToken, task.Stdin); err != nil {
+			return nil, fmt.Errorf("plugin %s: RunContainer: stdin: %w", d.client.name, err)
+		}
+	}
+	c, err := d.run(ctx, req)
+	if err != nil {
+		stdin.end()
+		return nil, err
+	}
+	c.stdin = stdin
+	return c, nil
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("stdin token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// GetContainer finds a container of this namespace by its ID. The error
+// wraps orchestra.ErrContainerNotFound when there is none.
+func (d *clientDriver) GetContainer(ctx context.Context, id string) (orchestra.Container, error) {
+	if id == "" {
+		return nil, fmt.Errorf("plugin %s: GetContainer: empty container ID: %w", d.client.name, orchestra.ErrContainerNotFound)
+	}
+	req, err := d.getContainerRequest(id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := d.client.rpc.GetContainer(ctx, req)
+	if err != nil {
+		return nil, d.wrap("GetContainer", err)
+	}
+	if err := d.client.checkContainer("GetContainer", resp); err != nil {
+		return nil, err
+	}
+	return d.newContainer(resp, id), nil
+}
+
+// liveConn is a connection that lives past the call that opened it: a Run
+// stream or a task's stdin. end closes it once.
+type liveConn struct {
+	once  sync.Once
+	close func()
+}
+
+func (l *liveConn) end() {
+	if l != nil {
+		l.once.Do(l.close)
+	}
+}
+
+// track registers a live connection, or ends it at once when the driver is
+// closed.
+func (d *clientDriver) track(close func()) (*liveConn, error) {
+	l := &liveConn{}
+	l.close = func() {
+		close()
+		d.mu.Lock()
+		delete(d.live, l)
+		d.mu.Unlock()
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		close()
+		return nil, fmt.Errorf("plugin %s: %w", d.client.name, orchestra.ErrClosed)
+	}
+	if d.live == nil {
+		d.live = map[*liveConn]struct{}{}
+	}
+	d.live[l] = struct{}{}
+	d.mu.Unlock()
+	return l, nil
+}
+
+// endLive ends every live connection of the driver.
+func (d *clientDriver) endLive() {
+	d.mu.Lock()
+	d.closed = true
+	live := d.live
+	d.live = nil
+	d.mu.Unlock()
+	for l := range live {
+		l.end()
+	}
+}
+
+// ImplementsOf lists the optional orchestra interfaces that the plugin's
+// driver behind d, a driver of this client layer, implements.
+func ImplementsOf(d orchestra.Driver) []string {
+	if cd, ok := d.(*clientDriver); ok {
+		return cd.implements
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/jtarchie/pocketci/orchestra"
+)
+
+// RawConfig is a plugin driver's config as the host holds it: the JSON the
+// plugin decodes. It never prints its contents (a config may carry
+// secrets); MarshalJSON gives them back for a caller that stores configs.
+type RawConfig struct {
+	Driver string
+	JSON   json.RawMessage
+}
+
+var _ orchestra.DriverConfig = RawConfig{}
+
+// DriverName is the driver the config is for.
+func (c RawConfig) DriverName() string { return c.Driver }
+
+// String says what the config is, not what it holds.
+func (c RawConfig) String() string {
+	return fmt.Sprintf("config of driver %s (%d bytes, not shown)", c.Driver, len(c.JSON))
+}
+
+// GoString is String, so that %#v shows nothing either.
+func (c RawConfig) GoString() string { return c.String() }
+
+// LogValue keeps the config out of slog records.
+func (c RawConfig) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON is the config's JSON.
+func (c RawConfig) MarshalJSON() ([]byte, error) {
+	if len(c.JSON) == 0 {
+		return []byte("null"), nil
+	}
+	return c.JSON, nil
+}
+
+// ConfigJSON is the JSON to send a plugin called name for cfg: a RawConfig's
+// own, or a typed config (the same driver's, compiled in) marshalled; nil
+// for none.
+func ConfigJSON(name string, cfg orchestra.DriverConfig) (json.RawMessage, error) {
+	switch c := cfg.(type) {
+	case nil:
+		return nil, nil
+	case RawConfig:
+		if c.Driver != "" && c.Driver != name {
+			return nil, fmt.Errorf("%w: a config for driver %q given to driver %q", orchestra.ErrInvalidConfig, c.Driver, name)
+		}
+		return c.JSON, nil
+	}
+	if cfg.DriverName() != name {
+		return nil, fmt.Errorf("%w: a config for driver %q given to driver %q", orchestra.ErrInvalidConfig, cfg.DriverName(), name)
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: marshal %T: %w", orchestra.ErrInvalidConfig, cfg, err)
+	}
+	return b, nil
+}
+
+// Provider is the plugin's driver provider as the client reaches it: every
+// driver it builds is a new instance in the plugin.
+func (c *Client) Provider() orchestra.DriverProvider { return clientProvider{c} }
+
+type clientProvider struct{ c *Client }
+
+var _ orchestra.DriverProvider = clientProvider{}
+
+func (p clientProvider) Name() string { return p.c.name }
+
+func (p clientProvider) EmptyConfig() orchestra.DriverConfig { return RawConfig{Driver: p.c.name} }
+
+func (p clientProvider) UnmarshalConfig(raw json.RawMessage) (orchestra.DriverConfig, error) {
+	if err := p.c.CheckConfig(context.Background(), raw); err != nil {
+		return nil, err
+	}
+	return RawConfig{Driver: p.c.name, JSON: raw}, nil
+}
+
+func (p clientProvider) NewDriver(ctx context.Context, namespace string, cfg orchestra.DriverConfig, _ *slog.Logger) (orchestra.Driver, error) {
+	raw, err := ConfigJSON(p.c.name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: Open: %w", p.c.name, err)
+	}
+	return p.c.Open(ctx, namespace, OpenOptions{Config: raw})
+}
