@@ -56,7 +56,7 @@ func Serve(provider orchestra.DriverProvider, opts ...Option) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	wire.Serve(provider, cfg.keepOnHostExit)
+	wire.Serve(provider, wire.ServeOptions{KeepOnHostExit: cfg.keepOnHostExit})
 }
 
 // Option changes how Serve runs a plugin.

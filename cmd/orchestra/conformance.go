@@ -22,7 +22,12 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 	timeout := fs.Duration("timeout", 2*time.Minute, "`limit` for each case")
 	runRE := fs.String("run", "", "run only the cases matching `regexp`, like go test -run")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	driverConfig := fs.String("driver-config", "", "driver config: a JSON object, or a `file` holding one")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	config, err := readDriverConfig(*driverConfig)
+	if err != nil {
 		return err
 	}
 	if (*driverName == "") == (*pluginPath == "") {
@@ -60,7 +65,11 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	opts.New = func(namespace string) (orchestra.Driver, error) { return p.NewDriver(namespace, nil) }
+	opts.New = func(namespace string) (orchestra.Driver, error) {
+		octx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return p.Open(octx, namespace, host.OpenOptions{Config: config})
+	}
 
 	report := func(r conformance.Result) {
 		if *asJSON {

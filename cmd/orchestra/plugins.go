@@ -111,17 +111,12 @@ func describe(ctx context.Context, p *host.Plugin, timeout time.Duration) plugin
 	return row
 }
 
-// implements is the IMPLEMENTS column: each interface the driver has, and
-// "LogFollower?" for one its protocol does not report.
+// implements is the IMPLEMENTS column: each optional interface the driver
+// has.
 func implements(m map[string]bool) string {
 	var out []string
-	for _, name := range []string{host.ImplementsContainerFinder, host.ImplementsLogFollower} {
-		has, known := m[name]
-		switch {
-		case m == nil:
-		case !known:
-			out = append(out, name+"?")
-		case has:
+	for _, name := range []string{host.ImplementsVolumeData, host.ImplementsSandbox} {
+		if m[name] {
 			out = append(out, name)
 		}
 	}

@@ -4,19 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 )
-
-// pollInterval is how often run polls a task without live logs.
-const pollInterval = 50 * time.Millisecond
 
 // cleanupTimeout bounds the clean-up after a task, also after Ctrl-C.
 const cleanupTimeout = 2 * time.Minute
@@ -32,9 +32,14 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	privileged := fs.Bool("privileged", false, "run with elevated privileges")
 	memory := fs.Int64("memory", 0, "memory limit in `bytes` (0: unlimited)")
 	cpu := fs.Int64("cpu", 0, "CPU `shares` (0: unlimited)")
+	cpuKind := fs.String("cpu-kind", "", "CPU `class` (\"shared\", \"performance\"; a hint where the platform has none)")
+	var workdir string
+	fs.StringVar(&workdir, "workdir", "", "working `dir`ectory of the command (relative: below the default working directory)")
+	fs.StringVar(&workdir, "w", "", "short for --workdir")
+	driverConfig := fs.String("driver-config", "", "driver config: a JSON object, or a `file` holding one")
 	var envs, volumes stringList
 	fs.Var(&envs, "e", "environment variable `KEY=VALUE` (repeatable)")
-	fs.Var(&volumes, "v", "volume `NAME:PATH` (repeatable; a relative PATH is below the working directory)")
+	fs.Var(&volumes, "v", "volume `NAME:PATH[:SIZE_GB]` (repeatable; a relative PATH is below the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,12 +49,13 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	task := orchestra.Task{
 		Command:         fs.Args(),
-		ContainerLimits: orchestra.ContainerLimits{CPU: *cpu, Memory: *memory},
+		ContainerLimits: orchestra.ContainerLimits{CPU: *cpu, CPUKind: *cpuKind, Memory: *memory},
 		Env:             map[string]string{},
 		ID:              *id,
 		Image:           *image,
 		Privileged:      *privileged,
 		User:            *user,
+		WorkDir:         workdir,
 	}
 	if *memory < 0 || *cpu < 0 {
 		return fmt.Errorf("run: --memory and --cpu must not be negative (got %d, %d)", *memory, *cpu)
@@ -62,11 +68,15 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		task.Env[k] = v
 	}
 	for _, v := range volumes {
-		name, p, ok := strings.Cut(v, ":")
-		if !ok || name == "" || p == "" {
-			return fmt.Errorf("run: -v %q: want NAME:PATH", v)
+		m, err := parseVolume(v)
+		if err != nil {
+			return err
 		}
-		task.Mounts = append(task.Mounts, orchestra.Mount{Name: name, Path: p})
+		task.Mounts = append(task.Mounts, m)
+	}
+	config, err := readDriverConfig(*driverConfig)
+	if err != nil {
+		return err
 	}
 	if task.ID == "" {
 		task.ID = "task-" + randomHex(4)
@@ -101,7 +111,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	// A throwaway namespace dies with orchestra, also when it is killed:
 	// a plugin that keeps its resources on host exit must not keep it.
-	driver, err := p.Open(ctx, ns, host.OpenOptions{Ephemeral: !keep})
+	driver, err := p.Open(ctx, ns, host.OpenOptions{Ephemeral: !keep, Config: config})
 	if err != nil {
 		return err
 	}
@@ -140,36 +150,53 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	return nil
 }
 
-// wait prints the task's output (live when the driver can follow logs) and
-// returns its exit code.
+// wait prints the task's output live and returns its exit code.
 func wait(ctx context.Context, container orchestra.Container, stdout, stderr io.Writer) (int, error) {
-	follower, live := container.(orchestra.LogFollower)
-	if live {
-		if err := follower.FollowLogs(ctx, stdout, stderr); err != nil {
-			return 0, err
-		}
+	if err := container.Logs(ctx, stdout, stderr, true); err != nil {
+		return 0, err
 	}
-	ticker := time.NewTicker(pollInterval)
-	defer ticker.Stop()
-	for {
-		st, err := container.Status(ctx)
+	st, err := conformance.WaitDone(ctx, container)
+	if err != nil {
+		return 0, err
+	}
+	return st.ExitCode(), nil
+}
+
+// parseVolume reads -v NAME:PATH[:SIZE_GB].
+func parseVolume(v string) (orchestra.Mount, error) {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return orchestra.Mount{}, fmt.Errorf("run: -v %q: want NAME:PATH or NAME:PATH:SIZE_GB", v)
+	}
+	m := orchestra.Mount{Name: parts[0], Path: parts[1]}
+	if len(parts) == 3 {
+		size, err := strconv.Atoi(parts[2])
+		if err != nil || size < 0 {
+			return orchestra.Mount{}, fmt.Errorf("run: -v %q: the size %q is not a whole number of GB", v, parts[2])
+		}
+		m.SizeGB = size
+	}
+	return m, nil
+}
+
+// readDriverConfig reads --driver-config: JSON as it is, or the file it
+// names. Its contents never appear in an error.
+func readDriverConfig(arg string) (json.RawMessage, error) {
+	if arg == "" {
+		return nil, nil
+	}
+	raw := []byte(arg)
+	if t := strings.TrimSpace(arg); !strings.HasPrefix(t, "{") {
+		b, err := os.ReadFile(arg)
 		if err != nil {
-			return 0, err
+			return nil, fmt.Errorf("--driver-config: %w", err)
 		}
-		if st.IsDone() {
-			if !live {
-				if err := container.Logs(ctx, stdout, stderr); err != nil {
-					return 0, err
-				}
-			}
-			return st.ExitCode(), nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-ticker.C:
-		}
+		raw = b
 	}
+	if !json.Valid(raw) {
+		return nil, errors.New("--driver-config: not valid JSON (its contents are not shown: a config may hold secrets)")
+	}
+	return raw, nil
 }
 
 func randomHex(n int) string {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // LogLevelEnv is the environment variable through which the host tells a
@@ -41,9 +42,26 @@ const parentPollInterval = 500 * time.Millisecond
 // without stopping the plugin, the plugin closes every driver it opened (so
 // their containers, processes and VMs go with it) and exits.
 //
-// keepOnHostExit is pluginsdk.KeepOnHostExit: when the host dies, the plugin
-// exits without closing its drivers.
-func Serve(provider orchestra.DriverProvider, keepOnHostExit bool) {
+// ServeOptions change how Serve runs a plugin.
+type ServeOptions struct {
+	// KeepOnHostExit is pluginsdk.KeepOnHostExit: when the host dies, the
+	// plugin exits without closing its drivers.
+	KeepOnHostExit bool
+	// Wrap, for test fixtures, wraps the service the plugin serves, so that
+	// it can misbehave on purpose.
+	Wrap func(driverv1.DriverServer) driverv1.DriverServer
+	// Deaf, for test fixtures, never watches the host: the plugin a careless
+	// author writes.
+	Deaf bool
+}
+
+// NewServer is the service Serve serves for provider, for a program that
+// runs its own gRPC server without a bulk socket (a benchmark of the
+// plugin side's own cost).
+func NewServer(provider orchestra.DriverProvider, logger *slog.Logger) driverv1.DriverServer {
+	return newServer(provider, version(), logger)
+}
+func Serve(provider orchestra.DriverProvider, opts ServeOptions) {
 	closeExeFDOnExec()
 	name := provider.Name()
 	hs := HandshakeConfig()
@@ -87,11 +105,17 @@ func Serve(provider orchestra.DriverProvider, keepOnHostExit bool) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go watchHost(ctx, srv, logger, keepOnHostExit)
+	if !opts.Deaf {
+		go watchHost(ctx, srv, logger, opts.KeepOnHostExit)
+	}
 
+	var service driverv1.DriverServer = srv
+	if opts.Wrap != nil {
+		service = opts.Wrap(srv)
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  hs,
-		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: srv}}},
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: service}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			opts = append(opts, serverOptions(logger)...)
 			return grpc.NewServer(opts...)

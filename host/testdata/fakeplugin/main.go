@@ -7,8 +7,10 @@
 //	                   print:     the driver prints to stdout when opened
 //	                   oversize:  Info answers with a 5 MiB name
 //	                   protocol2: serves only protocol major version 2
-//	                   v1.0:      speaks protocol 1.0, the minor before Detach and Attach
-//	                   v1.2:      speaks protocol 1.2, the minor before Run
+//	                   v1.0:      reports protocol 1.0, which hosts no longer serve
+//	                   v1.2:      reports protocol 1.2, which hosts no longer serve
+//	                   badversion: reports protocol "abc"
+//	                   badcaps:   lists a capability twice and one no protocol defines
 //	                   exit:      RunContainer of task "exit" starts a child holding the
 //	                              plugin's stdout and stderr, then the plugin exits
 //	                   nohandshake: starts such a child and never completes its handshake
@@ -34,13 +36,10 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
-	"github.com/jtarchie/pocketci/pluginsdk"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
@@ -53,53 +52,67 @@ func main() {
 		fmt.Println(s)
 		fmt.Println(s)
 	}
+	serve := func(wrap func(orchestra.Driver) orchestra.Driver, opts wire.ServeOptions) {
+		wire.Serve(wrapped{native.Provider(), name, wrap}, opts)
+	}
+	info := func(version string, caps ...string) wire.ServeOptions {
+		return wire.ServeOptions{Wrap: func(s driverv1.DriverServer) driverv1.DriverServer { return infoAs{s, version, caps} }}
+	}
 	switch os.Getenv("FAKEPLUGIN_MODE") {
 	case "exit":
-		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
-			d, err := native.New(ns, l)
-			return &exiting{d}, err
-		})
+		serve(func(d orchestra.Driver) orchestra.Driver { return &exiting{d} }, wire.ServeOptions{})
 	case "nohandshake":
 		holdPipes()
 		select {}
 	case "flood":
 		flood(os.Getenv("FAKEPLUGIN_FLOOD"))
-		pluginsdk.Serve(name, native.New)
+		serve(nil, wire.ServeOptions{})
 	case "escapes":
-		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(wire.ProtocolMajor, escapes{wire.NewServer(name, native.New, logger)})
+		serve(nil, wire.ServeOptions{Wrap: func(s driverv1.DriverServer) driverv1.DriverServer { return escapes{s} }})
 	case "deaf":
 		signal.Ignore(syscall.SIGHUP)
-		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(wire.ProtocolMajor, wire.NewServer(name, native.New, logger))
+		serve(nil, wire.ServeOptions{Deaf: true})
 	case "misnamed":
-		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
-			d, err := native.New(ns, l)
-			return misnamed{d}, err
-		})
+		serve(func(d orchestra.Driver) orchestra.Driver { return misnamed{d} }, wire.ServeOptions{})
 	case "hang":
-		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
-			d, err := native.New(ns, l)
-			return &hanging{d}, err
-		})
+		serve(func(d orchestra.Driver) orchestra.Driver { return &hanging{d} }, wire.ServeOptions{})
 	case "print":
-		pluginsdk.Serve(name, func(ns string, l *slog.Logger) (orchestra.Driver, error) {
+		serve(func(d orchestra.Driver) orchestra.Driver {
 			fmt.Println("driver says hello on stdout")
-			return native.New(ns, l)
-		})
+			return d
+		}, wire.ServeOptions{})
 	case "oversize":
 		serveRaw(wire.ProtocolMajor, &oversize{})
 	case "protocol2":
 		serveRaw(2, &oversize{})
 	case "v1.0":
-		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(wire.ProtocolMajor, v10{wire.NewServer(name, native.New, logger)})
+		serve(nil, info("1.0", "stdin_stream", "follow_logs", "get_container"))
 	case "v1.2":
-		logger := slog.New(pluginsdk.NewLogHandler(os.Stderr, slog.LevelInfo))
-		serveRaw(wire.ProtocolMajor, v12{wire.NewServer(name, native.New, logger)})
+		serve(nil, info("1.2", "stdin_stream", "follow_logs", "get_container", "detach", "bulk"))
+	case "badversion":
+		serve(nil, info("abc", wire.CapabilityBulk, wire.CapabilityRun, wire.CapabilityConfig))
+	case "badcaps":
+		serve(nil, info(wire.ProtocolVersion, wire.CapabilityBulk, wire.CapabilityRun, wire.CapabilityConfig, wire.CapabilityRun, "teleport"))
 	default:
-		pluginsdk.Serve(name, native.New)
+		serve(nil, wire.ServeOptions{})
 	}
+}
+
+// wrapped is a provider whose drivers are wrapped, served under name.
+type wrapped struct {
+	orchestra.DriverProvider
+	name string
+	wrap func(orchestra.Driver) orchestra.Driver
+}
+
+func (w wrapped) Name() string { return w.name }
+
+func (w wrapped) NewDriver(ctx context.Context, ns string, cfg orchestra.DriverConfig, l *slog.Logger) (orchestra.Driver, error) {
+	d, err := w.DriverProvider.NewDriver(ctx, ns, cfg, l)
+	if err != nil || w.wrap == nil {
+		return d, err
+	}
+	return w.wrap(d), nil
 }
 
 type hanging struct{ orchestra.Driver }
@@ -113,44 +126,20 @@ func (h *hanging) RunContainer(ctx context.Context, task orchestra.Task) (orches
 
 func (h *hanging) Close() error { select {} }
 
-// v10 is the service as a plugin built against protocol 1.0 serves it: no
-// Detach or Attach, and no capability that names them.
-type v10 struct{ driverv1.DriverServer }
+// infoAs reports another protocol version and capabilities in Info.
+type infoAs struct {
+	driverv1.DriverServer
+	version string
+	caps    []string
+}
 
-func (s v10) Info(ctx context.Context, req *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
+func (s infoAs) Info(ctx context.Context, req *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
 	info, err := s.DriverServer.Info(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	info.ProtocolVersion = "1.0"
-	info.Capabilities = []string{"stdin_stream", "follow_logs", "get_container"}
+	info.ProtocolVersion, info.Capabilities = s.version, s.caps
 	return info, nil
-}
-
-func (v10) Detach(context.Context, *driverv1.DetachRequest) (*driverv1.DetachResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "unknown method Detach")
-}
-
-func (v10) Attach(context.Context, *driverv1.AttachRequest) (*driverv1.AttachResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "unknown method Attach")
-}
-
-// v12 is the service as a plugin built against protocol 1.2 serves it: no
-// Run, and no capability that names it.
-type v12 struct{ driverv1.DriverServer }
-
-func (s v12) Info(ctx context.Context, req *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
-	info, err := s.DriverServer.Info(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	info.ProtocolVersion = "1.2"
-	info.Capabilities = []string{"stdin_stream", "follow_logs", "get_container", "detach"}
-	return info, nil
-}
-
-func (v12) Run(driverv1.Driver_RunServer) error {
-	return status.Error(codes.Unimplemented, "unknown method Run")
 }
 
 // oversize answers Info with a name larger than gRPC's 4 MiB message limit.
