@@ -53,9 +53,10 @@ func TestBulkAddrMustResolveInsideTheSocketDir(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := NewClient("p", nil)
-			err := c.UseBulkIn(tt.addr, private)
+			info := Info{ProtocolVersion: ProtocolVersion, Capabilities: sdkCapabilities, BulkAddr: tt.addr}
+			err := c.Accept(info, private)
 			if tt.ok != (err == nil) {
-				t.Fatalf("UseBulkIn(%q) = %v, want ok=%v", tt.addr, err, tt.ok)
+				t.Fatalf("Accept with bulk address %q = %v, want ok=%v", tt.addr, err, tt.ok)
 			}
 			if err != nil && (c.bulk != "" || !strings.Contains(err.Error(), "plugin p")) {
 				t.Fatalf("refused address kept (%q) or error names no plugin: %v", c.bulk, err)

@@ -1,8 +1,13 @@
 package wire
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -52,11 +56,6 @@ func (r *replyClient) Close(context.Context, *driverv1.CloseRequest, ...grpc.Cal
 	return resp, r.unary(resp)
 }
 
-func (r *replyClient) RunContainer(context.Context, *driverv1.RunContainerRequest, ...grpc.CallOption) (*driverv1.RunContainerResponse, error) {
-	resp := &driverv1.RunContainerResponse{}
-	return resp, r.unary(resp)
-}
-
 func (r *replyClient) GetContainer(context.Context, *driverv1.GetContainerRequest, ...grpc.CallOption) (*driverv1.RunContainerResponse, error) {
 	resp := &driverv1.RunContainerResponse{}
 	return resp, r.unary(resp)
@@ -68,7 +67,7 @@ func (r *replyClient) Status(context.Context, *driverv1.ContainerRef, ...grpc.Ca
 	if len(r.replies[0]) > 0 && r.replies[0][0] == 0xEE {
 		return nil, status.Error(codes.Unavailable, "the fuzzer says no")
 	}
-	if err := (logCodec{encoding.GetCodecV2(protoCodecName)}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(r.replies[0])}, resp); err != nil {
+	if err := (statusCodec{encoding.GetCodecV2(protoCodecName)}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(r.replies[0])}, resp); err != nil {
 		return nil, status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
 	}
 	return resp, nil
@@ -99,85 +98,86 @@ func (r *replyClient) Detach(context.Context, *driverv1.DetachRequest, ...grpc.C
 	return resp, r.unary(resp)
 }
 
-func (r *replyClient) Logs(context.Context, *driverv1.LogsRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[driverv1.LogChunk], error) {
-	return typedStream[driverv1.LogsRequest, driverv1.LogChunk]{&replyStream{replies: r.replies}}, nil
-}
-
-func (r *replyClient) Run(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[driverv1.RunRequest, driverv1.RunEvent], error) {
-	return typedStream[driverv1.RunRequest, driverv1.RunEvent]{&replyStream{replies: r.replies}}, nil
-}
-
-func (r *replyClient) WriteStdin(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[driverv1.StdinChunk, driverv1.WriteStdinResponse], error) {
-	return typedStream[driverv1.StdinChunk, driverv1.WriteStdinResponse]{&replyStream{}}, nil
-}
-
-// replyStream yields the fuzz replies as stream messages; its trailer
-// carries the last one as an exit code.
-type replyStream struct {
-	grpc.ClientStream
-	replies [][]byte
-	next    int
-}
-
-func (s *replyStream) RecvMsg(m any) error {
-	if s.next >= len(s.replies) {
-		return io.EOF
+// replyBulk is a bulk socket whose every answer is fuzz bytes: a Run
+// stream gets run, a logs connection gets logs, as they are; stdin is read
+// and dropped.
+func replyBulk(t *testing.T, run, logs []byte) string {
+	dir, err := os.MkdirTemp("", "fuzzbulk-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	b := s.replies[s.next]
-	s.next++
-	return logCodec{encoding.GetCodecV2(protoCodecName)}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, m)
-}
-
-// typedStream gives replyStream the typed methods of each stream kind.
-type typedStream[Req, Resp any] struct{ *replyStream }
-
-func (s typedStream[Req, Resp]) Recv() (*Resp, error) {
-	m := new(Resp)
-	return m, s.RecvMsg(m)
-}
-
-func (s typedStream[Req, Resp]) Send(*Req) error { return nil }
-
-func (s typedStream[Req, Resp]) CloseAndRecv() (*Resp, error) { return new(Resp), nil }
-
-func (s *replyStream) SendMsg(any) error { return nil }
-
-func (s *replyStream) CloseSend() error { return nil }
-
-func (s *replyStream) Trailer() metadata.MD {
-	if len(s.replies) == 0 {
-		return nil
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l, err := net.Listen("unix", filepath.Join(dir, "bulk.sock"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return metadata.Pairs(statusTrailer, string(s.replies[len(s.replies)-1]))
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				req := &driverv1.BulkRequest{}
+				if readMessage(conn, req, maxBulkRequest) != nil {
+					return
+				}
+				switch req.GetKind().(type) {
+				case *driverv1.BulkRequest_Run:
+					_, _ = conn.Write(run)
+				case *driverv1.BulkRequest_Logs:
+					_, _ = conn.Write(logs)
+				default:
+					_, _ = io.Copy(io.Discard, conn)
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
 
-func (s *replyStream) Header() (metadata.MD, error) { return nil, nil }
+// message is m with its length prefix, as a Run stream carries it.
+func message(m proto.Message) []byte {
+	var b bytes.Buffer
+	_ = writeMessage(&b, m)
+	return b.Bytes()
+}
 
-func (s *replyStream) Context() context.Context { return context.Background() }
+// frames is a logs connection's bytes: stdout "hi", an exit frame, the end.
+func frames(exit uint32, end error) []byte {
+	var b bytes.Buffer
+	fw := newFrameWriter(&b, false)
+	_, _ = fw.stream(frameData).Write([]byte("hi"))
+	_ = fw.frame(frameExit, binary.BigEndian.AppendUint32(nil, exit))
+	_ = fw.end(end)
+	return b.Bytes()
+}
 
 // FuzzClientReplies feeds the host's client random and truncated replies
 // for every call: whatever a plugin sends, the host returns a result or an
 // error naming the plugin, and never panics.
 func FuzzClientReplies(f *testing.F) {
-	started, _ := proto.Marshal(&driverv1.RunEvent{Kind: &driverv1.RunEvent_Started{Started: &driverv1.RunContainerResponse{Container: &driverv1.ContainerRef{Container: 1}, LogFollower: true}}})
-	output, _ := proto.Marshal(&driverv1.RunEvent{Kind: &driverv1.RunEvent_Output{Output: &driverv1.LogChunk{Stream: driverv1.LogChunk_STREAM_STDOUT, Data: []byte("hi")}}})
-	end, _ := proto.Marshal(&driverv1.RunEvent{Kind: &driverv1.RunEvent_FollowEnd{FollowEnd: &driverv1.FollowEnd{Done: true, ExitCode: 256}}})
+	started := message(&driverv1.RunEvent{Kind: &driverv1.RunEvent_Started{Started: &driverv1.RunContainerResponse{Container: &driverv1.ContainerRef{Container: 1}, LogFollower: true, ContainerId: "t"}}})
+	failedOK := message(&driverv1.RunEvent{Kind: &driverv1.RunEvent_Failed{Failed: &driverv1.Outcome{}}})
+	logs := frames(0, nil)
+	badExit := frames(256, nil)
 	run, _ := proto.Marshal(&driverv1.RunContainerResponse{LogFollower: true})
-	chunk, _ := proto.Marshal(&driverv1.LogChunk{Stream: 7, Data: []byte("x")})
 	status, _ := proto.Marshal(&driverv1.StatusResponse{Done: true, ExitCode: -7})
 	vol, _ := proto.Marshal(&driverv1.VolumeRef{Volume: 0, Name: "v"})
 	attach, _ := proto.Marshal(&driverv1.AttachResponse{Drivers: []*driverv1.OpenDriver{{Driver: 0}}})
 	for op := range byte(10) {
-		f.Add(op|0x80, started, output, end)
-		f.Add(op, started, output, end)
-		f.Add(op, run, chunk, []byte("300"))
-		f.Add(op, status, vol, attach)
-		f.Add(op, started[:len(started)/2], output[:3], []byte{})
+		f.Add(op, run, started, logs)
+		f.Add(op, status, started, badExit)
+		f.Add(op, vol, failedOK, logs[:len(logs)-3])
+		f.Add(op, attach, started[:len(started)/2], []byte{3, 0, 0, 0, 0})
+		f.Add(op, []byte{0xEE}, []byte{0xff, 0xff, 0xff, 0xff}, []byte{9, 0, 0, 0, 1, 0})
 	}
 	f.Fuzz(func(t *testing.T, op byte, a, b, c []byte) {
 		rpc := &replyClient{replies: [][]byte{a, b, c}}
 		cl := NewClient("fuzz", rpc)
-		cl.run = op&0x80 != 0
+		cl.bulk, cl.minor = replyBulk(t, b, c), ProtocolMinor
 		d := cl.Adopt(OpenDriver{Handle: 1, Name: "fuzz", ContainerFinder: true})
 		ctx := context.Background()
 		check := func(call string, err error) {
@@ -191,10 +191,8 @@ func FuzzClientReplies(f *testing.F) {
 			if err == nil && st.IsDone() && (st.ExitCode() < 0 || st.ExitCode() > 255) {
 				t.Fatalf("exit code %d accepted", st.ExitCode())
 			}
-			check("Logs", ct.Logs(ctx, io.Discard, io.Discard))
-			if f, ok := ct.(orchestra.LogFollower); ok {
-				check("FollowLogs", f.FollowLogs(ctx, io.Discard, io.Discard))
-			}
+			check("Logs", ct.Logs(ctx, io.Discard, io.Discard, false))
+			check("Logs(follow)", ct.Logs(ctx, io.Discard, io.Discard, true))
 			st, err = ct.Status(ctx)
 			check("Status", err)
 			if err == nil && st.IsDone() && (st.ExitCode() < 0 || st.ExitCode() > 255) {
@@ -202,12 +200,12 @@ func FuzzClientReplies(f *testing.F) {
 			}
 			check("Cleanup", ct.Cleanup(ctx))
 		}
-		switch op & 0x7f % 8 {
+		switch op % 8 {
 		case 0:
 			_, err := cl.Info(ctx)
 			check("Info", err)
 		case 1:
-			od, err := cl.Open(ctx, "ns")
+			od, err := cl.Open(ctx, "ns", OpenOptions{})
 			check("Open", err)
 			if err == nil {
 				check("Close", od.Close())
@@ -225,7 +223,7 @@ func FuzzClientReplies(f *testing.F) {
 				use(ct)
 			}
 		case 4:
-			ct, err := d.(orchestra.ContainerFinder).GetContainer(ctx, "t")
+			ct, err := d.GetContainer(ctx, "t")
 			check("GetContainer", err)
 			if err == nil {
 				use(ct)

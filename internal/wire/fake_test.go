@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 
@@ -21,8 +22,10 @@ import (
 //	blocklogs  Logs blocks until its ctx ends
 //	panic      RunContainer panics
 //	fail       RunContainer returns an error wrapping orchestra.ErrInvalidTask
+//	label      Logs writes the driver's config label and the task's WorkDir
 type fakeDriver struct {
 	namespace string
+	label     string // from its config; "label" tasks print it
 
 	mu         sync.Mutex
 	closed     int
@@ -55,7 +58,7 @@ func (d *fakeDriver) RunContainer(_ context.Context, task orchestra.Task) (orche
 	if len(task.Command) == 0 {
 		return nil, fmt.Errorf("command: %w", orchestra.ErrInvalidTask)
 	}
-	c := &fakeContainer{task: task, done: make(chan struct{})}
+	c := &fakeContainer{task: task, label: d.label, done: make(chan struct{})}
 	switch task.Command[0] {
 	case "panic":
 		panic("fake driver panics on purpose")
@@ -70,18 +73,44 @@ func (d *fakeDriver) RunContainer(_ context.Context, task orchestra.Task) (orche
 	return c, nil
 }
 
-func (d *fakeDriver) GetContainer(_ context.Context, taskID string) (orchestra.Container, error) {
+func (d *fakeDriver) GetContainer(_ context.Context, id string) (orchestra.Container, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if c, ok := d.containers[taskID]; ok {
+	if c, ok := d.containers[id]; ok {
 		return c, nil
 	}
-	return nil, fmt.Errorf("task %q: %w", taskID, orchestra.ErrContainerNotFound)
+	return nil, fmt.Errorf("container %q: %w", id, orchestra.ErrContainerNotFound)
 }
 
+// fakeConfig is the fake driver's config; a namespace "bad" is refused.
+type fakeConfig struct {
+	Label  string `json:"label"`
+	Secret string `json:"secret"`
+}
+
+func (fakeConfig) DriverName() string { return "fake" }
+
+func (c fakeConfig) Validate() error {
+	if c.Label == "refuse" {
+		return fmt.Errorf("label %q is refused", c.Label)
+	}
+	return nil
+}
+
+// fakeProvider builds fake drivers; each remembers its config.
+var fakeProvider = orchestra.NewProvider("fake", func(_ context.Context, ns string, cfg fakeConfig, _ *slog.Logger) (orchestra.Driver, error) {
+	if ns == "bad" {
+		return nil, fmt.Errorf("namespace %q (secret %s): %w", ns, cfg.Secret, orchestra.ErrInvalidTask)
+	}
+	d := newFakeDriver(ns)
+	d.label = cfg.Label
+	return d, nil
+})
+
 type fakeContainer struct {
-	task orchestra.Task
-	done chan struct{}
+	task  orchestra.Task
+	label string
+	done  chan struct{}
 
 	n   int64
 	sum string
@@ -111,8 +140,13 @@ func (c *fakeContainer) Status(ctx context.Context) (orchestra.ContainerStatus, 
 	}
 }
 
-func (c *fakeContainer) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *fakeContainer) ID() string { return c.task.ID }
+
+func (c *fakeContainer) Logs(ctx context.Context, stdout, stderr io.Writer, _ bool) error {
 	switch c.task.Command[0] {
+	case "label":
+		_, err := fmt.Fprintf(stdout, "%s %s %s %d\n", c.label, c.task.WorkDir, c.task.ContainerLimits.CPUKind, c.task.Mounts[0].SizeGB)
+		return err
 	case "blocklogs":
 		<-ctx.Done()
 		return fmt.Errorf("logs: %w", ctx.Err())
@@ -136,10 +170,6 @@ func (c *fakeContainer) Logs(ctx context.Context, stdout, stderr io.Writer) erro
 		return err
 	}
 	return nil
-}
-
-func (c *fakeContainer) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
-	return c.Logs(ctx, stdout, stderr)
 }
 
 func (c *fakeContainer) Cleanup(context.Context) error { return nil }
@@ -171,4 +201,5 @@ func (s fakeStatus) ExitCode() int { return s.code }
 type fakeVolume string
 
 func (v fakeVolume) Name() string                  { return string(v) }
+func (v fakeVolume) Path() string                  { return "/fake/" + string(v) }
 func (v fakeVolume) Cleanup(context.Context) error { return nil }

@@ -10,31 +10,35 @@ import (
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// TestHandleTable: a handle names one task ID until it is dropped; serving
-// the task again gives a new entry under the same handle and leaves the
-// entry handed out before as it was.
+// TestHandleTable: a handle names one container ID until it is dropped;
+// serving the container again gives a new entry under the same handle and
+// leaves the entry handed out before as it was.
 func TestHandleTable(t *testing.T) {
-	inst := newInstance(newFakeDriver("ns"), "ns")
-	first := inst.serve(&fakeContainer{}, "a", nil)
-	second := inst.serve(&fakeContainer{}, "a", nil)
-	other := inst.serve(&fakeContainer{}, "b", nil)
-	if first.id != second.id || first == second || first.container == second.container {
-		t.Fatalf("same task: handles %d and %d, entries equal %v: want one handle, a new entry", first.id, second.id, first == second)
+	inst := newInstance(newFakeDriver("ns"), "ns", false)
+	a := func() *fakeContainer { return &fakeContainer{task: orchestra.Task{ID: "a"}} }
+	first := inst.serve(a(), "a", nil)
+	second := inst.serve(a(), "", nil)
+	other := inst.serve(&fakeContainer{task: orchestra.Task{ID: "b"}}, "b", nil)
+	if first.handle != second.handle || first == second || first.container == second.container {
+		t.Fatalf("same container: handles %d and %d, entries equal %v: want one handle, a new entry", first.handle, second.handle, first == second)
 	}
-	if other.id == first.id {
-		t.Fatal("two task IDs share a handle")
+	if second.taskID != "a" {
+		t.Fatalf("the container found again lost its task ID: %q", second.taskID)
 	}
-	got, err := inst.lookup(&driverv1.ContainerRef{Container: first.id})
+	if other.handle == first.handle {
+		t.Fatal("two container IDs share a handle")
+	}
+	got, err := inst.lookup(&driverv1.ContainerRef{Container: first.handle})
 	if err != nil || got != second {
 		t.Fatalf("lookup = %v, %v; want the newest entry", got, err)
 	}
 	inst.drop(first) // a stale entry: the newer one stays
-	if _, err := inst.lookup(&driverv1.ContainerRef{Container: first.id}); err != nil {
+	if _, err := inst.lookup(&driverv1.ContainerRef{Container: first.handle}); err != nil {
 		t.Fatalf("dropping a stale entry removed the current one: %v", err)
 	}
 	inst.drop(second)
 	inst.drop(other)
-	if _, err := inst.lookup(&driverv1.ContainerRef{Container: first.id, TaskId: "a"}); err == nil || !strings.Contains(err.Error(), `task "a"`) {
+	if _, err := inst.lookup(&driverv1.ContainerRef{Container: first.handle, TaskId: "a"}); err == nil || !strings.Contains(err.Error(), `task "a"`) {
 		t.Fatalf("lookup after drop: %v, want not found naming the task", err)
 	}
 	v1 := inst.addVolume(fakeVolume("v"))
@@ -53,7 +57,7 @@ func TestHandleTable(t *testing.T) {
 // stay idempotent for the caller.
 func TestHandlesDroppedOnCleanup(t *testing.T) {
 	c, srv := connectServer(t)
-	d, err := c.Open(context.Background(), "drops")
+	d, err := c.Open(context.Background(), "drops", OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,10 +103,10 @@ func TestHandlesDroppedOnCleanup(t *testing.T) {
 func TestEphemeralNamespacesCloseWithTheirHost(t *testing.T) {
 	c, srv := connectServer(t)
 	ctx := context.Background()
-	if _, err := c.Open(ctx, "kept"); err != nil {
+	if _, err := c.Open(ctx, "kept", OpenOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.OpenEphemeral(ctx, "throwaway"); err != nil {
+	if _, err := c.Open(ctx, "throwaway", OpenOptions{Ephemeral: true}); err != nil {
 		t.Fatal(err)
 	}
 	srv.mu.Lock()

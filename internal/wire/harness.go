@@ -21,16 +21,21 @@ import (
 // directory. It is pluginsdk/sdktest's engine. stop closes every driver
 // still open, both sockets and the directory.
 func Harness(provider orchestra.DriverProvider, logger *slog.Logger) (*Client, func(), error) {
+	c, _, stop, err := harness(provider, logger)
+	return c, stop, err
+}
+
+func harness(provider orchestra.DriverProvider, logger *slog.Logger) (*Client, *server, func(), error) {
 	dir, err := os.MkdirTemp("", "pocketci-sdktest-")
 	if err != nil {
-		return nil, nil, fmt.Errorf("harness: %w", err)
+		return nil, nil, nil, fmt.Errorf("harness: %w", err)
 	}
 	name := provider.Name()
 	srv := newServer(provider, version(), logger)
 	lis, err := net.Listen("unix", filepath.Join(dir, "grpc.sock"))
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("harness: %w", err)
+		return nil, nil, nil, fmt.Errorf("harness: %w", err)
 	}
 	gs := grpc.NewServer(serverOptions(logger)...)
 	driverv1.RegisterDriverServer(gs, srv)
@@ -39,14 +44,14 @@ func Harness(provider orchestra.DriverProvider, logger *slog.Logger) (*Client, f
 	if err != nil {
 		gs.Stop()
 		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("harness: %w", err)
+		return nil, nil, nil, fmt.Errorf("harness: %w", err)
 	}
 	conn, err := grpc.NewClient("unix://"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		bulk.Close()
 		gs.Stop()
 		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("harness: %w", err)
+		return nil, nil, nil, fmt.Errorf("harness: %w", err)
 	}
 	stop := func() {
 		srv.closeAll()
@@ -59,11 +64,11 @@ func Harness(provider orchestra.DriverProvider, logger *slog.Logger) (*Client, f
 	info, err := c.Info(context.Background())
 	if err != nil {
 		stop()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := c.Accept(info, dir); err != nil {
 		stop()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return c, stop, nil
+	return c, srv, stop, nil
 }

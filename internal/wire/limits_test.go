@@ -13,29 +13,22 @@ import (
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// TestTaskSizeLimits: a 1.3 plugin takes a 10 MiB task (over gRPC's 4 MiB
-// default) on gRPC and on the bulk socket; a task over the limit, or over a
-// 1.2 plugin's 4 MiB, is refused before it is sent with ErrInvalidTask
-// naming the field and the limit.
+// TestTaskSizeLimits: a plugin takes a 10 MiB task (over gRPC's 4 MiB
+// default) on its Run stream; a task over the limit is refused before it is
+// sent with ErrInvalidTask naming the field and the limit.
 func TestTaskSizeLimits(t *testing.T) {
 	big := map[string]string{"BIG": strings.Repeat("x", 10<<20)}
 	huge := map[string]string{"HUGE": strings.Repeat("x", 65<<20)}
 	tests := []struct {
 		name    string
-		bulk    bool
-		as12    bool
 		env     map[string]string
 		wantErr string
 	}{
-		{"10 MiB over gRPC", false, false, big, ""},
-		{"10 MiB over bulk", true, false, big, ""},
-		{"65 MiB", false, false, huge, "over the 64.0 MiB"},
-		{"10 MiB to a 1.2 plugin", false, true, big, "over the 3.9 MiB"},
+		{"10 MiB", big, ""},
+		{"65 MiB", huge, "over the 64.0 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			overBulk, asProtocol12 = tt.bulk, tt.as12
-			defer func() { overBulk, asProtocol12 = false, false }()
 			d := open(t, connect(t))
 			start := time.Now()
 			c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "big", Command: []string{"true"}, Env: tt.env})
@@ -57,7 +50,7 @@ func TestTaskSizeLimits(t *testing.T) {
 }
 
 // TestExitCodesOutsideAByteAreErrors: an exit code outside 0-255, in a
-// Status reply or a follow's end, is an error naming the plugin and the
+// Status reply or a follow's exit frame, is an error naming the plugin and the
 // call, never a success; 2^32+3 is caught before int32 truncation makes it 3.
 func TestExitCodesOutsideAByteAreErrors(t *testing.T) {
 	raw := func(code uint64) []byte {

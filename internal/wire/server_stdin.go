@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/status"
 )
 
 // The stdin registry: a task's stdin arrives on its own bulk connection,
@@ -163,7 +165,7 @@ func (s *server) serveStdin(conn net.Conn, token string) {
 	case err != nil:
 		pipe.end(fmt.Errorf("stdin from host: %w", err))
 	case outcome != nil:
-		pipe.end(fmt.Errorf("stdin from host: %w", outcome))
+		pipe.end(fmt.Errorf("stdin from host: %s", status.Convert(outcome).Message()))
 	default:
 		pipe.end(nil)
 	}

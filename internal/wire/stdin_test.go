@@ -11,8 +11,6 @@ import (
 	"testing/iotest"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
@@ -21,7 +19,7 @@ func catOutput(t *testing.T, c orchestra.Container) string {
 	t.Helper()
 	waitDone(t, c)
 	var out bytes.Buffer
-	if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+	if err := c.Logs(context.Background(), &out, io.Discard, false); err != nil {
 		t.Fatal(err)
 	}
 	return out.String()
@@ -30,54 +28,27 @@ func catOutput(t *testing.T, c orchestra.Container) string {
 // TestStdinReadErrorReachesTheTask: a caller's stdin reader that fails
 // ends the task's stdin with that error, not with a clean end.
 func TestStdinReadErrorReachesTheTask(t *testing.T) {
-	for _, bulk := range []bool{false, true} {
-		t.Run(map[bool]string{false: "grpc", true: "bulk"}[bulk], func(t *testing.T) {
-			overBulk = bulk
-			defer func() { overBulk = false }()
-			d := open(t, connect(t))
-			c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "failing", Command: []string{"cat"},
-				Stdin: io.MultiReader(strings.NewReader("12345"), iotest.ErrReader(errors.New("disk on fire")))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, want := catOutput(t, c), "5 stdin error: stdin from host: disk on fire\n"; got != want {
-				t.Fatalf("the task read %q, want %q", got, want)
-			}
-		})
-	}
-}
-
-// TestStdinFallsBackToGRPC: a bulk socket that cannot be reached costs
-// nothing but speed: stdin, the run and the logs go over gRPC.
-func TestStdinFallsBackToGRPC(t *testing.T) {
-	c := connect(t)
-	c.UseBulk(filepath.Join(t.TempDir(), "gone.sock"))
-	d := open(t, c)
-	ct, err := d.RunContainer(context.Background(), orchestra.Task{ID: "fallback", Command: []string{"cat"}, Stdin: strings.NewReader("hello")})
+	d := open(t, connect(t))
+	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "failing", Command: []string{"cat"},
+		Stdin: io.MultiReader(strings.NewReader("12345"), iotest.ErrReader(errors.New("disk on fire")))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := catOutput(t, ct); !strings.HasPrefix(got, "5 2cf24dba") {
-		t.Fatalf("the task read %q, want hello's 5 bytes and sha256", got)
+	if got, want := catOutput(t, c), "5 stdin error: stdin from host: disk on fire\n"; got != want {
+		t.Fatalf("the task read %q, want %q", got, want)
 	}
 }
 
-// noStdinClient is a connection whose WriteStdin never opens.
-type noStdinClient struct{ driverv1.DriverClient }
-
-func (noStdinClient) WriteStdin(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[driverv1.StdinChunk, driverv1.WriteStdinResponse], error) {
-	return nil, errors.New("no stdin for you")
-}
-
-// TestRunContainerFailsWhenStdinCannotOpen: when no stdin transport opens,
-// RunContainer fails naming stdin and the task never starts (it would wait
-// on its input forever).
+// TestRunContainerFailsWhenStdinCannotOpen: when the stdin connection does
+// not open, RunContainer fails naming stdin and the task never starts (it
+// would wait on its input forever).
 func TestRunContainerFailsWhenStdinCannotOpen(t *testing.T) {
-	good, srv := connectServer(t)
-	c := NewClient("fake", noStdinClient{good.rpc})
-	c.run = good.run
-	c.UseBulk(filepath.Join(t.TempDir(), "gone.sock"))
-	d := open(t, c)
+	c, srv := connectServer(t)
+	c.bulk = filepath.Join(t.TempDir(), "gone.sock")
+	d := c.Adopt(OpenDriver{Handle: 1, Name: "fake"})
+	if _, err := c.rpc.Open(context.Background(), &driverv1.OpenRequest{Namespace: "ns", HostProtocolVersion: ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
 	_, err := d.RunContainer(context.Background(), orchestra.Task{ID: "nostdin", Command: []string{"cat"}, Stdin: strings.NewReader("x")})
 	if err == nil || !strings.Contains(err.Error(), "stdin") || !strings.Contains(err.Error(), "plugin fake") {
 		t.Fatalf("RunContainer = %v, want an error naming the plugin and stdin", err)
@@ -95,44 +66,38 @@ func TestRunContainerFailsWhenStdinCannotOpen(t *testing.T) {
 // the input ends, when the task is refused, and when it is cleaned up while
 // its input is still open.
 func TestNoStdinEntryOutlivesItsTask(t *testing.T) {
-	for _, bulk := range []bool{false, true} {
-		t.Run(map[bool]string{false: "grpc", true: "bulk"}[bulk], func(t *testing.T) {
-			overBulk = bulk
-			defer func() { overBulk = false }()
-			c, srv := connectServer(t)
-			// A task closed before its stream came keeps its closed pipe
-			// this long, for that stream.
-			srv.stdins.timeout = 200 * time.Millisecond
-			d := open(t, c)
-			ctx := context.Background()
-			done, err := d.RunContainer(ctx, orchestra.Task{ID: "ends", Command: []string{"cat"}, Stdin: strings.NewReader("abc")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			catOutput(t, done)
-			if _, err := d.RunContainer(ctx, orchestra.Task{ID: "refused", Command: []string{"fail"}, Stdin: strings.NewReader("abc")}); !errors.Is(err, orchestra.ErrInvalidTask) {
-				t.Fatalf("refused task: %v", err)
-			}
-			pr, pw := io.Pipe() // an input that never ends
-			defer pw.Close()
-			open, err := d.RunContainer(ctx, orchestra.Task{ID: "open", Command: []string{"cat"}, Stdin: pr})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := open.Cleanup(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := done.Cleanup(ctx); err != nil {
-				t.Fatal(err)
-			}
-			deadline := time.Now().Add(5 * time.Second)
-			for srv.stdins.len() != 0 && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if n := srv.stdins.len(); n != 0 {
-				t.Fatalf("%d stdin entries left after every task ended", n)
-			}
-		})
+	c, srv := connectServer(t)
+	// A task closed before its stream came keeps its closed pipe
+	// this long, for that stream.
+	srv.stdins.timeout = 200 * time.Millisecond
+	d := open(t, c)
+	ctx := context.Background()
+	done, err := d.RunContainer(ctx, orchestra.Task{ID: "ends", Command: []string{"cat"}, Stdin: strings.NewReader("abc")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catOutput(t, done)
+	if _, err := d.RunContainer(ctx, orchestra.Task{ID: "refused", Command: []string{"fail"}, Stdin: strings.NewReader("abc")}); !errors.Is(err, orchestra.ErrInvalidTask) {
+		t.Fatalf("refused task: %v", err)
+	}
+	pr, pw := io.Pipe() // an input that never ends
+	defer pw.Close()
+	open, err := d.RunContainer(ctx, orchestra.Task{ID: "open", Command: []string{"cat"}, Stdin: pr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := done.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.stdins.len() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := srv.stdins.len(); n != 0 {
+		t.Fatalf("%d stdin entries left after every task ended", n)
 	}
 }
 

@@ -9,22 +9,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
-	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// connect serves the fake driver over a real gRPC connection on a unix
-// socket, with the same interceptors Serve installs, and returns the host's
+// connect serves the fake driver through the harness (the real gRPC
+// server, with Serve's options, and the bulk socket) and returns the host's
 // client for it.
 func connect(t testing.TB) *Client {
 	t.Helper()
@@ -35,88 +30,12 @@ func connect(t testing.TB) *Client {
 // connectServer is connect, also returning the plugin's side.
 func connectServer(t testing.TB) (*Client, *server) {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := newServer("fake", "test", func(ns string, _ *slog.Logger) (orchestra.Driver, error) {
-		if ns == "bad" {
-			return nil, fmt.Errorf("namespace %q: %w", ns, orchestra.ErrInvalidTask)
-		}
-		return newFakeDriver(ns), nil
-	}, logger)
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	lis, err := net.Listen("unix", sock)
+	c, srv, stop, err := harness(fakeProvider, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(serverOptions(logger)...)
-	driverv1.RegisterDriverServer(gs, srv)
-	go gs.Serve(lis)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-	})
-	c := NewClient("fake", driverv1.NewDriverClient(conn))
-	if _, err := c.Info(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if asProtocol12 {
-		// A 1.2 host: RunContainer is a unary call.
-		c.run = false
-	}
-	if overBulk {
-		bl, err := srv.listenBulk(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { bl.Close() })
-		c.UseBulk(srv.bulkAddr)
-	}
+	t.Cleanup(stop)
 	return c, srv
-}
-
-// overBulk makes connect carry stdin and logs over the bulk socket.
-var overBulk bool
-
-// asProtocol12 makes connect's client start tasks as protocol 1.2 did, with
-// the unary RunContainer instead of the Run stream.
-var asProtocol12 bool
-
-// TestAsProtocol12 runs the tests of the task lifecycle again over the
-// unary RunContainer of protocol 1.2, which a 1.2 plugin serves.
-func TestAsProtocol12(t *testing.T) {
-	asProtocol12 = true
-	defer func() { asProtocol12 = false }()
-	for name, test := range map[string]func(*testing.T){
-		"stdin":               TestStdinStreamsAfterRunContainerAndItsContextEnd,
-		"second stdin":        TestSameTaskIDClosesTheSecondStdin,
-		"errors":              TestErrorsKeepTheirIdentity,
-		"logs context":        TestLogsContextCrossesTheWire,
-		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
-		"fields":              TestTaskFieldsCrossTheWire,
-	} {
-		t.Run(name, test)
-	}
-}
-
-// TestOverBulk runs the tests of stdin and logs again with the bulk socket
-// (protocol 1.2) carrying them instead of gRPC streams.
-func TestOverBulk(t *testing.T) {
-	overBulk = true
-	defer func() { overBulk = false }()
-	for name, test := range map[string]func(*testing.T){
-		"large logs":          TestLogsLargeOutputInChunks,
-		"stdin":               TestStdinStreamsAfterRunContainerAndItsContextEnd,
-		"second stdin":        TestSameTaskIDClosesTheSecondStdin,
-		"errors":              TestErrorsKeepTheirIdentity,
-		"logs context":        TestLogsContextCrossesTheWire,
-		"follow caches final": TestFinishedStatusIsCachedOnTheHost,
-		"panic":               TestPanicBecomesAnError,
-	} {
-		t.Run(name, test)
-	}
 }
 
 func TestLogsContextCrossesTheWire(t *testing.T) {
@@ -127,15 +46,15 @@ func TestLogsContextCrossesTheWire(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	err = c.(orchestra.LogFollower).FollowLogs(ctx, io.Discard, io.Discard)
+	err = c.Logs(ctx, io.Discard, io.Discard, true)
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("FollowLogs past its deadline: %v, want context.DeadlineExceeded", err)
+		t.Fatalf("Logs(follow) past its deadline: %v, want context.DeadlineExceeded", err)
 	}
 	// A container the plugin does not know: the sentinel crosses the logs path too.
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	err = c.Logs(context.Background(), io.Discard, io.Discard)
+	err = c.Logs(context.Background(), io.Discard, io.Discard, false)
 	if !errors.Is(err, orchestra.ErrClosed) || !strings.Contains(err.Error(), "plugin fake") {
 		t.Fatalf("Logs after Close: %v, want ErrClosed naming the plugin", err)
 	}
@@ -143,7 +62,7 @@ func TestLogsContextCrossesTheWire(t *testing.T) {
 
 func open(t testing.TB, c *Client) orchestra.Driver {
 	t.Helper()
-	d, err := c.Open(context.Background(), "ns")
+	d, err := c.Open(context.Background(), "ns", OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +86,7 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != "1.3" {
+	if info.Name != "fake" || info.SDKVersion != SDKVersion || info.ProtocolVersion != ProtocolVersion {
 		t.Fatalf("info = %+v", info)
 	}
 }
@@ -175,13 +94,14 @@ func TestInfo(t *testing.T) {
 func TestTaskFieldsCrossTheWire(t *testing.T) {
 	task := orchestra.Task{
 		Command:         []string{"echo", "a b", ""},
-		ContainerLimits: orchestra.ContainerLimits{CPU: 512, Memory: 64 << 20},
+		ContainerLimits: orchestra.ContainerLimits{CPU: 512, CPUKind: "performance", Memory: 64 << 20},
 		Env:             map[string]string{"A": "1", "B": "x=y z"},
 		ID:              "t1",
 		Image:           "busybox:latest",
-		Mounts:          orchestra.Mounts{{Name: "v1", Path: "/a"}, {Name: "v2", Path: "/b/c"}},
+		Mounts:          orchestra.Mounts{{Name: "v1", Path: "/a", SizeGB: 3}, {Name: "v2", Path: "/b/c"}},
 		Privileged:      true,
 		User:            "nobody",
+		WorkDir:         "repo/sub",
 	}
 	got := taskFromProto(taskToProto(task))
 	if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", task) {
@@ -204,12 +124,7 @@ func TestLogsLargeOutputInChunks(t *testing.T) {
 	for _, follow := range []bool{false, true} {
 		out := &maxWriteRecorder{h: sha256.New()}
 		var errOut bytes.Buffer
-		if follow {
-			err = c.(orchestra.LogFollower).FollowLogs(context.Background(), out, &errOut)
-		} else {
-			err = c.Logs(context.Background(), out, &errOut)
-		}
-		if err != nil {
+		if err := c.Logs(context.Background(), out, &errOut, follow); err != nil {
 			t.Fatal(err)
 		}
 		wantSum := sha256.Sum256(want.Bytes())
@@ -275,7 +190,7 @@ func TestStdinStreamsAfterRunContainerAndItsContextEnd(t *testing.T) {
 	waitDone(t, c)
 	<-written
 	var out bytes.Buffer
-	if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+	if err := c.Logs(context.Background(), &out, io.Discard, false); err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("%d %s\n", size, hex.EncodeToString(h.Sum(nil)))
@@ -297,7 +212,7 @@ func TestSameTaskIDClosesTheSecondStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := c2.Logs(context.Background(), &out, io.Discard); err != nil {
+	if err := c2.Logs(context.Background(), &out, io.Discard, false); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "3 ") {
@@ -310,14 +225,17 @@ func TestErrorsKeepTheirIdentity(t *testing.T) {
 	d := open(t, c)
 	ctx := context.Background()
 
-	_, err := d.(orchestra.ContainerFinder).GetContainer(ctx, "nope")
+	_, err := d.GetContainer(ctx, "nope")
 	assertIs(t, err, orchestra.ErrContainerNotFound, "GetContainer")
 
 	_, err = d.RunContainer(ctx, orchestra.Task{ID: "f", Command: []string{"fail"}})
 	assertIs(t, err, orchestra.ErrInvalidTask, "RunContainer")
 
-	_, err = c.Open(ctx, "bad")
+	_, err = c.Open(ctx, "bad", OpenOptions{})
 	assertIs(t, err, orchestra.ErrInvalidTask, "Open")
+
+	_, err = c.Open(ctx, "ns", OpenOptions{Config: []byte(`{"nope": 1}`)})
+	assertIs(t, err, orchestra.ErrInvalidConfig, "Open with an unknown config field")
 
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
@@ -393,17 +311,79 @@ func TestFinishedStatusIsCachedOnTheHost(t *testing.T) {
 	}
 }
 
-func TestOptionalInterfacesFollowTheDriver(t *testing.T) {
-	d := open(t, connect(t))
-	if _, ok := d.(orchestra.ContainerFinder); !ok {
-		t.Fatal("the fake driver implements ContainerFinder; its plugin adapter must too")
-	}
-	c, err := d.RunContainer(context.Background(), orchestra.Task{ID: "o", Command: []string{"out", "1"}})
+func TestContainerIDFindsItAgain(t *testing.T) {
+	c := connect(t)
+	d := open(t, c)
+	ctx := context.Background()
+	run, err := d.RunContainer(ctx, orchestra.Task{ID: "findme", Command: []string{"out", "3"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.(orchestra.LogFollower); !ok {
-		t.Fatal("the fake container implements LogFollower; its plugin adapter must too")
+	if run.ID() != "findme" {
+		t.Fatalf("ID() = %q, want the driver's %q", run.ID(), "findme")
+	}
+	found, err := d.GetContainer(ctx, run.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, found)
+	var out bytes.Buffer
+	if err := found.Logs(ctx, &out, io.Discard, false); err != nil || out.Len() != 3 {
+		t.Fatalf("Logs of the found container: %q, %v", out.String(), err)
+	}
+	if err := found.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigReachesTheDriverAndStaysSecret(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	const secret = "hunter2-very-secret"
+	for _, label := range []string{"first", "second"} {
+		d, err := c.Open(ctx, "ns-"+label, OpenOptions{Config: []byte(`{"label":"` + label + `"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		run, err := d.RunContainer(ctx, orchestra.Task{ID: "l", Command: []string{"label"}, WorkDir: "w",
+			ContainerLimits: orchestra.ContainerLimits{CPUKind: "shared"}, Mounts: orchestra.Mounts{{Name: "v", Path: "v", SizeGB: 2}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := run.Logs(ctx, &out, io.Discard, false); err != nil || out.String() != label+" w shared 2\n" {
+			t.Fatalf("driver %s saw %q (%v)", label, out.String(), err)
+		}
+	}
+	tests := []struct {
+		name   string
+		config string
+		target error
+		names  string
+	}{
+		{"unknown field", `{"nope":"` + secret + `"}`, orchestra.ErrInvalidConfig, "nope"},
+		{"wrong type", `{"label": 3, "secret":"` + secret + `"}`, orchestra.ErrInvalidConfig, "label"},
+		{"refused by Validate", `{"label":"refuse","secret":"` + secret + `"}`, orchestra.ErrInvalidConfig, "label"},
+		{"driver error quoting the secret", `{"secret":"` + secret + `"}`, orchestra.ErrInvalidTask, "namespace"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := "ns"
+			if tt.target == orchestra.ErrInvalidTask {
+				ns = "bad"
+			}
+			_, err := c.Open(ctx, ns, OpenOptions{Config: []byte(tt.config)})
+			if !errors.Is(err, tt.target) || !strings.Contains(err.Error(), tt.names) || strings.Contains(err.Error(), secret) {
+				t.Fatalf("Open: %v; want %v naming %q, without the secret", err, tt.target, tt.names)
+			}
+			if tt.target == orchestra.ErrInvalidConfig {
+				err := c.CheckConfig(ctx, []byte(tt.config))
+				if !errors.Is(err, tt.target) || strings.Contains(err.Error(), secret) {
+					t.Fatalf("CheckConfig: %v; want %v without the secret", err, tt.target)
+				}
+			}
+		})
 	}
 }
 
@@ -427,7 +407,11 @@ func TestBadInputNeverReachesThePlugin(t *testing.T) {
 		call  func() error
 		field string
 	}{
-		{"namespace with NUL", func() error { _, err := c.Open(ctx, "a\x00b"); return err }, "namespace"},
+		{"namespace with NUL", func() error { _, err := c.Open(ctx, "a\x00b", OpenOptions{}); return err }, "namespace"},
+		{"WorkDir with ..", func() error {
+			_, err := d.RunContainer(ctx, orchestra.Task{ID: "x", Command: []string{"panic"}, WorkDir: "../up"})
+			return err
+		}, "WorkDir"},
 		{"empty task ID", func() error {
 			_, err := d.RunContainer(ctx, orchestra.Task{Command: []string{"panic"}})
 			return err
@@ -437,10 +421,6 @@ func TestBadInputNeverReachesThePlugin(t *testing.T) {
 			return err
 		}, "Mounts[0].Path"},
 		{"empty volume name", func() error { _, err := d.CreateVolume(ctx, "", 0); return err }, "volume name"},
-		{"GetContainer with NUL", func() error {
-			_, err := d.(orchestra.ContainerFinder).GetContainer(ctx, "a\x00b")
-			return err
-		}, "task ID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

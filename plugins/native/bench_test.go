@@ -46,7 +46,7 @@ func BenchmarkRunTrue(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			argv, env := shim.Args(truePath, []string{"true"}, nil)
+			argv, env := shim.Args(shim.Spec{Path: truePath, Args: []string{"true"}, Dir: "/", UID: -1, GID: -1})
 			cmd := &exec.Cmd{Path: "/proc/self/exe", Args: argv, Env: env, ExtraFiles: []*os.File{ctlW, ctlW, killR}}
 			err = cmd.Run()
 			for _, f := range []*os.File{ctlR, ctlW, killR, killW} {
@@ -61,7 +61,7 @@ func BenchmarkRunTrue(b *testing.B) {
 	})
 	b.Run("native", func(b *testing.B) {
 		b.Setenv(RootEnv, b.TempDir())
-		d, err := New("bench", nil)
+		d, err := open("bench", nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func BenchmarkRunTrue(b *testing.B) {
 			}
 			<-c.(*Container).done
 			var out, errb bytes.Buffer
-			if err := c.Logs(b.Context(), &out, &errb); err != nil {
+			if err := c.Logs(b.Context(), &out, &errb, false); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -107,7 +107,7 @@ func BenchmarkLargeOutput(b *testing.B) {
 	b.Run("native", func(b *testing.B) {
 		b.SetBytes(size)
 		b.Setenv(RootEnv, b.TempDir())
-		d, err := New("bench", nil)
+		d, err := open("bench", nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -121,7 +121,7 @@ func BenchmarkLargeOutput(b *testing.B) {
 			}
 			<-c.(*Container).done
 			var out, errb bytes.Buffer
-			if err := c.Logs(b.Context(), &out, &errb); err != nil || out.Len() != size {
+			if err := c.Logs(b.Context(), &out, &errb, false); err != nil || out.Len() != size {
 				b.Fatalf("got %d bytes, %v", out.Len(), err)
 			}
 			_ = c.Cleanup(b.Context())

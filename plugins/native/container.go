@@ -22,7 +22,7 @@ import (
 	"github.com/jtarchie/pocketci/plugins/native/internal/shim"
 )
 
-// followInterval is how often FollowLogs looks for new output, and how
+// followInterval is how often Logs with follow looks for new output, and how
 // often a container attached to another instance's task looks at its lock.
 const followInterval = 20 * time.Millisecond
 
@@ -30,7 +30,7 @@ const followInterval = 20 * time.Millisecond
 const killWait = 10 * time.Second
 
 // Container is a task running, or done, as a local process tree below its
-// shim. It implements orchestra.Container and orchestra.LogFollower.
+// shim. It implements orchestra.Container.
 type Container struct {
 	driver *Driver
 	id     string
@@ -59,14 +59,15 @@ type Container struct {
 	stopWatch chan struct{} // closes the watcher of an attached container
 }
 
-var (
-	_ orchestra.Container   = (*Container)(nil)
-	_ orchestra.LogFollower = (*Container)(nil)
-)
+var _ orchestra.Container = (*Container)(nil)
 
 func newContainer(d *Driver, id, dir string) *Container {
 	return &Container{driver: d, id: id, dir: dir, done: make(chan struct{}), gone: make(chan struct{})}
 }
+
+// ID is the task's ID: Driver.GetContainer of any driver instance of the
+// namespace, also after a restart, finds the container with it.
+func (c *Container) ID() string { return c.id }
 
 // status is a snapshot of a container's state.
 type status struct {
@@ -242,7 +243,7 @@ func (c *Container) Status(_ context.Context) (orchestra.ContainerStatus, error)
 	}
 }
 
-// failed is the error Logs and FollowLogs return after the output of a
+// failed is the error Logs returns after the output of a
 // task the driver failed.
 func (c *Container) failed() error {
 	select {
@@ -255,9 +256,15 @@ func (c *Container) failed() error {
 	return nil
 }
 
-// Logs writes everything the task wrote so far to stdout and stderr. For a
-// task the driver failed it then returns an error with the reason.
-func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+// Logs writes the task's output from the start to stdout and stderr.
+// Without follow it writes what there is now; with follow it goes on as the
+// task writes and returns once the task is over and all its output was
+// written, or when ctx ends. For a task the driver failed it then returns
+// an error with the reason.
+func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer, follow bool) error {
+	if follow {
+		return c.follow(ctx, stdout, stderr)
+	}
 	if err := copyFile(ctx, filepath.Join(c.dir, "stdout"), stdout); err != nil {
 		return fmt.Errorf("native: task %q: stdout: %w", c.id, err)
 	}
@@ -271,10 +278,7 @@ func copyFile(ctx context.Context, path string, w io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("log file is gone (container removed): %w", orchestra.ErrContainerNotFound)
-	}
+	f, err := openLog(filepath.Dir(path), filepath.Base(path))
 	if err != nil {
 		return err
 	}
@@ -283,16 +287,26 @@ func copyFile(ctx context.Context, path string, w io.Writer) error {
 	return err
 }
 
-// FollowLogs writes the task's output from the start as it is produced and
+// openLog opens the log file name of the task directory dir. A file that
+// is gone (the container was removed) is ErrContainerNotFound.
+func openLog(dir, name string) (*os.File, error) {
+	f, err := os.Open(filepath.Join(dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("log file is gone (container removed): %w", orchestra.ErrContainerNotFound)
+	}
+	return f, err
+}
+
+// follow writes the task's output from the start as it is produced and
 // returns once the task is over and all its output was written, or when
 // ctx ends.
-func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
-	outF, err := os.Open(filepath.Join(c.dir, "stdout"))
+func (c *Container) follow(ctx context.Context, stdout, stderr io.Writer) error {
+	outF, err := openLog(c.dir, "stdout")
 	if err != nil {
 		return fmt.Errorf("native: task %q: follow stdout: %w", c.id, err)
 	}
 	defer outF.Close()
-	errF, err := os.Open(filepath.Join(c.dir, "stderr"))
+	errF, err := openLog(c.dir, "stderr")
 	if err != nil {
 		return fmt.Errorf("native: task %q: follow stderr: %w", c.id, err)
 	}
@@ -426,7 +440,8 @@ func readExitFile(dir string) (code int, failure string, ok bool) {
 }
 
 // recover returns the finished container of id that an earlier driver
-// instance of the namespace left on disk. The caller holds the task lock.
+// instance of the namespace, or another one, left on disk: its exit file is
+// written once the task is over.
 func (d *Driver) recover(id, dir string) (*Container, bool) {
 	code, failure, ok := readExitFile(dir)
 	if !ok {

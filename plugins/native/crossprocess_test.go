@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 func helperHost(spec string) {
 	ns, rest, _ := strings.Cut(spec, "|")
 	id, pidFile, _ := strings.Cut(rest, "|")
-	d, err := New(ns, nil)
+	d, err := open(ns, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -45,7 +45,7 @@ func helperHost(spec string) {
 	}
 	for {
 		var out strings.Builder
-		_ = c.Logs(t0(), &out, &out)
+		_ = c.Logs(t0(), &out, &out, false)
 		if out.String() == "started\n" {
 			break
 		}
@@ -117,7 +117,7 @@ func TestSecondHostAndDriverDeath(t *testing.T) {
 	// A new instance looking the task up finds it gone, and that look
 	// removes what the dead host left.
 	fresh := newDriver(t, ns)
-	if _, err := fresh.(orchestra.ContainerFinder).GetContainer(t.Context(), id); !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if _, err := fresh.GetContainer(t.Context(), id); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Fatalf("GetContainer of a task whose host died: expected ErrContainerNotFound, got %v", err)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(Root(), ns, "tasks")); len(entries) != 0 {

@@ -5,5 +5,5 @@
 // Privileged and limits.
 //
 // The driver is built on Linux only (it relies on waitid(2) and /proc); on
-// other systems the package is empty and registers nothing.
+// other systems the package is empty.
 package native

@@ -129,7 +129,7 @@ func TestFullDiskFailsTheTask(t *testing.T) {
 				t.Fatal("a task whose output did not fit on the disk reported exit code 0")
 			}
 			var out, errb bytes.Buffer
-			err = c.Logs(t.Context(), &out, &errb)
+			err = c.Logs(t.Context(), &out, &errb, false)
 			if err == nil || !strings.Contains(err.Error(), "output lost") || !strings.Contains(err.Error(), "no space left on device") {
 				t.Fatalf("Logs: expected an error saying output was lost for lack of space, got %v", err)
 			}
@@ -157,7 +157,7 @@ func TestStdinFailureFailsTheTask(t *testing.T) {
 	}
 	st := waitDone(t, c)
 	var out bytes.Buffer
-	err = c.Logs(t.Context(), &out, io.Discard)
+	err = c.Logs(t.Context(), &out, io.Discard, false)
 	if st.ExitCode() == 0 || strings.Contains(out.String(), "cat-saw-eof") {
 		t.Fatalf("the task took a failed stdin for its end: exit %d, stdout %q", st.ExitCode(), out.String())
 	}
@@ -197,7 +197,7 @@ func TestSecondInstanceAttaches(t *testing.T) {
 	if out, _ := logsOf(t, c2); out != "started\n" {
 		t.Fatalf("the second instance's logs: expected %q, got %q", "started\n", out)
 	}
-	found, err := second.(orchestra.ContainerFinder).GetContainer(t.Context(), task.ID)
+	found, err := second.GetContainer(t.Context(), task.ID)
 	if err != nil || found != c2 {
 		t.Fatalf("GetContainer on the second instance: got %v, %v", found, err)
 	}
@@ -235,7 +235,7 @@ func TestSecondInstanceAttaches(t *testing.T) {
 }
 
 // TestMounts: relative and absolute paths reach the volume at
-// ./<path>; nested or coinciding paths are refused, naming both.
+// ./<path>; two mounts at one place are refused, naming both.
 func TestMounts(t *testing.T) {
 	useRoot(t)
 	d := newDriver(t, "mounts")
@@ -265,34 +265,70 @@ func TestMounts(t *testing.T) {
 	if out, _ := logsOf(t, r2); out != "hi\nyo\n" {
 		t.Fatalf("reader: expected %q, got %q", "hi\nyo\n", out)
 	}
-	for _, mounts := range []orchestra.Mounts{
-		{{Name: "a", Path: "/a"}, {Name: "b", Path: "/a/b"}},
-		{{Name: "b", Path: "a/b"}, {Name: "a", Path: "a"}},
-		{{Name: "a", Path: "/a"}, {Name: "b", Path: "a"}},
-	} {
-		_, err := d.RunContainer(t.Context(), orchestra.Task{ID: "nested", Command: []string{"true"}, Mounts: mounts})
-		if !errors.Is(err, orchestra.ErrInvalidTask) || !strings.Contains(err.Error(), "Mounts[0]") || !strings.Contains(err.Error(), "Mounts[1]") {
-			t.Fatalf("mounts %v: expected ErrInvalidTask naming both mounts, got %v", mounts, err)
-		}
-	}
-	if entries, _ := os.ReadDir(filepath.Join(Root(), "mounts", "volumes", "a")); len(entries) != 0 {
-		t.Fatalf("a refused nested mount wrote into volume a: %v", entries)
+	_, err = d.RunContainer(t.Context(), orchestra.Task{ID: "same", Command: []string{"true"},
+		Mounts: orchestra.Mounts{{Name: "a", Path: "/a"}, {Name: "b", Path: "a"}}})
+	if !errors.Is(err, orchestra.ErrInvalidTask) || !strings.Contains(err.Error(), "Mounts[0]") || !strings.Contains(err.Error(), "Mounts[1]") {
+		t.Fatalf("two mounts at one place: expected ErrInvalidTask naming both mounts, got %v", err)
 	}
 }
 
-// TestFailedStartLeavesNothing: a task that cannot start (its command is
-// not found) leaves no directory behind, and its ID is not "found".
+// TestNestedMounts: a mount inside another one, at any depth and given in
+// any order, gets the files written under it; the enclosing volume gets
+// only an empty directory as its mount point. WorkDir inside the inner
+// mount is the inner volume's.
+func TestNestedMounts(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "nested")
+	w, err := d.RunContainer(t.Context(), orchestra.Task{ID: "w", WorkDir: "/a/b/c/sub",
+		Command: []string{"sh", "-c", "echo c > f && echo b > ../../b.txt && echo a > ../../../a.txt && pwd"},
+		Mounts:  orchestra.Mounts{{Name: "c", Path: "/a/b/c"}, {Name: "a", Path: "a"}, {Name: "b", Path: "/a/b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitDone(t, w)
+	out, errOut := logsOf(t, w)
+	if st.ExitCode() != 0 || !strings.HasSuffix(out, "/work/a/b/c/sub\n") {
+		t.Fatalf("writer: exit %d, stdout %q, stderr %q; want 0 and the logical working directory", st.ExitCode(), out, errOut)
+	}
+	vols := filepath.Join(Root(), "nested", "volumes")
+	for _, f := range []struct{ path, want string }{
+		{"a/a.txt", "a\n"}, {"b/b.txt", "b\n"}, {"c/sub/f", "c\n"},
+	} {
+		if b, err := os.ReadFile(filepath.Join(vols, f.path)); err != nil || string(b) != f.want {
+			t.Errorf("volume file %s: %q, %v; want %q", f.path, b, err, f.want)
+		}
+	}
+	if os.Geteuid() != 0 { // the shim's user namespace: the task keeps no capability
+		c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "caps", Command: []string{"grep", "^CapEff", "/proc/self/status"},
+			Mounts: orchestra.Mounts{{Name: "a", Path: "a"}, {Name: "b", Path: "a/b"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDone(t, c)
+		if out, _ := logsOf(t, c); !strings.HasSuffix(out, "\t0000000000000000\n") {
+			t.Errorf("the task of a non-root driver with nested mounts has capabilities: %q", out)
+		}
+	}
+	for _, mountPoint := range []string{"a/b", "b/c"} {
+		if entries, err := os.ReadDir(filepath.Join(vols, mountPoint)); err != nil || len(entries) != 0 {
+			t.Errorf("mount point %s in the enclosing volume: %v, %v; want an empty directory", mountPoint, entries, err)
+		}
+	}
+}
+
+// TestFailedStartLeavesNothing: a task that cannot start (its user does
+// not exist) leaves no directory behind, and its ID is not "found".
 func TestFailedStartLeavesNothing(t *testing.T) {
 	useRoot(t)
 	d := newDriver(t, "failed-start")
-	_, err := d.RunContainer(t.Context(), orchestra.Task{ID: "missing", Command: []string{"no-such-command-xyz"}})
-	if err == nil || !strings.Contains(err.Error(), "not found") {
-		t.Fatalf("expected a not found error, got %v", err)
+	_, err := d.RunContainer(t.Context(), orchestra.Task{ID: "missing", Command: []string{"true"}, User: "no-such-user-here"})
+	if !errors.Is(err, orchestra.ErrInvalidTask) {
+		t.Fatalf("expected ErrInvalidTask, got %v", err)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(Root(), "failed-start", "tasks")); len(entries) != 0 {
 		t.Fatalf("a task that did not start left %v", entries)
 	}
-	if _, err := d.(orchestra.ContainerFinder).GetContainer(t.Context(), "missing"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if _, err := d.GetContainer(t.Context(), "missing"); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Fatalf("GetContainer of a task that never started: expected ErrContainerNotFound, got %v", err)
 	}
 }
@@ -302,7 +338,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 // removes the namespace cleanly.
 func TestLookupsCreateNothing(t *testing.T) {
 	useRoot(t)
-	a, err := New("lookups", testLogger(t))
+	a, err := open("lookups", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +361,7 @@ func TestLookupsCreateNothing(t *testing.T) {
 				return
 			default:
 			}
-			_, _ = b.(orchestra.ContainerFinder).GetContainer(t.Context(), fmt.Sprint("unknown-", n))
+			_, _ = b.GetContainer(t.Context(), fmt.Sprint("unknown-", n))
 			n++
 		}
 	}()

@@ -22,7 +22,7 @@ func Leaks(namespace string) ([]string, error) {
 	if err := orchestra.ValidateNamespace(namespace); err != nil {
 		return nil, fmt.Errorf("native: leak probe: %w", err)
 	}
-	dir := namespaceDir(namespace)
+	dir := namespaceDir(Root(), namespace)
 	var left []string
 	if _, err := os.Lstat(dir); err == nil {
 		left = append(left, "directory "+dir)

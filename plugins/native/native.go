@@ -9,28 +9,57 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// DriverName is the name native registers under.
+// DriverName is the name of native's provider.
 const DriverName = "native"
 
-// RootEnv names the environment variable that overrides the root directory
-// under which every namespace keeps its tasks and volumes.
+// RootEnv names the environment variable that sets the default root
+// directory (Config.Root left empty), under which every namespace keeps its
+// tasks and volumes.
 const RootEnv = "POCKETCI_NATIVE_ROOT"
 
 // defaultPath is the PATH a task gets when its Env has none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-func init() {
-	orchestra.Add(DriverName, New)
+// Provider builds native drivers from a Config.
+func Provider() orchestra.DriverProvider {
+	return orchestra.NewProvider[Config](DriverName, New)
 }
 
-// Root returns the directory under which native keeps its namespaces:
-// $POCKETCI_NATIVE_ROOT when set, otherwise <os.TempDir()>/pocketci-native.
+// Config is native's configuration, per server or pipeline.
+type Config struct {
+	// Root is the directory under which every namespace keeps its tasks
+	// and volumes. Empty means Root(): $POCKETCI_NATIVE_ROOT, else
+	// <os.TempDir()>/pocketci-native.
+	Root string `json:"root,omitempty"`
+}
+
+// DriverName is "native".
+func (Config) DriverName() string { return DriverName }
+
+// Validate checks the config. Its errors name the field, never the value.
+func (c Config) Validate() error {
+	if c.Root == "" {
+		return nil
+	}
+	if strings.IndexByte(c.Root, 0) >= 0 {
+		return errors.New(`native: config field "root" contains a NUL byte`)
+	}
+	if !filepath.IsAbs(c.Root) {
+		return errors.New(`native: config field "root" must be an absolute path`)
+	}
+	return nil
+}
+
+// Root returns the directory under which native keeps its namespaces when
+// Config.Root is empty: $POCKETCI_NATIVE_ROOT when set, otherwise
+// <os.TempDir()>/pocketci-native.
 func Root() string {
 	if r := os.Getenv(RootEnv); r != "" {
 		return r
@@ -39,7 +68,7 @@ func Root() string {
 }
 
 // Driver runs the tasks of one namespace as local processes. It implements
-// orchestra.Driver and orchestra.ContainerFinder.
+// orchestra.Driver.
 type Driver struct {
 	namespace string
 	dir       string // <root>/<namespace>
@@ -51,20 +80,25 @@ type Driver struct {
 	volumes    map[string]*Volume
 }
 
-var (
-	_ orchestra.Driver          = (*Driver)(nil)
-	_ orchestra.ContainerFinder = (*Driver)(nil)
-)
+var _ orchestra.Driver = (*Driver)(nil)
 
-// New creates a native driver for namespace. It is an orchestra.InitFunc.
-func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
+// New creates a native driver for namespace with cfg; Provider builds its
+// drivers with it. Two drivers with different roots work side by side.
+func New(_ context.Context, namespace string, cfg Config, logger *slog.Logger) (orchestra.Driver, error) {
 	if err := orchestra.ValidateNamespace(namespace); err != nil {
 		return nil, fmt.Errorf("native: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", orchestra.ErrInvalidConfig, err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dir := namespaceDir(namespace)
+	root := cfg.Root
+	if root == "" {
+		root = Root()
+	}
+	dir := namespaceDir(root, namespace)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: create namespace directory %q: %w", dir, err)
 	}
@@ -79,15 +113,15 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 
 // namespaceDir is the directory of namespace under root: one path element
 // made by orchestra.SafeName, so any namespace the contract allows works.
-func namespaceDir(namespace string) string {
-	return filepath.Join(Root(), orchestra.SafeName(orchestra.PathNameRule, namespace))
+func namespaceDir(root, namespace string) string {
+	return filepath.Join(root, orchestra.SafeName(orchestra.PathNameRule, namespace))
 }
 
 // Name returns "native".
 func (d *Driver) Name() string { return DriverName }
 
 // CreateVolume creates, or returns the existing, volume name: the directory
-// <root>/<namespace>/volumes/<name>. size is ignored.
+// <root>/<namespace>/volumes/<name>. size is a hint: a directory has no size.
 func (d *Driver) CreateVolume(_ context.Context, name string, _ int) (orchestra.Volume, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -114,7 +148,8 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	return v, nil
 }
 
-// GetContainer returns the container this driver started for taskID, a
+// GetContainer returns the container whose ID (its task ID) is taskID: the
+// one this driver started, a
 // finished one that another instance of the namespace left on disk, or one
 // that another instance (in this process or another) still runs; otherwise
 // an error wrapping orchestra.ErrContainerNotFound.
@@ -183,6 +218,9 @@ var _ orchestra.Volume = (*Volume)(nil)
 
 // Name is the name given to CreateVolume.
 func (v *Volume) Name() string { return v.name }
+
+// Path is the volume's directory on this host.
+func (v *Volume) Path() string { return v.dir }
 
 // Cleanup removes the volume's directory. It is idempotent.
 func (v *Volume) Cleanup(_ context.Context) error {

@@ -20,7 +20,6 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
-	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
 // useRoot points the driver at a private root for the test.
@@ -35,11 +34,17 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
+// open is a driver of namespace with the default config, as the provider
+// builds it.
+func open(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
+	return Provider().NewDriver(context.Background(), namespace, nil, logger)
+}
+
 func newDriver(t *testing.T, namespace string) orchestra.Driver {
 	t.Helper()
-	d, err := New(namespace, testLogger(t))
+	d, err := open(namespace, testLogger(t))
 	if err != nil {
-		t.Fatalf("New(%q): %v", namespace, err)
+		t.Fatalf("open(%q): %v", namespace, err)
 	}
 	t.Cleanup(func() {
 		if err := d.Close(); err != nil {
@@ -49,25 +54,13 @@ func newDriver(t *testing.T, namespace string) orchestra.Driver {
 	return d
 }
 
-// TestConformance runs the suite against native compiled in and through
-// the plugin protocol (sdktest: the SDK's gRPC server and the host's
-// client inside this process, no binary built; the shim is this test
-// binary, as it is the plugin binary in bin/). The shipped binary itself
-// is run by the repository's TestDriversThroughPlugins.
+// TestConformance runs the suite against native compiled in. The suite
+// through the plugin protocol runs in internal/protocoltest.
 func TestConformance(t *testing.T) {
 	useRoot(t)
-	t.Run("in process", func(t *testing.T) {
-		conformance.Run(t, conformance.Options{
-			New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
-			Leaks: Leaks,
-		})
-	})
-	t.Run("through the plugin protocol", func(t *testing.T) {
-		init := sdktest.InitFunc(t, "native", New)
-		conformance.Run(t, conformance.Options{
-			New:   func(ns string) (orchestra.Driver, error) { return init(ns, nil) },
-			Leaks: Leaks,
-		})
+	conformance.Run(t, conformance.Options{
+		New:   func(ns string) (orchestra.Driver, error) { return open(ns, testLogger(t)) },
+		Leaks: Leaks,
 	})
 }
 
@@ -121,14 +114,14 @@ func TestConformanceCatchesFaults(t *testing.T) {
 			results := conformance.RunAll(t.Context(), conformance.Options{
 				New: func(ns string) (orchestra.Driver, error) {
 					namespaces = append(namespaces, ns)
-					d, err := New(ns, testLogger(t))
+					d, err := open(ns, testLogger(t))
 					return &brokenDriver{Driver: d, fault: tt.fault}, err
 				},
 				Leaks: Leaks,
 				Run:   regexp.MustCompile(tt.cases),
 			}, nil)
 			for _, ns := range namespaces {
-				d, _ := New(ns, testLogger(t))
+				d, _ := open(ns, testLogger(t))
 				_ = d.Close()
 			}
 			if len(results) != 1 {
@@ -138,40 +131,6 @@ func TestConformanceCatchesFaults(t *testing.T) {
 				t.Fatalf("expected a failure containing %q, got passed=%v error %q", tt.wantErr, results[0].Passed, results[0].Error)
 			}
 		})
-	}
-}
-
-// plainDriver hides the optional interfaces of native's containers.
-type plainDriver struct{ orchestra.Driver }
-
-func (p plainDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
-	c, err := p.Driver.RunContainer(ctx, task)
-	if err != nil {
-		return nil, err
-	}
-	return struct{ orchestra.Container }{c}, nil
-}
-
-// TestConformanceSkipsWhatTheDriverLacks: a case that needs LogFollower is
-// reported skipped, with the reason, for a driver without it.
-func TestConformanceSkipsWhatTheDriverLacks(t *testing.T) {
-	useRoot(t)
-	results := conformance.RunAll(t.Context(), conformance.Options{
-		New: func(ns string) (orchestra.Driver, error) {
-			d, err := New(ns, testLogger(t))
-			return plainDriver{d}, err
-		},
-		Leaks: Leaks,
-		Run:   regexp.MustCompile(`^(no final newline follow|stream order)$`),
-	}, nil)
-	if len(results) != 2 {
-		t.Fatalf("expected 2 results, got %d", len(results))
-	}
-	if r := results[0]; !r.Skipped || r.Passed || !strings.Contains(r.Error, "orchestra.LogFollower") {
-		t.Fatalf("no final newline follow: expected skipped for the missing LogFollower, got %+v", r)
-	}
-	if r := results[1]; !r.Passed || r.Skipped {
-		t.Fatalf("stream order: expected it to pass on Logs alone, got %+v", r)
 	}
 }
 
@@ -189,7 +148,7 @@ func waitDone(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
 func logsOf(t *testing.T, c orchestra.Container) (string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	if err := c.Logs(t.Context(), &out, &errb); err != nil {
+	if err := c.Logs(t.Context(), &out, &errb, false); err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
 	return out.String(), errb.String()
@@ -228,7 +187,7 @@ func alive(pid int) bool {
 
 func TestCloseKillsRunningTasks(t *testing.T) {
 	root := useRoot(t)
-	d, err := New("close-kills", testLogger(t))
+	d, err := open("close-kills", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +240,7 @@ func TestCloseKillsRunningTasks(t *testing.T) {
 
 func TestCloseRacesRunContainer(t *testing.T) {
 	useRoot(t)
-	d, err := New("close-race", testLogger(t))
+	d, err := open("close-race", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +358,7 @@ func (w *signalWriter) String() string {
 	return w.buf.String()
 }
 
-func TestFollowLogsStreamsLive(t *testing.T) {
+func TestLogsFollowStreamsLive(t *testing.T) {
 	useRoot(t)
 	d := newDriver(t, "follow")
 	pr, pw := io.Pipe()
@@ -414,11 +373,11 @@ func TestFollowLogsStreamsLive(t *testing.T) {
 	out := &signalWriter{want: "first\n", seen: make(chan struct{})}
 	var errb bytes.Buffer
 	followed := make(chan error, 1)
-	go func() { followed <- c.(orchestra.LogFollower).FollowLogs(t.Context(), out, &errb) }()
+	go func() { followed <- c.Logs(t.Context(), out, &errb, true) }()
 	select {
 	case <-out.seen:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("FollowLogs did not stream %q within 10s, got %q", "first\n", out.String())
+		t.Fatalf("Logs with follow did not stream %q within 10s, got %q", "first\n", out.String())
 	}
 	if st, _ := c.Status(t.Context()); st.IsDone() {
 		t.Fatal("the task was done before its stdin was closed; the test proves nothing")
@@ -428,10 +387,10 @@ func TestFollowLogsStreamsLive(t *testing.T) {
 	select {
 	case err := <-followed:
 		if err != nil {
-			t.Fatalf("FollowLogs: %v", err)
+			t.Fatalf("Logs with follow: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("FollowLogs did not return after the task exited")
+		t.Fatal("Logs with follow did not return after the task exited")
 	}
 	if got := out.String(); got != "first\nsecond line\n" {
 		t.Fatalf("followed stdout: expected %q, got %q", "first\nsecond line\n", got)
@@ -448,7 +407,7 @@ func TestGetContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	finder := d.(orchestra.ContainerFinder)
+	finder := d
 	got, err := finder.GetContainer(t.Context(), "known")
 	if err != nil || got != c {
 		t.Fatalf("GetContainer(known): expected the running container, got %v, %v", got, err)
@@ -467,7 +426,7 @@ func TestGetContainer(t *testing.T) {
 
 func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	useRoot(t)
-	first, err := New("reattach", testLogger(t))
+	first, err := open("reattach", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,7 +443,7 @@ func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	// The first instance is abandoned (as when a plugin dies); a new one
 	// of the same namespace takes over.
 	second := newDriver(t, "reattach")
-	found, err := second.(orchestra.ContainerFinder).GetContainer(t.Context(), task.ID)
+	found, err := second.GetContainer(t.Context(), task.ID)
 	if err != nil {
 		t.Fatalf("GetContainer from a new instance: %v", err)
 	}
@@ -513,7 +472,7 @@ func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	if err := found.Cleanup(t.Context()); err != nil {
 		t.Fatalf("Cleanup of the found container: %v", err)
 	}
-	if _, err := second.(orchestra.ContainerFinder).GetContainer(t.Context(), task.ID); !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if _, err := second.GetContainer(t.Context(), task.ID); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Fatalf("GetContainer after Cleanup: expected ErrContainerNotFound, got %v", err)
 	}
 	if err := first.Close(); err != nil {
@@ -521,27 +480,82 @@ func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	}
 }
 
-func TestRegistered(t *testing.T) {
-	useRoot(t)
-	init, ok := orchestra.Get("native")
-	if !ok {
-		t.Fatalf("orchestra.Get(native): not registered; names %v", orchestra.Names())
+func TestProvider(t *testing.T) {
+	p := Provider()
+	if p.Name() != "native" || p.EmptyConfig().DriverName() != "native" {
+		t.Fatalf("Name %q, EmptyConfig().DriverName() %q: expected native", p.Name(), p.EmptyConfig().DriverName())
 	}
-	d, err := init("registered", testLogger(t))
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		raw     string
+		want    Config
+		wantErr string
+	}{
+		{``, Config{}, ""},
+		{`{}`, Config{}, ""},
+		{`{"root": "/var/lib/native"}`, Config{Root: "/var/lib/native"}, ""},
+		{`{"root": "relative/secret-ish"}`, Config{}, `"root" must be an absolute path`},
+		{`{"rooot": "/x"}`, Config{}, `unknown field "rooot"`},
 	}
-	defer d.Close()
-	if d.Name() != "native" {
-		t.Fatalf("Name: expected native, got %q", d.Name())
+	for _, tt := range tests {
+		t.Run(tt.raw, func(t *testing.T) {
+			cfg, err := p.UnmarshalConfig([]byte(tt.raw))
+			if tt.wantErr != "" {
+				if !errors.Is(err, orchestra.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("expected ErrInvalidConfig containing %q, got %v", tt.wantErr, err)
+				}
+				if strings.Contains(err.Error(), "secret-ish") {
+					t.Fatalf("the error quotes the value: %v", err)
+				}
+				return
+			}
+			if err != nil || cfg != tt.want {
+				t.Fatalf("expected %+v, got %+v, %v", tt.want, cfg, err)
+			}
+		})
+	}
+}
+
+// TestTwoRootsSideBySide: two instances of one namespace in one process
+// with different roots are two separate worlds.
+func TestTwoRootsSideBySide(t *testing.T) {
+	rootA, rootB := t.TempDir(), t.TempDir()
+	var drivers []orchestra.Driver
+	for _, root := range []string{rootA, rootB} {
+		d, err := Provider().NewDriver(t.Context(), "side", Config{Root: root}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		drivers = append(drivers, d)
+	}
+	for i, d := range drivers {
+		c, err := d.RunContainer(t.Context(), orchestra.Task{ID: "t", Command: []string{"sh", "-c", fmt.Sprint("echo ", i, " > data/f; cat data/f")},
+			Mounts: orchestra.Mounts{{Name: "data", Path: "data"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDone(t, c)
+		if out, _ := logsOf(t, c); out != fmt.Sprint(i, "\n") {
+			t.Fatalf("driver %d: expected its own run, got %q", i, out)
+		}
+	}
+	for i, root := range []string{rootA, rootB} {
+		b, err := os.ReadFile(filepath.Join(root, "side", "volumes", "data", "f"))
+		if err != nil || string(b) != fmt.Sprint(i, "\n") {
+			t.Fatalf("root %d: volume file %q, %v", i, b, err)
+		}
+		v, err := drivers[i].CreateVolume(t.Context(), "data", 0)
+		if err != nil || v.Path() != filepath.Join(root, "side", "volumes", "data") {
+			t.Fatalf("root %d: Volume.Path() = %q, %v", i, v.Path(), err)
+		}
 	}
 }
 
 func TestNamespaceNames(t *testing.T) {
 	root := useRoot(t)
 	for _, ns := range []string{"", "nul\x00"} {
-		if _, err := New(ns, nil); !errors.Is(err, orchestra.ErrInvalidTask) {
-			t.Errorf("New(%q): expected ErrInvalidTask, got %v", ns, err)
+		if _, err := open(ns, nil); !errors.Is(err, orchestra.ErrInvalidTask) {
+			t.Errorf("open(%q): expected ErrInvalidTask, got %v", ns, err)
 		}
 	}
 	// Any other namespace is one directory right below the root.
@@ -580,6 +594,7 @@ func TestInvalidTask(t *testing.T) {
 		{"root mount", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "/"}}}},
 		{"same mount twice", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "/a"}, {Name: "w", Path: "a/"}}}},
 		{"unknown user", orchestra.Task{ID: "x", Command: []string{"true"}, User: "no-such-user-here"}},
+		{"negative size", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "v", SizeGB: -1}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -588,10 +603,6 @@ func TestInvalidTask(t *testing.T) {
 				t.Fatalf("expected ErrInvalidTask, got %v", err)
 			}
 		})
-	}
-	if _, err := d.RunContainer(t.Context(), orchestra.Task{ID: "missing", Command: []string{"no-such-command-xyz"}}); err == nil ||
-		!strings.Contains(err.Error(), "not found") {
-		t.Fatalf("unknown command: expected a not found error, got %v", err)
 	}
 }
 
@@ -618,5 +629,91 @@ func TestUser(t *testing.T) {
 	out, errOut := logsOf(t, c)
 	if st.ExitCode() != 0 || out != "65534\n" {
 		t.Fatalf("expected exit 0 and uid 65534, got exit %d stdout %q stderr %q", st.ExitCode(), out, errOut)
+	}
+}
+
+// TestCommandNotStarted: a command that is not there, or cannot be run, is
+// the task's failure as in a shell (RunContainer succeeds): 127 or 126 and
+// a line on its stderr; Logs has no error.
+func TestCommandNotStarted(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "not-started")
+	tests := []struct {
+		name    string
+		command []string
+		code    int
+		stderr  string
+	}{
+		{"bare name", []string{"no-such-command-xyz", "arg"}, 127, "no-such-command-xyz: command not found\n"},
+		{"relative path", []string{"./nope"}, 127, "./nope: no such file or directory\n"},
+		{"not executable", []string{"./data/plain"}, 126, "./data/plain: permission denied\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := d.RunContainer(t.Context(), orchestra.Task{ID: tt.name, Command: tt.command,
+				Mounts: orchestra.Mounts{{Name: "data", Path: "data"}}})
+			if err != nil {
+				t.Fatalf("RunContainer: %v", err)
+			}
+			st := waitDone(t, c)
+			out, errOut := logsOf(t, c)
+			if st.ExitCode() != tt.code || out != "" || errOut != tt.stderr {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %d and stderr %q", st.ExitCode(), out, errOut, tt.code, tt.stderr)
+			}
+		})
+		if tt.name == "relative path" {
+			v, err := d.CreateVolume(t.Context(), "data", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(v.Path(), "plain"), []byte("echo hi\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestWorkDir: WorkDir maps as mount paths do (native's working directory
+// stands for the root): "/x" and "x" are both work/x, created when
+// missing; relative commands and PWD follow it; an Env PWD is kept.
+func TestWorkDir(t *testing.T) {
+	useRoot(t)
+	d := newDriver(t, "workdir")
+	tests := []struct {
+		name    string
+		task    orchestra.Task
+		wantOut string
+	}{
+		{"absolute", orchestra.Task{WorkDir: "/x/y", Command: []string{"sh", "-c", "pwd; echo $PWD"}}, "/work/x/y\n"},
+		{"relative", orchestra.Task{WorkDir: "x/y", Command: []string{"/bin/pwd", "-P"}}, "/work/x/y\n"},
+		{"in a volume", orchestra.Task{WorkDir: "repo/sub", Command: []string{"sh", "-c", "echo made > f; pwd"},
+			Mounts: orchestra.Mounts{{Name: "repo", Path: "repo"}}}, "/work/repo/sub\n"},
+		{"relative command", orchestra.Task{WorkDir: "repo/sub", Command: []string{"../run.sh"},
+			Mounts: orchestra.Mounts{{Name: "repo", Path: "/repo"}}}, "ran\n"},
+		{"own PWD", orchestra.Task{WorkDir: "x", Env: map[string]string{"PWD": "/mine"}, Command: []string{"printenv", "PWD"}}, "/mine\n"},
+	}
+	v, err := d.CreateVolume(t.Context(), "repo", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(v.Path(), "run.sh"), []byte("#!/bin/sh\necho ran\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.task.ID = tt.name
+			c, err := d.RunContainer(t.Context(), tt.task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := waitDone(t, c)
+			out, errOut := logsOf(t, c)
+			if st.ExitCode() != 0 || !strings.HasSuffix(out, tt.wantOut) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and stdout ending in %q", st.ExitCode(), out, errOut, tt.wantOut)
+			}
+		})
+	}
+	if b, err := os.ReadFile(filepath.Join(v.Path(), "sub", "f")); err != nil || string(b) != "made\n" {
+		t.Fatalf("a file written in WorkDir inside a volume: %q, %v", b, err)
 	}
 }

@@ -52,29 +52,15 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	return c, nil
 }
 
-// linkPath is where native links a mount inside the working directory:
-// native's working directory stands for the container's root, so "/test"
-// and "test" both become work/test (orchestra.MountPath with "/" as the
-// working directory).
-func linkPath(work, mountPath string) string {
-	return filepath.Join(work, orchestra.MountPath("/", mountPath))
-}
-
-// validateMounts refuses what native cannot do: a mount inside another
-// one, or two at the same place ("/a" and "a": both are work/a). Native links volumes into the working directory, so the inner link
-// would have to be written into the outer volume.
+// validateMounts refuses two mounts at the same place: "/a" and "a" are
+// both work/a, since native's working directory stands for the root. A
+// mount inside another one is fine (see layout).
 func validateMounts(task orchestra.Task) error {
 	for i, a := range task.Mounts {
-		pa := orchestra.MountPath("/", a.Path)
-		for j, b := range task.Mounts {
-			pb := orchestra.MountPath("/", b.Path)
-			if i < j && pa == pb {
+		for j := i + 1; j < len(task.Mounts); j++ {
+			if b := task.Mounts[j]; rootRel(a.Path) == rootRel(b.Path) {
 				return fmt.Errorf("native: %w: task %q: Mounts[%d].Path %q and Mounts[%d].Path %q are the same place: native's working directory stands for the root",
 					orchestra.ErrInvalidTask, task.ID, i, a.Path, j, b.Path)
-			}
-			if i != j && strings.HasPrefix(pa, pb+"/") {
-				return fmt.Errorf("native: %w: task %q: Mounts[%d].Path %q is inside Mounts[%d].Path %q: native links volumes into the working directory, so a nested mount would write into volume %q",
-					orchestra.ErrInvalidTask, task.ID, i, a.Path, j, b.Path, b.Name)
 			}
 		}
 	}
@@ -107,6 +93,11 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 		return nil, fmt.Errorf("native: task %q: %w", id, err)
 	}
 	if lock == nil {
+		// Done already when its exit file is there: only its shim, which
+		// holds the lock too, is still exiting.
+		if c, ok := d.recover(id, dir); ok {
+			return c, nil
+		}
 		d.logger.Debug("task runs in another driver instance; attached", "task", id)
 		return d.attach(id, dir), nil
 	}
@@ -139,41 +130,10 @@ func (d *Driver) openLocked(id string, task *orchestra.Task) (*Container, error)
 // start clears what an earlier, unfinished run of the ID left, prepares the
 // task's directory and starts its shim. The caller holds the task lock,
 // which the shim keeps. d.mu is held.
-func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Container, err error) {
-	for _, name := range []string{"work", "stdout", "stderr", exitFile, pidFile} {
-		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
-			return nil, fmt.Errorf("native: task %q: clear directory: %w", task.ID, err)
-		}
-	}
-	work := filepath.Join(dir, "work")
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, fmt.Errorf("native: task %q: create working directory: %w", task.ID, err)
-	}
-	for _, m := range task.Mounts {
-		v, err := d.volumeLocked(m.Name)
-		if err != nil {
-			return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
-		}
-		link := linkPath(work, m.Path)
-		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-			return nil, fmt.Errorf("native: task %q: mount %q: %w", task.ID, m.Path, err)
-		}
-		if err := os.Symlink(v.dir, link); err != nil {
-			return nil, fmt.Errorf("native: task %q: mount volume %q at %q: %w", task.ID, m.Name, m.Path, err)
-		}
-	}
-	path, err := resolveCommand(task.Command[0], work)
+func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (*Container, error) {
+	spec, binds, err := d.prepare(task, dir)
 	if err != nil {
-		return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
-	}
-	cred, err := credential(task.User)
-	if err != nil {
-		return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
-	}
-	if cred != nil {
-		if err := os.Chown(work, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("native: task %q: chown working directory to %q: %w", task.ID, task.User, err)
-		}
+		return nil, err
 	}
 	var files [2]*os.File
 	for i, name := range []string{"stdout", "stderr"} {
@@ -195,11 +155,11 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 		return nil, fmt.Errorf("native: task %q: kill pipe: %w", task.ID, err)
 	}
 	defer killR.Close() // the shim has its copy
-	argv, env := shim.Args(path, task.Command, taskEnv(task.Env))
+	argv, env := shim.Args(spec)
 	cmd := &exec.Cmd{
 		Path:   "/proc/self/exe",
 		Args:   argv,
-		Dir:    work,
+		Dir:    filepath.Join(dir, "work"),
 		Env:    env,
 		Stdout: files[0],
 		Stderr: files[1],
@@ -207,12 +167,10 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 		// write end of the kill pipe stays here: when it closes (kill, or
 		// the driver's process dies without Close) the shim takes the
 		// task's whole tree down.
-		ExtraFiles: []*os.File{ctlW, lock, killR},
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:    true,
-			Credential: cred,
-		},
+		ExtraFiles:  []*os.File{ctlW, lock, killR},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
+	namespaceAttr(cmd.SysProcAttr, binds)
 	var stdinR, stdinW *os.File
 	if task.Stdin != nil {
 		if stdinR, stdinW, err = os.Pipe(); err != nil {
@@ -228,14 +186,17 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 			_ = stdinR.Close()
 			_ = stdinW.Close()
 		}
-		return nil, fmt.Errorf("native: task %q: start %q: %w", task.ID, path, err)
+		if len(binds) > 0 {
+			return nil, fmt.Errorf("native: task %q: Mounts: a mount inside another needs a mount namespace of the task's own (root, or unprivileged user namespaces): start the task's shim: %w", task.ID, err)
+		}
+		return nil, fmt.Errorf("native: task %q: start the task's shim: %w", task.ID, err)
 	}
 	if stdinR != nil {
 		_ = stdinR.Close() // the shim's child has its copy
 	}
 	c := newContainer(d, task.ID, dir)
 	c.cmd, c.pid, c.lock, c.stdinW, c.killW = cmd, cmd.Process.Pid, lock, stdinW, killW
-	d.logger.Debug("task started", "task", task.ID, "pid", c.pid, "command", task.Command, "dir", work)
+	d.logger.Debug("task started", "task", task.ID, "pid", c.pid, "command", task.Command, "dir", spec.Dir, "binds", len(binds))
 	if stdinW != nil {
 		// Not tied to RunContainer's ctx: stdin keeps flowing after it ends.
 		go c.feedStdin(task.Stdin)
@@ -244,30 +205,85 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (_ *Conta
 	return c, nil
 }
 
+// prepare clears the task's directory, places its mounts, creates its
+// working directory and returns what its shim does. d.mu is held.
+func (d *Driver) prepare(task orchestra.Task, dir string) (shim.Spec, []shim.Bind, error) {
+	for _, name := range []string{"work", "stdout", "stderr", exitFile, pidFile} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return shim.Spec{}, nil, fmt.Errorf("native: task %q: clear directory: %w", task.ID, err)
+		}
+	}
+	work := filepath.Join(dir, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return shim.Spec{}, nil, fmt.Errorf("native: task %q: create working directory: %w", task.ID, err)
+	}
+	cred, err := credential(task.User)
+	if err != nil {
+		return shim.Spec{}, nil, fmt.Errorf("native: task %q: %w", task.ID, err)
+	}
+	l, binds, err := d.mountLocked(task, work)
+	if err != nil {
+		return shim.Spec{}, nil, err
+	}
+	wd, host, inVolume, err := l.workDir(task)
+	if err != nil {
+		return shim.Spec{}, nil, err
+	}
+	spec := shim.Spec{
+		Path:  resolveCommand(task.Command[0], wd),
+		Args:  task.Command,
+		Env:   taskEnv(task.Env, wd),
+		Dir:   wd,
+		UID:   -1,
+		GID:   -1,
+		Binds: binds,
+	}
+	if cred != nil {
+		spec.UID, spec.GID = int(cred.Uid), int(cred.Gid)
+		dirs := []string{work}
+		if !inVolume && host != work { // volumes are not chowned
+			dirs = append(dirs, host)
+		}
+		for _, p := range dirs {
+			if err := os.Chown(p, spec.UID, spec.GID); err != nil {
+				return shim.Spec{}, nil, fmt.Errorf("native: task %q: chown working directory to User %q: %w", task.ID, task.User, err)
+			}
+		}
+	}
+	return spec, binds, nil
+}
+
 // resolveCommand finds the executable for name: relative paths with a slash
-// are taken from the working directory, bare names from the host's PATH.
-func resolveCommand(name, work string) (string, error) {
+// are taken from the command's working directory dir, bare names from the
+// host's PATH. A bare name that is not there is "" (the shim reports it as
+// the task's failure: exit 127, "command not found" on its stderr).
+func resolveCommand(name, dir string) string {
 	if strings.Contains(name, "/") {
 		if !filepath.IsAbs(name) {
-			name = filepath.Join(work, name)
+			name = filepath.Join(dir, name)
 		}
-		return name, nil
+		return name
 	}
 	path, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("command %q not found on the host's PATH: %w", name, err)
+		return ""
 	}
-	return path, nil
+	return path
 }
 
-// taskEnv is exactly env, plus a default PATH when env has none.
-func taskEnv(env map[string]string) []string {
-	out := make([]string, 0, len(env)+1)
+// taskEnv is exactly env, plus a default PATH when env has none and PWD
+// (the working directory as the task sees it, through its mounts: what a
+// shell's pwd prints) when env has none.
+func taskEnv(env map[string]string, dir string) []string {
+	out := make([]string, 0, len(env)+2)
 	for k, v := range env {
 		out = append(out, k+"="+v)
 	}
 	if _, ok := env["PATH"]; !ok {
 		out = append(out, "PATH="+defaultPath)
+	}
+	if _, ok := env["PWD"]; !ok {
+		out = append(out, "PWD="+dir)
 	}
 	sort.Strings(out)
 	return out

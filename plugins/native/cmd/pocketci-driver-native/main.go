@@ -8,5 +8,5 @@ import (
 )
 
 func main() {
-	pluginsdk.Serve("native", native.New)
+	pluginsdk.Serve(native.Provider())
 }

@@ -16,7 +16,11 @@
 //     was given as its own stdout and stderr, so that a failed write (a full
 //     disk) is seen: the task is then killed and the failure reported;
 //   - reports on a control pipe (fd 3): "pid <main pid>" once the command
-//     started, and at the end "<exit code>" or "<exit code> <failure>".
+//     started, and at the end "<exit code>" or "<exit code> <failure>";
+//   - makes the task's bind mounts (nested volumes) in its own mount
+//     namespace, and starts the command as the task's user in the task's
+//     working directory (see Spec). A command that is not there is the
+//     task's failure: a line on its stderr and exit 127, as in a shell.
 //
 // The stdin pipe is the command's own fd 0; the shim does not touch it. The
 // command gets fds 0, 1 and 2 and nothing else: every other descriptor is
@@ -54,26 +58,10 @@ const prSetChildSubreaper = 36
 const raceEnv = "GORACE=atexit_sleep_ms=0"
 
 func init() {
-	// argv: Arg0, "drop" (an environment entry the driver added for the
-	// shim alone, or "-"), the command's path, its argv.
-	if len(os.Args) >= 4 && os.Args[0] == Arg0 {
-		os.Exit(run(os.Args[1], os.Args[2], os.Args[3:]))
+	// argv: Arg0, then what Args wrote (see Args).
+	if len(os.Args) >= 1 && os.Args[0] == Arg0 {
+		os.Exit(run(os.Args[1:]))
 	}
-}
-
-// Args is the shim's argv and environment for a command path with argv
-// args and environment env.
-func Args(path string, args, env []string) (argv, shimEnv []string) {
-	drop := "-"
-	hasRace := false
-	for _, kv := range env {
-		hasRace = hasRace || len(kv) >= 7 && kv[:7] == "GORACE="
-	}
-	if raceEnabled && !hasRace {
-		drop = raceEnv
-		env = append(env[:len(env):len(env)], raceEnv)
-	}
-	return append([]string{Arg0, drop, path}, args...), env
 }
 
 // ExitCode is a wait status as an exit code: 128+N for a signal N.
@@ -87,10 +75,10 @@ func ExitCode(ws syscall.WaitStatus) int {
 	return -1
 }
 
-// run runs the command path with argv args, without the environment entry
-// drop, and returns the shim's exit code. It writes "<code>\n" or
-// "<code> <failure>\n" to the control pipe.
-func run(drop, path string, args []string) int {
+// run runs the command that args (Args's argv without Arg0) describe,
+// without the environment entry to drop, and returns the shim's exit code.
+// It writes "<code>\n" or "<code> <failure>\n" to the control pipe.
+func run(args []string) int {
 	ctl := os.NewFile(ControlFD, "control")
 	report := func(code int, failure string) int {
 		line := itoa(code)
@@ -100,8 +88,18 @@ func run(drop, path string, args []string) int {
 		_, _ = ctl.WriteString(line + "\n")
 		return code
 	}
+	drop, s, ok := parseArgs(args)
+	if !ok {
+		return report(126, "shim: malformed arguments")
+	}
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
 		return report(126, "shim: set child subreaper: "+errno.Error())
+	}
+	if failure := bindAll(s.Binds); failure != "" {
+		return report(126, failure)
+	}
+	if s.Path == "" {
+		return report(startFailed(s, nil))
 	}
 	if err := closeOnExecAbove2(); err != nil {
 		return report(126, "shim: mark descriptors close-on-exec: "+err.Error())
@@ -114,15 +112,14 @@ func run(drop, path string, args []string) int {
 	if err != nil {
 		return report(126, "shim: stderr pipe: "+err.Error())
 	}
-	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
 		if kv != drop {
-			env = append(env, kv)
+			s.Env = append(s.Env, kv)
 		}
 	}
-	proc, err := os.StartProcess(path, args, &os.ProcAttr{Env: env, Files: []*os.File{os.Stdin, outW, errW}})
+	proc, err := os.StartProcess(s.Path, s.Args, procAttr(s, []*os.File{os.Stdin, outW, errW}))
 	if err != nil {
-		return report(127, "start "+path+": "+err.Error())
+		return report(startFailed(s, err))
 	}
 	_, _ = ctl.WriteString("pid " + itoa(proc.Pid) + "\n")
 	_ = outW.Close()

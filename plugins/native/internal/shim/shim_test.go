@@ -7,6 +7,7 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,26 +49,53 @@ func TestItoaAndOneLine(t *testing.T) {
 }
 
 func TestArgs(t *testing.T) {
-	argv, env := Args("/bin/echo", []string{"echo", "hi"}, []string{"A=1"})
-	if argv[0] != Arg0 || argv[2] != "/bin/echo" || strings.Join(argv[3:], " ") != "echo hi" {
-		t.Fatalf("argv = %q", argv)
+	tests := []struct {
+		name string
+		spec Spec
+	}{
+		{"plain", Spec{Path: "/bin/echo", Args: []string{"echo", "hi"}, Env: []string{"A=1"}, Dir: "/w", UID: -1, GID: -1}},
+		{"not found", Spec{Path: "", Args: []string{"nope", ""}, Dir: "/w", UID: -1, GID: -1}},
+		{"user and binds", Spec{Path: "/bin/true", Args: []string{"true"}, Dir: "/w/a", UID: 65534, GID: 4294967294,
+			Binds: []Bind{{"/v/b", "/w/a/b"}, {"/v/c", "/w/a/b/c"}}}},
 	}
-	want := []string{"A=1"}
-	if raceEnabled {
-		if argv[1] != raceEnv {
-			t.Fatalf("a race build must drop %q again, argv[1] = %q", raceEnv, argv[1])
-		}
-		want = append(want, raceEnv)
-	} else if argv[1] != "-" {
-		t.Fatalf("argv[1] = %q, want -", argv[1])
-	}
-	if strings.Join(env, " ") != strings.Join(want, " ") {
-		t.Fatalf("env = %q, want %q", env, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			argv, env := Args(tt.spec)
+			if argv[0] != Arg0 {
+				t.Fatalf("argv[0] = %q", argv[0])
+			}
+			drop, got, ok := parseArgs(argv[1:])
+			if !ok {
+				t.Fatalf("parseArgs(%q) failed", argv)
+			}
+			want := tt.spec
+			want.Env = nil
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("round trip: got %+v, want %+v", got, want)
+			}
+			wantEnv := tt.spec.Env
+			if raceEnabled {
+				if drop != raceEnv {
+					t.Fatalf("a race build must drop %q again, drop = %q", raceEnv, drop)
+				}
+				wantEnv = append(wantEnv[:len(wantEnv):len(wantEnv)], raceEnv)
+			} else if drop != "-" {
+				t.Fatalf("drop = %q, want -", drop)
+			}
+			if strings.Join(env, " ") != strings.Join(wantEnv, " ") {
+				t.Fatalf("env = %q, want %q", env, wantEnv)
+			}
+		})
 	}
 	// A task's own GORACE is kept and not dropped.
-	argv, env = Args("/bin/true", []string{"true"}, []string{"GORACE=halt_on_error=1"})
+	argv, env := Args(Spec{Path: "/bin/true", Args: []string{"true"}, Env: []string{"GORACE=halt_on_error=1"}, UID: -1})
 	if argv[1] != "-" || len(env) != 1 {
 		t.Fatalf("with the task's own GORACE: argv[1] %q env %q", argv[1], env)
+	}
+	for _, bad := range [][]string{nil, {"-", "/w", "x:1", "0", "/p", "p"}, {"-", "/w", "-", "2", "/a", "/b", "/p", "p"}} {
+		if _, _, ok := parseArgs(bad); ok {
+			t.Errorf("parseArgs(%q) accepted a malformed argv", bad)
+		}
 	}
 }
 
