@@ -36,7 +36,12 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func newDriver(t *testing.T, namespace string) *Driver {
 	t.Helper()
-	d, err := New(namespace, testLogger(t))
+	return newDriverWith(t, namespace, Config{})
+}
+
+func newDriverWith(t *testing.T, namespace string, cfg Config) *Driver {
+	t.Helper()
+	d, err := New(t.Context(), namespace, cfg, testLogger(t))
 	if err != nil {
 		t.Fatalf("New(%q): %v", namespace, err)
 	}
@@ -72,7 +77,7 @@ func waitDone(t *testing.T, c orchestra.Container) int {
 func logs(t *testing.T, c orchestra.Container, which string) string {
 	t.Helper()
 	var out, errb bytes.Buffer
-	if err := c.Logs(t.Context(), &out, &errb); err != nil {
+	if err := c.Logs(t.Context(), &out, &errb, false); err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
 	if which == "stderr" {
@@ -105,15 +110,16 @@ func processesLeft(t *testing.T, namespace string) []string {
 func TestConformance(t *testing.T) {
 	setup(t)
 	t.Run("in process", func(t *testing.T) {
+		p := Provider()
 		conformance.Run(t, conformance.Options{
-			New:   func(ns string) (orchestra.Driver, error) { return New(ns, testLogger(t)) },
+			New:   func(ns string) (orchestra.Driver, error) { return p.NewDriver(t.Context(), ns, nil, testLogger(t)) },
 			Leaks: Leaks,
 		})
 	})
 	t.Run("through the plugin protocol", func(t *testing.T) {
-		init := sdktest.InitFunc(t, Name, New)
+		p := sdktest.Provider(t, Provider())
 		conformance.Run(t, conformance.Options{
-			New:   func(ns string) (orchestra.Driver, error) { return init(ns, nil) },
+			New:   func(ns string) (orchestra.Driver, error) { return p.NewDriver(t.Context(), ns, nil, nil) },
 			Leaks: Leaks,
 		})
 	})
@@ -128,7 +134,7 @@ func TestIsolation(t *testing.T) {
 		command string
 		want    string
 	}{
-		{"task runs below an init", `echo $$ $PPID`, "2 1\n"},
+		{"task runs below an init", `test $$ != 1 && echo $PPID`, "1\n"},
 		{"host processes are invisible", fmt.Sprintf("test -e /proc/%d || echo hidden", os.Getpid()), "hidden\n"},
 		{"hostname is private", "hostname ct-private && hostname", "ct-private\n"},
 		{"working directory is the task's", "pwd", d.dir + "/tasks/pwd/work\n"},
@@ -182,7 +188,7 @@ func TestCleanupKillsRunningTask(t *testing.T) {
 
 func TestCloseKillsRunningTasks(t *testing.T) {
 	setup(t)
-	d, err := New("close-running", testLogger(t))
+	d, err := New(t.Context(), "close-running", Config{}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +214,7 @@ const helperEnv = "MYDRIVER_TEST_HELPER"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "1" {
-		d, err := New("orphans", nil)
+		d, err := New(context.Background(), "orphans", Config{}, nil)
 		if err == nil {
 			_, err = d.RunContainer(context.Background(), orchestra.Task{ID: "orphan", Command: []string{"sh", "-c", "sleep 1000 & sleep 1000"}})
 		}
@@ -261,24 +267,29 @@ func TestDriverProcessDies(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	newDriver(t, "orphans") // its Close removes what the dead one left on disk
-}
-
-func TestGetContainer(t *testing.T) {
-	setup(t)
-	first, err := New("finder", testLogger(t))
+	// A new instance finds the task, which died with the driver's process.
+	d := newDriver(t, "orphans") // its Close removes what the dead one left on disk
+	c, err := d.GetContainer(t.Context(), "orphan")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if code := waitDone(t, c); code != 137 {
+		t.Fatalf("a task whose driver process died: expected exit 137, got %d", code)
+	}
+}
+
+func TestGetContainerFinished(t *testing.T) {
+	setup(t)
+	first := newDriver(t, "finder")
 	task := orchestra.Task{ID: "done", Command: []string{"sh", "-c", "echo x >> ./data/count; echo out; exit 7"},
 		Mounts: orchestra.Mounts{{Name: "data", Path: "/data"}}}
 	c, code, _, _ := run(t, first, task)
-	if got, err := first.(orchestra.ContainerFinder).GetContainer(t.Context(), "done"); err != nil || got != c || code != 7 {
+	if got, err := first.GetContainer(t.Context(), c.ID()); err != nil || got != c || code != 7 {
 		t.Fatalf("GetContainer on the same instance: expected the container (exit 7), got %v %v (exit %d)", got, err, code)
 	}
 	// A second instance, as after a plugin restart, finds the finished task.
 	second := newDriver(t, "finder")
-	found, err := second.GetContainer(t.Context(), "done")
+	found, err := second.GetContainer(t.Context(), c.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,14 +299,65 @@ func TestGetContainer(t *testing.T) {
 	if again, err := second.RunContainer(t.Context(), task); err != nil || again != found {
 		t.Fatalf("RunContainer of a found ID: expected the found container, got %v %v", again, err)
 	}
-	if _, err := second.GetContainer(t.Context(), "never"); !errors.Is(err, orchestra.ErrContainerNotFound) {
-		t.Fatalf("GetContainer(never): expected ErrContainerNotFound, got %v", err)
+	for _, id := range []string{"never", ""} {
+		if _, err := second.GetContainer(t.Context(), id); !errors.Is(err, orchestra.ErrContainerNotFound) {
+			t.Fatalf("GetContainer(%q): expected ErrContainerNotFound, got %v", id, err)
+		}
+	}
+	other := newDriver(t, "another-namespace")
+	if _, err := other.GetContainer(t.Context(), c.ID()); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("GetContainer from another namespace: expected ErrContainerNotFound, got %v", err)
 	}
 	if err := found.Cleanup(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := second.GetContainer(t.Context(), "done"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if _, err := second.GetContainer(t.Context(), c.ID()); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Fatalf("GetContainer after Cleanup: expected ErrContainerNotFound, got %v", err)
+	}
+	if _, err := c.Status(t.Context()); err != nil {
+		t.Fatalf("Status of the first handle after another removed it: %v", err)
+	}
+}
+
+// TestGetContainerRunning: a second instance finds a task the first one
+// runs, follows its output, and its Cleanup kills it.
+func TestGetContainerRunning(t *testing.T) {
+	setup(t)
+	first := newDriver(t, "running")
+	c, err := first.RunContainer(t.Context(), orchestra.Task{ID: "long", Command: []string{"sh", "-c", "echo started; sleep 1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := newDriver(t, "running")
+	found, err := second.GetContainer(t.Context(), c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := second.RunContainer(t.Context(), orchestra.Task{ID: "long", Command: []string{"false"}}); err != nil || again != found {
+		t.Fatalf("RunContainer of a running ID in a second instance: expected the found container, got %v %v", again, err)
+	}
+	var out syncBuffer
+	followed := make(chan error, 1)
+	go func() { followed <- found.Logs(t.Context(), &out, io.Discard, true) }()
+	for deadline := time.Now().Add(10 * time.Second); out.String() != "started\n"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("following through the second instance: expected %q, got %q", "started\n", out.String())
+		}
+	}
+	if st, err := found.Status(t.Context()); err != nil || st.IsDone() {
+		t.Fatalf("Status through the second instance: expected running, got %v %v", st, err)
+	}
+	if err := found.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-followed; err != nil && !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("follow of a task cleaned up: %v", err)
+	}
+	if code := waitDone(t, c); code != 137 {
+		t.Fatalf("the first instance's handle after the second's Cleanup: expected exit 137, got %d", code)
+	}
+	if left := processesLeft(t, "running"); len(left) > 0 {
+		t.Fatalf("processes outlived Cleanup through the second instance: %v", left)
 	}
 }
 
@@ -310,10 +372,10 @@ func TestFollowLogs(t *testing.T) {
 	}
 	var out, errb syncBuffer
 	followed := make(chan error, 1)
-	go func() { followed <- c.(orchestra.LogFollower).FollowLogs(t.Context(), &out, &errb) }()
+	go func() { followed <- c.Logs(t.Context(), &out, &errb, true) }()
 	for deadline := time.Now().Add(10 * time.Second); out.String() != "first\n"; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("FollowLogs did not stream %q while the task ran, got %q", "first\n", out.String())
+			t.Fatalf("Logs with follow did not stream %q while the task ran, got %q", "first\n", out.String())
 		}
 	}
 	_, _ = io.WriteString(pw, "more\n")
@@ -323,6 +385,108 @@ func TestFollowLogs(t *testing.T) {
 	}
 	if out.String() != "first\ngot more\n" || errb.String() != "oops\n" {
 		t.Fatalf("followed: got stdout %q stderr %q", out.String(), errb.String())
+	}
+}
+
+// TestMountsAndWorkDir: where mounts and WorkDir put the command.
+func TestMountsAndWorkDir(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "mounts")
+	work := func(id string) string { return d.taskDir(id) + "/work" }
+	tests := []struct {
+		name    string
+		task    orchestra.Task
+		want    string
+		wantDir string
+	}{
+		{"default working directory", orchestra.Task{ID: "wd-default", Command: []string{"pwd"}}, "", "wd-default"},
+		{"relative WorkDir is created", orchestra.Task{ID: "wd-rel", WorkDir: "a/b", Command: []string{"pwd"}}, "", "wd-rel/a/b"},
+		{"absolute WorkDir is under the working directory", orchestra.Task{ID: "wd-abs", WorkDir: "/tmp", Command: []string{"pwd"}}, "", "wd-abs/tmp"},
+		{"nested absolute mounts", orchestra.Task{ID: "nested", Command: []string{"sh", "-c", "echo b > a/b/f; echo a > a/f; ls a"},
+			Mounts: orchestra.Mounts{{Name: "inner", Path: "/a/b"}, {Name: "outer", Path: "/a"}}}, "b\nf\n", ""},
+		{"inner volume got the inner file", orchestra.Task{ID: "inner", Command: []string{"sh", "-c", "cat i/f; ls o/b; cat o/f"},
+			Mounts: orchestra.Mounts{{Name: "inner", Path: "i"}, {Name: "outer", Path: "o"}}}, "b\na\n", ""},
+		{"OLDPWD is not the driver's", orchestra.Task{ID: "no-oldpwd", WorkDir: "x", Command: []string{"sh", "-c", "echo ${OLDPWD-unset}"}}, "unset\n", ""},
+		{"OLDPWD is the task's", orchestra.Task{ID: "oldpwd", WorkDir: "x", Env: map[string]string{"OLDPWD": "/was here"},
+			Command: []string{"sh", "-c", "echo $OLDPWD"}}, "/was here\n", ""},
+		{"WorkDir inside a mount", orchestra.Task{ID: "in-mount", WorkDir: "/a/b", Command: []string{"cat", "f"},
+			Mounts: orchestra.Mounts{{Name: "outer", Path: "a"}, {Name: "inner", Path: "a/b"}}}, "b\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := tt.want
+			if tt.wantDir != "" {
+				id, sub, _ := strings.Cut(tt.wantDir, "/")
+				want = strings.TrimSuffix(work(id)+"/"+sub, "/") + "\n"
+			}
+			_, code, out, errOut := run(t, d, tt.task)
+			if code != 0 || out != want {
+				t.Fatalf("expected exit 0 and %q, got %d %q (stderr %q)", want, code, out, errOut)
+			}
+		})
+	}
+}
+
+// TestCommandNotFound: the task's failure, with or without a User.
+func TestCommandNotFound(t *testing.T) {
+	setup(t)
+	d := newDriver(t, "not-found")
+	for _, u := range []string{"", "nobody"} {
+		t.Run("user "+u, func(t *testing.T) {
+			_, code, _, errOut := run(t, d, orchestra.Task{ID: "nf-" + u, User: u, Command: []string{"no-such-command-here"}})
+			if code != 127 || !strings.Contains(errOut, "no-such-command-here") {
+				t.Fatalf("expected exit 127 and a message naming the command, got %d %q", code, errOut)
+			}
+		})
+	}
+}
+
+// TestConfig: the config is decoded strictly, its errors name the field and
+// never the value, and two instances with different roots work side by side.
+func TestConfig(t *testing.T) {
+	setup(t)
+	p := Provider()
+	tests := []struct {
+		name    string
+		raw     string
+		wantErr string // empty: valid
+	}{
+		{"empty", ``, ""},
+		{"null", `null`, ""},
+		{"root", `{"root": "/srv/tasks"}`, ""},
+		{"relative root", `{"root": "secret-relative"}`, `"root" must be an absolute path`},
+		{"unknown field", `{"rooot": "/x"}`, `rooot`},
+		{"wrong type", `{"root": 7}`, `root`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := p.UnmarshalConfig([]byte(tt.raw))
+			if tt.wantErr == "" {
+				if err != nil || cfg.DriverName() != Name {
+					t.Fatalf("expected a %s config, got %v %v", Name, cfg, err)
+				}
+				return
+			}
+			if !errors.Is(err, orchestra.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "secret") {
+				t.Fatalf("expected ErrInvalidConfig naming %q without the value, got %v", tt.wantErr, err)
+			}
+		})
+	}
+	if _, err := New(t.Context(), "x", Config{Root: "relative"}, nil); !errors.Is(err, orchestra.ErrInvalidConfig) {
+		t.Fatalf("New with a relative root: expected ErrInvalidConfig, got %v", err)
+	}
+
+	rootA, rootB := t.TempDir(), t.TempDir()
+	a := newDriverWith(t, "side", Config{Root: rootA})
+	b := newDriverWith(t, "side", Config{Root: rootB})
+	va, _ := a.CreateVolume(t.Context(), "v", 0)
+	vb, _ := b.CreateVolume(t.Context(), "v", 0)
+	if !strings.HasPrefix(va.Path(), rootA+"/") || !strings.HasPrefix(vb.Path(), rootB+"/") {
+		t.Fatalf("volumes of two roots: got %q and %q, want under %q and %q", va.Path(), vb.Path(), rootA, rootB)
+	}
+	c, code, _, _ := run(t, a, orchestra.Task{ID: "t", Command: []string{"true"}})
+	if _, err := b.GetContainer(t.Context(), c.ID()); code != 0 || !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Fatalf("a task of root A seen from root B: exit %d, GetContainer %v; want 0 and ErrContainerNotFound", code, err)
 	}
 }
 
@@ -338,7 +502,6 @@ func TestInvalidTask(t *testing.T) {
 		{"bad env", orchestra.Task{ID: "x", Command: []string{"true"}, Env: map[string]string{"A=B": "c"}}},
 		{"root mount", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "v", Path: "/"}}}},
 		{"unknown user", orchestra.Task{ID: "x", Command: []string{"true"}, User: "no-such-user-here"}},
-		{"nested mounts", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "a", Path: "/a"}, {Name: "b", Path: "/a/b"}}}},
 		{"one place twice", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "a", Path: "/a"}, {Name: "b", Path: "a"}}}},
 		{"dot-dot mount", orchestra.Task{ID: "x", Command: []string{"true"}, Mounts: orchestra.Mounts{{Name: "a", Path: "x/../.."}}}},
 	}

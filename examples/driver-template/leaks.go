@@ -10,11 +10,11 @@ import (
 )
 
 // Leaks reports what of namespace is still on this host, asking the system
-// rather than a driver instance: the directory <root>/<namespace> if it
-// exists, and every live process whose working directory is under it. Empty
+// rather than a driver instance: the directory <root>/<namespace> (under
+// the default root, Root(), that of a Config with Root empty) if it exists, and every live process whose working directory is under it. Empty
 // means nothing leaked. It fits conformance.Options.Leaks.
 func Leaks(namespace string) ([]string, error) {
-	dir := filepath.Join(Root(), namespace)
+	dir := namespaceDir(Root(), namespace)
 	var left []string
 	if _, err := os.Lstat(dir); err == nil {
 		left = append(left, "directory "+dir)

@@ -18,7 +18,9 @@ import (
 func ExampleRunAll() {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	opts := conformance.Options{
-		New:     func(ns string) (orchestra.Driver, error) { return native.New(ns, logger) },
+		New: func(ns string) (orchestra.Driver, error) {
+			return native.Provider().NewDriver(context.Background(), ns, nil, logger)
+		},
 		Leaks:   native.Leaks,
 		Timeout: time.Minute,
 	}
@@ -30,5 +32,5 @@ func ExampleRunAll() {
 		}
 	})
 	fmt.Printf("%d cases, %d failed\n", len(results), failed)
-	// Output: 26 cases, 0 failed
+	// Output: 33 cases, 0 failed
 }

@@ -36,6 +36,10 @@ func (d *recordingDriver) RunContainer(context.Context, orchestra.Task) (orchest
 	return nil, errors.New("no containers")
 }
 
+func (d *recordingDriver) GetContainer(context.Context, string) (orchestra.Container, error) {
+	return nil, orchestra.ErrContainerNotFound
+}
+
 func TestRunCase(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -72,15 +76,15 @@ func TestRunCase(t *testing.T) {
 		},
 		{
 			name:    "skip",
-			fn:      func(context.Context, *Env, *atomic.Bool) error { return skip("no LogFollower") },
-			want:    []string{"no LogFollower"},
+			fn:      func(context.Context, *Env, *atomic.Bool) error { return skip("no SandboxDriver") },
+			want:    []string{"no SandboxDriver"},
 			skipped: true,
 		},
 		{
 			name:  "skip with a leak is a failure",
-			fn:    func(context.Context, *Env, *atomic.Bool) error { return skip("no LogFollower") },
+			fn:    func(context.Context, *Env, *atomic.Bool) error { return skip("no SandboxDriver") },
 			leaks: []string{"dir"},
-			want:  []string{"no LogFollower", "still has: [dir]"},
+			want:  []string{"no SandboxDriver", "still has: [dir]"},
 		},
 	}
 	for _, tt := range tests {

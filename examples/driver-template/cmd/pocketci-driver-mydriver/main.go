@@ -8,5 +8,5 @@ import (
 )
 
 func main() {
-	pluginsdk.Serve(mydriver.Name, mydriver.New)
+	pluginsdk.Serve(mydriver.Provider())
 }

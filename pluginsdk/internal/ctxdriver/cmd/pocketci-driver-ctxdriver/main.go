@@ -3,10 +3,10 @@
 package main
 
 import (
-	"github.com/jtarchie/pocketci/orchestra/conformance/internal/ctxdriver"
 	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/pluginsdk/internal/ctxdriver"
 )
 
 func main() {
-	pluginsdk.Serve(ctxdriver.Name, ctxdriver.New)
+	pluginsdk.Serve(ctxdriver.Provider())
 }
