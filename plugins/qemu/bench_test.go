@@ -28,7 +28,7 @@ func BenchmarkQemuColdTask(b *testing.B) {
 	requireQEMU(b)
 	ctx := context.Background()
 	coldTask := func() time.Duration {
-		drv, err := New("bench-cold-"+time.Now().Format("150405.000000"), testLogger(b))
+		drv, err := New("bench-cold-"+time.Now().Format("150405.000000"), Config{}, testLogger(b))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -39,7 +39,7 @@ func BenchmarkQemuColdTask(b *testing.B) {
 			b.Fatal(err)
 		}
 		waitDone(b, ctx, c)
-		if err := c.Logs(ctx, io.Discard, io.Discard); err != nil {
+		if err := c.Logs(ctx, io.Discard, io.Discard, false); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(start)
@@ -63,13 +63,13 @@ func BenchmarkQemuColdTask(b *testing.B) {
 func BenchmarkQemuWarmEcho(b *testing.B) {
 	requireQEMU(b)
 	ctx := context.Background()
-	drv, err := New("bench-warm-"+time.Now().Format("150405.000000"), testLogger(b))
+	drv, err := New("bench-warm-"+time.Now().Format("150405.000000"), Config{}, testLogger(b))
 	if err != nil {
 		b.Fatal(err)
 	}
-	d := drv.(*Driver)
+	d := drv
 	defer d.Close()
-	if _, err := d.CreateVolume(ctx, "boot", 0); err != nil {
+	if _, err := d.ensureVM(ctx); err != nil {
 		b.Fatal(err)
 	}
 	bareExec := func() time.Duration {
@@ -98,7 +98,7 @@ func BenchmarkQemuWarmEcho(b *testing.B) {
 			b.Fatal(err)
 		}
 		waitDone(b, ctx, c)
-		if err := c.Logs(ctx, io.Discard, io.Discard); err != nil {
+		if err := c.Logs(ctx, io.Discard, io.Discard, false); err != nil {
 			b.Fatal(err)
 		}
 		took := time.Since(start)

@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"os"
+	"regexp"
 	"testing"
 	"time"
 
@@ -14,26 +16,32 @@ import (
 // per-task overlay in the guest). Every case boots its own VM (TCG takes
 // seconds), so the timeout is generous.
 func TestConformance(t *testing.T) {
-	runConformance(t, New)
+	runConformance(t, Provider())
 }
 
 // TestConformanceThroughTheWire runs the suite through the real plugin
 // protocol in process (pluginsdk/sdktest): gRPC, the bulk socket and the
 // host's client, as between orchestra and pocketci-driver-qemu.
 func TestConformanceThroughTheWire(t *testing.T) {
-	runConformance(t, sdktest.InitFunc(t, "qemu", New))
+	runConformance(t, sdktest.Provider(t, Provider()))
 }
 
-// runConformance runs the suite on drivers made by newDriver.
-func runConformance(t *testing.T, newDriver orchestra.InitFunc) {
+// runConformance runs the suite on drivers made by p with the default
+// Config. QEMU_CONFORMANCE_RUN selects cases by a regular expression.
+func runConformance(t *testing.T, p orchestra.DriverProvider) {
 	requireQEMU(t)
 	requireDocker(t)
+	var run *regexp.Regexp
+	if expr := os.Getenv("QEMU_CONFORMANCE_RUN"); expr != "" {
+		run = regexp.MustCompile(expr)
+	}
 	conformance.Run(t, conformance.Options{
 		New: func(namespace string) (orchestra.Driver, error) {
-			return newDriver(namespace, testLogger(t))
+			return p.NewDriver(t.Context(), namespace, nil, testLogger(t))
 		},
 		Image:   "busybox",
 		Timeout: 3 * time.Minute,
 		Leaks:   Leaks,
+		Run:     run,
 	})
 }

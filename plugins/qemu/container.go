@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,19 +27,25 @@ const (
 	stdinAhead = 4
 	// pollFast is how often the driver's own guest-exec steps are polled.
 	pollFast = 5 * time.Millisecond
-	// followInterval is how often FollowLogs looks for new output.
+	// followInterval is how often Logs with follow looks for new output.
 	followInterval = 20 * time.Millisecond
 )
 
-// Container is one task running (or done) in the VM.
+// Container is one task running (or done) in the VM, or, attached, a task
+// another driver instance of the namespace started (see taskdir.go).
 type Container struct {
 	driver   *Driver
-	vm       *vm
-	task     orchestra.Task
-	image    *image // nil: the guest's own userland
-	name     string
-	hostDir  string // <share>/tasks/<name>
-	guestDir string
+	vm       *vm      // nil when attached
+	attached bool     // started by another instance: state from its directory
+	lock     *os.File // the task's lock while it runs here (under mu)
+	// replacement is the attached container RunContainer returned instead
+	// of this one, when another instance claimed the task first.
+	replacement *Container
+	task        orchestra.Task
+	image       *image // nil: the guest's own userland
+	name        string
+	hostDir     string // <share>/tasks/<name>
+	guestDir    string
 
 	started  chan struct{} // closed when start finished
 	startErr error
@@ -57,16 +64,13 @@ type Container struct {
 	cleaned  bool
 }
 
-var (
-	_ orchestra.Container   = (*Container)(nil)
-	_ orchestra.LogFollower = (*Container)(nil)
-)
+var _ orchestra.Container = (*Container)(nil)
 
 func newContainer(d *Driver, v *vm, task orchestra.Task) *Container {
-	name := orchestra.SafeName(orchestra.PathNameRule, d.namespace, task.ID)
+	name := taskDirName(d.namespace, task.ID)
 	return &Container{
 		driver: d, vm: v, task: task, name: name,
-		hostDir:   filepath.Join(v.share, "tasks", name),
+		hostDir:   filepath.Join(d.share, "tasks", name),
 		guestDir:  guestShare + "/tasks/" + name,
 		started:   make(chan struct{}),
 		stdinStop: make(chan struct{}),
@@ -84,79 +88,45 @@ func (c *Container) waitStarted(ctx context.Context) (orchestra.Container, error
 	if c.startErr != nil {
 		return nil, fmt.Errorf("task %q: %w", c.task.ID, c.startErr)
 	}
+	if c.replacement != nil {
+		return c.replacement, nil
+	}
 	return c, nil
 }
+
+// ID is the task's ID: GetContainer of any instance of the namespace finds
+// the container by it.
+func (c *Container) ID() string { return c.task.ID }
 
 func (c *Container) finishStart(err error) {
 	c.startErr = err
 	close(c.started)
 }
 
-// start prepares the task's directory (working dir, mount links, output
-// files, stdin) and starts the task in the guest daemon, which reports its
-// end to c.exited.
+// start prepares the task's directory (working dir, output files, stdin)
+// and starts the task in the guest daemon, which reports its end to
+// c.exited.
 func (c *Container) start(ctx context.Context) error {
 	d := c.driver
-	work := filepath.Join(c.hostDir, "work")
-	if err := os.MkdirAll(work, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(c.hostDir, "work"), 0o755); err != nil {
 		return fmt.Errorf("create task directory: %w", err)
 	}
 	if c.task.Image != "" {
-		im, err := resolveImage(ctx, c.task.Image, d.logger)
+		im, err := resolveImage(ctx, c.vm.images, c.task.Image, d.logger)
 		if err != nil {
 			return err
 		}
 		c.image = im
-	}
-	for _, m := range c.task.Mounts {
-		if c.image != nil {
-			break // bound in the guest by the image runner
-		}
-		vol, err := d.volume(c.vm, m.Name)
-		if err != nil {
-			return err
-		}
-		link := filepath.Join(work, filepath.FromSlash(mountRel(m.Path)))
-		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-			return fmt.Errorf("mount %q at %q: %w", m.Name, m.Path, err)
-		}
-		_ = os.Remove(link)
-		// The link is resolved in the guest, where the volume is on the share.
-		if err := os.Symlink(vol.guestDir, link); err != nil {
-			return fmt.Errorf("mount %q at %q: %w", m.Name, m.Path, err)
-		}
 	}
 	for _, f := range []string{"stdout", "stderr"} {
 		if err := os.WriteFile(filepath.Join(c.hostDir, f), nil, 0o644); err != nil {
 			return fmt.Errorf("create %s file: %w", f, err)
 		}
 	}
-	start := &guestproto.Start{Dir: c.guestDir, Slot: c.slot, User: c.task.User, Privileged: c.task.Privileged,
-		Stdin: c.task.Stdin != nil, Argv: c.task.Command}
-	vars := c.task.Env
-	if c.image != nil {
-		vars = c.image.env(c.task.Env)
-		start.Root, start.WorkDir = c.image.guestRoot(), c.image.config.WorkingDir
-		if start.WorkDir == "" {
-			start.WorkDir = "/"
-		}
-		for _, m := range c.task.Mounts {
-			vol, err := d.volume(c.vm, m.Name)
-			if err != nil {
-				return err
-			}
-			start.Binds = append(start.Binds, guestproto.Bind{Src: vol.guestDir, Dst: orchestra.MountPath(start.WorkDir, m.Path)})
-		}
+	start, err := c.startMessage()
+	if err != nil {
+		return err
 	}
-	for k, v := range vars {
-		start.Env = append(start.Env, k+"="+v)
-	}
-	if _, ok := vars["PATH"]; !ok {
-		start.Env = append(start.Env, "PATH="+defaultPath)
-	}
-	sort.Strings(start.Env)
-	lim := c.task.ContainerLimits
-	start.Memory, start.CPUWeight = lim.Memory, cpuWeight(lim.CPU)
 	id, err := c.vm.guestd.start(start, func(ev guestproto.Event, lost error) {
 		defer d.bg.Done() // Close waits for every task's end
 		c.exited(ev, lost)
@@ -174,6 +144,51 @@ func (c *Container) start(ctx context.Context) error {
 	}
 	d.logger.Debug("qemu: task started", "task", c.task.ID, "id", id, "user", c.task.User, "image", c.task.Image)
 	return nil
+}
+
+// startMessage is what the guest daemon gets: argv, env, user, limits, the
+// working directory and the volumes bound for the task. Without an image
+// the default working directory is the task's work directory on the share
+// and every mount is bound at ./<path> there; in an image it is the image's
+// WorkingDir ("/" when unset) and mounts are placed by orchestra.MountPath.
+// WorkDir is orchestra.WorkingDir of that default.
+func (c *Container) startMessage() (*guestproto.Start, error) {
+	start := &guestproto.Start{Dir: c.guestDir, Slot: c.slot, User: c.task.User, Privileged: c.task.Privileged,
+		Stdin: c.task.Stdin != nil, Argv: c.task.Command}
+	vars, defaultDir := c.task.Env, c.guestDir+"/work"
+	if c.image != nil {
+		vars = c.image.env(c.task.Env)
+		start.Root, defaultDir = c.image.guestRoot(), c.image.config.WorkingDir
+		if defaultDir == "" {
+			defaultDir = "/"
+		}
+	}
+	start.WorkDir = orchestra.WorkingDir(defaultDir, c.task)
+	for _, m := range c.task.Mounts {
+		vol, err := c.driver.volume(m.Name)
+		if err != nil {
+			return nil, err
+		}
+		dst := orchestra.MountPath(defaultDir, m.Path)
+		if c.image == nil {
+			dst = defaultDir + "/" + mountRel(m.Path)
+		}
+		start.Binds = append(start.Binds, guestproto.Bind{Src: vol.guestDir, Dst: dst})
+	}
+	// Outer mounts first, so an inner one is bound inside the outer volume.
+	sort.SliceStable(start.Binds, func(i, j int) bool {
+		return strings.Count(start.Binds[i].Dst, "/") < strings.Count(start.Binds[j].Dst, "/")
+	})
+	for k, v := range vars {
+		start.Env = append(start.Env, k+"="+v)
+	}
+	if _, ok := vars["PATH"]; !ok {
+		start.Env = append(start.Env, "PATH="+defaultPath)
+	}
+	sort.Strings(start.Env)
+	lim := c.task.ContainerLimits
+	start.Memory, start.CPUWeight = lim.Memory, cpuWeight(lim.CPU)
+	return start, nil
 }
 
 // exited is the guest daemon's report of the task's end, or of why there
@@ -203,6 +218,7 @@ func (c *Container) finish(code int) {
 	c.mu.Unlock()
 	if first {
 		c.driver.releaseSlot(c.vm, c.slot)
+		c.recordExit(code)
 	}
 	c.stopStdin()
 	c.driver.logger.Debug("qemu: task done", "task", c.task.ID, "exit_code", code)
@@ -325,9 +341,15 @@ type status struct {
 func (s status) IsDone() bool  { return s.done }
 func (s status) ExitCode() int { return s.code }
 
-// Status reports the cached state; the poller updates it, so this never
-// talks to the guest and can be polled forever.
+// Status reports the state: for a task of this instance the cached state
+// the guest daemon's exit event set (this never talks to the guest and can
+// be polled forever); for an attached one, what its directory says.
 func (c *Container) Status(ctx context.Context) (orchestra.ContainerStatus, error) {
+	if c.attached {
+		if err := c.refresh(); err != nil {
+			return nil, err
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := status{done: c.done, code: c.exitCode}
@@ -337,35 +359,11 @@ func (c *Container) Status(ctx context.Context) (orchestra.ContainerStatus, erro
 	return st, nil
 }
 
-// Logs writes the task's output so far (all of it once done), read from the
-// host side of the share.
-func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
-	for _, s := range []struct {
-		file string
-		w    io.Writer
-	}{{"stdout", stdout}, {"stderr", stderr}} {
-		if s.w == nil {
-			continue
-		}
-		f, err := os.Open(filepath.Join(c.hostDir, s.file))
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("logs of task %q: %w", c.task.ID, orchestra.ErrContainerNotFound)
-			}
-			return fmt.Errorf("logs of task %q: %w", c.task.ID, err)
-		}
-		_, err = io.Copy(s.w, f)
-		_ = f.Close()
-		if err != nil {
-			return fmt.Errorf("logs of task %q: copy %s: %w", c.task.ID, s.file, err)
-		}
-	}
-	return nil
-}
-
-// FollowLogs streams output from the start as the task writes it and returns
-// once the task exited and everything was written, or when ctx ends.
-func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+// Logs writes the task's output from the start, read from the host side of
+// the share. Without follow it writes what there is now; with follow it
+// goes on as the task writes and returns once the task is done and all of
+// its output was written, or when ctx ends.
+func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer, follow bool) error {
 	type stream struct {
 		f *os.File
 		w io.Writer
@@ -379,27 +377,37 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 			continue
 		}
 		f, err := os.Open(filepath.Join(c.hostDir, s.file))
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("logs of task %q: %w", c.task.ID, orchestra.ErrContainerNotFound)
+		}
 		if err != nil {
-			return fmt.Errorf("follow logs of task %q: %w", c.task.ID, err)
+			return fmt.Errorf("logs of task %q: %w", c.task.ID, err)
 		}
 		defer f.Close()
 		streams = append(streams, stream{f, s.w})
 	}
-	for {
-		select {
-		case <-c.doneCh:
-			for _, s := range streams {
-				if _, err := io.Copy(s.w, s.f); err != nil {
-					return fmt.Errorf("follow logs of task %q: %w", c.task.ID, err)
-				}
-			}
-			return nil
-		default:
-		}
+	copyAll := func() error {
 		for _, s := range streams {
 			if _, err := io.Copy(s.w, s.f); err != nil {
-				return fmt.Errorf("follow logs of task %q: %w", c.task.ID, err)
+				return fmt.Errorf("logs of task %q: %w", c.task.ID, err)
 			}
+		}
+		return nil
+	}
+	for follow {
+		if c.attached {
+			if err := c.refresh(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-c.doneCh:
+			follow = false // the output is complete: one last copy
+			continue
+		default:
+		}
+		if err := copyAll(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -408,9 +416,11 @@ func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) er
 		case <-time.After(followInterval):
 		}
 	}
+	return copyAll()
 }
 
-// Cleanup kills the task if it still runs and removes its files. It is
+// Cleanup kills the task if it still runs and removes its files. A task
+// another instance runs is killed by that instance, on request. It is
 // idempotent.
 func (c *Container) Cleanup(ctx context.Context) error {
 	d := c.driver
@@ -422,16 +432,22 @@ func (c *Container) Cleanup(ctx context.Context) error {
 	c.cleaned = true
 	running := !c.done && c.id != 0
 	c.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.containers[c.task.ID] == c {
+			delete(d.containers, c.task.ID)
+		}
+		d.mu.Unlock()
+	}()
+	if c.attached {
+		return c.cleanupAttached(ctx)
+	}
 	c.stopStdin()
 	if running && c.vm.alive() {
 		c.kill(ctx)
 	}
-	d.mu.Lock()
-	if d.containers[c.task.ID] == c {
-		delete(d.containers, c.task.ID)
-	}
-	d.mu.Unlock()
 	c.removeFiles()
+	c.unlock()
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -21,12 +22,22 @@ import (
 // driverName is the name the driver registers under.
 const driverName = "qemu"
 
-func init() { orchestra.Add(driverName, New) }
+// Provider builds qemu drivers from a Config (nil: every setting from the
+// environment, then the defaults).
+func Provider() orchestra.DriverProvider {
+	return orchestra.NewProvider[Config](driverName, func(_ context.Context, namespace string, cfg Config, logger *slog.Logger) (orchestra.Driver, error) {
+		return New(namespace, cfg, logger)
+	})
+}
 
 // Driver runs the tasks of one namespace in one VM, booted on first use.
+// Tasks' files and volumes live in the namespace's directory on the host
+// (see README.md), which every driver instance of the namespace shares.
 type Driver struct {
 	namespace string
+	cfg       Config
 	logger    *slog.Logger
+	share     string // the namespace's directory: the VM's 9p share
 
 	bootSem chan struct{} // held by the goroutine booting the VM
 	// closing ends when Close starts, cancelling a boot in progress.
@@ -35,25 +46,25 @@ type Driver struct {
 
 	mu         sync.Mutex
 	closed     bool
-	dir        string // private directory, made on the first boot; holds the share
+	dir        string // private directory, made on the first boot: sockets, console
 	vm         *vm
 	containers map[string]*Container // by task ID
 	freeSlots  []int                 // guest slots of finished tasks, for reuse
 	nextSlot   int                   // slots handed out so far on d.vm
 	volumes    map[string]*Volume    // by name
-	bg         sync.WaitGroup        // pollers and stdin feeders
+	bg         sync.WaitGroup        // the ends of started tasks
 }
 
-var (
-	_ orchestra.Driver          = (*Driver)(nil)
-	_ orchestra.ContainerFinder = (*Driver)(nil)
-)
+var _ orchestra.Driver = (*Driver)(nil)
 
-// New creates a driver for namespace. It boots nothing: the VM starts on the
-// first RunContainer or CreateVolume.
-func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
+// New creates a driver for namespace with cfg (its empty fields from the
+// environment). It boots nothing: the VM starts on the first RunContainer.
+func New(namespace string, cfg Config, logger *slog.Logger) (*Driver, error) {
 	if err := orchestra.ValidateNamespace(namespace); err != nil {
 		return nil, fmt.Errorf("qemu driver: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("qemu driver: %w: %w", orchestra.ErrInvalidConfig, err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -63,11 +74,30 @@ func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 		closing:     closing,
 		closeCancel: closeCancel,
 		namespace:   namespace,
+		cfg:         cfg,
+		share:       namespaceDir(cfg.stateRoot(), namespace),
 		logger:      logger.With("driver", driverName, "namespace", namespace),
 		bootSem:     make(chan struct{}, 1),
 		containers:  map[string]*Container{},
 		volumes:     map[string]*Volume{},
 	}, nil
+}
+
+// namespaceDir is the directory of namespace under root: one path element
+// made by orchestra.SafeName, so any namespace the contract allows works.
+func namespaceDir(root, namespace string) string {
+	return filepath.Join(root, orchestra.SafeName(orchestra.PathNameRule, namespace))
+}
+
+// makeShare creates the namespace's directory (when another instance's
+// Close removed it, it is made again).
+func (d *Driver) makeShare() error {
+	for _, sub := range []string{"tasks", "volumes", ".pocketci"} {
+		if err := os.MkdirAll(filepath.Join(d.share, sub), 0o755); err != nil {
+			return fmt.Errorf("create the namespace's directory: %w", err)
+		}
+	}
+	return nil
 }
 
 // Name returns "qemu".
@@ -85,10 +115,14 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 		}
 		if v := d.vm; v != nil {
 			d.mu.Unlock()
-			if v.alive() {
+			switch {
+			case !v.alive():
+				d.replaceVM(v, "the VM died; booting a new one and sharing the volumes with it again")
+			case v.shareReplaced():
+				d.replaceVM(v, "another instance of the namespace closed it (its directory was removed); booting a new VM")
+			default:
 				return v, nil
 			}
-			d.replaceDead(v)
 			continue
 		}
 		d.mu.Unlock()
@@ -106,13 +140,16 @@ func (d *Driver) ensureVM(ctx context.Context) (*vm, error) {
 			continue
 		}
 		dir, err := d.privateDir()
+		if err == nil {
+			err = d.makeShare()
+		}
 		if err != nil {
 			<-d.bootSem
 			return nil, fmt.Errorf("qemu driver %s: %w", d.namespace, err)
 		}
 		bootCtx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(d.closing, cancel)
-		v, err := bootVM(bootCtx, d.namespace, dir, d.logger)
+		v, err := bootVM(bootCtx, d.namespace, dir, d.share, d.cfg, d.logger)
 		stop()
 		cancel()
 		if err != nil {
@@ -161,11 +198,12 @@ func (d *Driver) releaseSlot(v *vm, slot int) {
 	}
 }
 
-// replaceDead forgets a VM whose qemu exited without Close (killed, or
-// crashed). Its running tasks end with 137 (their pollers see it gone); the
-// share, with the volumes and the finished tasks' output, stays, so the next
-// boot shares it again.
-func (d *Driver) replaceDead(v *vm) {
+// replaceVM forgets a VM whose qemu exited without Close (killed, or
+// crashed), or whose share is no longer the namespace's directory, and
+// stops it. Its running tasks end with 137; the namespace's directory, with
+// the volumes and the finished tasks' output, stays, so the next boot
+// shares it again.
+func (d *Driver) replaceVM(v *vm, why string) {
 	d.mu.Lock()
 	if d.vm != v {
 		d.mu.Unlock()
@@ -175,13 +213,16 @@ func (d *Driver) replaceDead(v *vm) {
 	d.freeSlots, d.nextSlot = nil, 0
 	volumes := len(d.volumes)
 	d.mu.Unlock()
-	d.logger.Warn("qemu: the VM died; booting a new one and sharing the volumes with it again",
-		"exit", fmt.Sprint(v.waitErr), "volumes", volumes, "console", tailFile(v.consolePath(), 3))
+	exit := "running"
+	if !v.alive() {
+		exit = fmt.Sprint(v.waitErr)
+	}
+	d.logger.Warn("qemu: "+why, "exit", exit, "volumes", volumes, "console", tailFile(v.consolePath(), 3))
 	v.stop()
 }
 
-// privateDir returns the driver's private directory, creating it on the
-// first boot.
+// privateDir returns the driver's private directory (sockets and consoles
+// of its boots), creating it on the first boot.
 func (d *Driver) privateDir() (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -192,47 +233,40 @@ func (d *Driver) privateDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	share := filepath.Join(dir, "share")
-	for _, sub := range []string{share, filepath.Join(share, "tasks"), filepath.Join(share, "volumes"), filepath.Join(share, ".pocketci")} {
-		if err := os.MkdirAll(sub, 0o755); err != nil {
-			_ = os.RemoveAll(dir)
-			return "", fmt.Errorf("create share directory: %w", err)
-		}
-	}
 	d.dir = dir
 	return dir, nil
 }
 
-// CreateVolume creates (or returns) the volume name: a directory on the
-// share, reachable by tasks that mount it.
+// CreateVolume creates (or returns) the volume name: a directory in the
+// namespace's directory, which tasks that mount it reach over the share.
+// It boots nothing. size is a hint (see README.md).
 func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
 	if err := orchestra.ValidateVolumeName(name); err != nil {
 		return nil, fmt.Errorf("create volume: %w", err)
 	}
-	v, err := d.ensureVM(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create volume %q: %w", name, err)
-	}
-	return d.volume(v, name)
+	return d.volume(name)
 }
 
-// volume returns the volume name, creating its directory when needed.
-func (d *Driver) volume(v *vm, name string) (*Volume, error) {
+// volume returns the volume name, creating its directory when needed (also
+// when another instance removed it meanwhile).
+func (d *Driver) volume(name string) (*Volume, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil, fmt.Errorf("volume %q: %w", name, orchestra.ErrClosed)
 	}
-	if vol, ok := d.volumes[name]; ok {
-		return vol, nil
+	vol, ok := d.volumes[name]
+	if !ok {
+		dir := orchestra.SafeName(orchestra.PathNameRule, name)
+		vol = &Volume{driver: d, name: name, hostDir: filepath.Join(d.share, "volumes", dir), guestDir: guestShare + "/volumes/" + dir}
 	}
-	dir := orchestra.SafeName(orchestra.PathNameRule, name)
-	vol := &Volume{driver: d, name: name, hostDir: filepath.Join(v.share, "volumes", dir), guestDir: guestShare + "/volumes/" + dir}
 	if err := os.MkdirAll(vol.hostDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create volume %q: %w", name, err)
 	}
-	d.volumes[name] = vol
-	d.logger.Debug("qemu: volume created", "volume", name)
+	if !ok {
+		d.volumes[name] = vol
+		d.logger.Debug("qemu: volume created", "volume", name)
+	}
 	return vol, nil
 }
 
@@ -252,18 +286,15 @@ func mountRel(p string) string {
 }
 
 // RunContainer starts task in the VM (booting it when needed) and returns at
-// once. A task ID that already ran returns the same container.
+// once. A task ID that already ran in the namespace, in this instance or in
+// another one, returns that container and does not run again.
 func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
 	if err := validate(task); err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	if c, ok := d.containers[task.ID]; ok {
-		d.mu.Unlock()
-		return c.waitStarted(ctx)
+	if c, err := d.known(ctx, task.ID); c != nil || err != nil {
+		return c, err
 	}
-	d.mu.Unlock()
-
 	v, err := d.ensureVM(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("run task %q: %w", task.ID, err)
@@ -281,11 +312,26 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	d.containers[task.ID] = c
 	d.bg.Add(1) // the task's end, reported once start succeeded
 	d.mu.Unlock()
-	c.slot = d.takeSlot()
 
-	if err := c.start(ctx); err != nil {
+	err = c.claim()
+	if errors.Is(err, errTaken) { // another instance ran it meanwhile
 		d.bg.Done()
-		d.releaseSlot(v, c.slot)
+		other := d.attach(task.ID, c.hostDir)
+		d.mu.Lock()
+		d.containers[task.ID] = other
+		d.mu.Unlock()
+		c.replacement = other
+		c.finishStart(nil)
+		return other, nil
+	}
+	if err == nil {
+		c.slot = d.takeSlot()
+		if err = c.start(ctx); err != nil {
+			d.releaseSlot(v, c.slot)
+		}
+	}
+	if err != nil {
+		d.bg.Done()
 		d.mu.Lock()
 		if d.containers[task.ID] == c {
 			delete(d.containers, task.ID)
@@ -293,27 +339,63 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		d.mu.Unlock()
 		c.finishStart(err)
 		c.removeFiles()
+		c.unlock()
 		return nil, fmt.Errorf("run task %q: %w", task.ID, err)
 	}
 	c.finishStart(nil)
+	go c.watchKillRequest()
 	return c, nil
 }
 
-// GetContainer returns the container of a task ID started by this driver
-// instance. A VM's tasks live and die with the VM, so containers of other
-// driver instances are never found.
-func (d *Driver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+// known returns the container of taskID when this instance has it, or when
+// the namespace's directory has it (another instance ran it: the container
+// is attached to its files), else nil.
+func (d *Driver) known(ctx context.Context, taskID string) (orchestra.Container, error) {
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("task %q: %w", taskID, orchestra.ErrClosed)
+	}
 	c, ok := d.containers[taskID]
 	d.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("task %q in namespace %s: %w", taskID, d.namespace, orchestra.ErrContainerNotFound)
+	if ok {
+		return c.waitStarted(ctx)
 	}
-	return c.waitStarted(ctx)
+	dir := filepath.Join(d.share, "tasks", taskDirName(d.namespace, taskID))
+	if _, err := os.Stat(filepath.Join(dir, lockFile)); err != nil {
+		return nil, nil
+	}
+	attached := d.attach(taskID, dir)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.containers[taskID]; ok { // another caller was faster
+		return c, nil
+	}
+	d.containers[taskID] = attached
+	return attached, nil
 }
 
-// Close stops the VM (which ends every task), then removes the tasks'
-// files, the volumes and the private directory. It is idempotent.
+// GetContainer returns the container whose ID (its task ID) is id: this
+// instance's, or one another instance of the namespace started, in this
+// process or another, found in the namespace's directory. It boots nothing.
+func (d *Driver) GetContainer(ctx context.Context, id string) (orchestra.Container, error) {
+	if orchestra.ValidateTaskID(id) != nil {
+		return nil, fmt.Errorf("container %q in namespace %s: %w", id, d.namespace, orchestra.ErrContainerNotFound)
+	}
+	c, err := d.known(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, fmt.Errorf("container %q in namespace %s: %w", id, d.namespace, orchestra.ErrContainerNotFound)
+	}
+	return c, nil
+}
+
+// Close stops the VM (which ends every task it runs), asks the other
+// instances of the namespace to kill the tasks they still run, and removes
+// the namespace's directory (every task's files and every volume) and the
+// private directory. It is idempotent.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -334,7 +416,6 @@ func (d *Driver) Close() error {
 	d.bootSem <- struct{}{}
 	<-d.bootSem
 
-	var errs []error
 	for _, c := range containers {
 		c.stopStdin()
 	}
@@ -342,14 +423,11 @@ func (d *Driver) Close() error {
 		v.stop() // kills every task: each one's end is reported
 	}
 	d.bg.Wait()
-	for _, c := range containers {
-		c.removeFiles()
-	}
-	for _, vol := range d.volumeList() {
-		if err := os.RemoveAll(vol.hostDir); err != nil {
-			d.logger.Warn("qemu: remove volume", "volume", vol.name, "err", err)
-			errs = append(errs, fmt.Errorf("remove volume %q: %w", vol.name, err))
-		}
+	d.stopOthers()
+	var errs []error
+	if err := removeAllRetry(d.share); err != nil {
+		d.logger.Warn("qemu: remove the namespace's directory", "dir", d.share, "err", err)
+		errs = append(errs, fmt.Errorf("remove the namespace's directory %s: %w", d.share, err))
 	}
 	d.mu.Lock()
 	dir := d.dir
@@ -364,12 +442,47 @@ func (d *Driver) Close() error {
 	return errors.Join(errs...)
 }
 
-func (d *Driver) volumeList() []*Volume {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]*Volume, 0, len(d.volumes))
-	for _, v := range d.volumes {
-		out = append(out, v)
+// othersWait bounds how long Close waits for other instances to kill their
+// tasks of the namespace.
+const othersWait = 15 * time.Second
+
+// stopOthers asks, through a kill file, every instance that still runs a
+// task of the namespace to kill it, and waits (bounded) until they did.
+func (d *Driver) stopOthers() {
+	entries, _ := os.ReadDir(filepath.Join(d.share, "tasks"))
+	var running []string
+	for _, e := range entries {
+		dir := filepath.Join(d.share, "tasks", e.Name())
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || !lockHeld(dir) {
+			continue
+		}
+		if err := requestKill(dir); err != nil {
+			d.logger.Warn("qemu: ask another instance to kill its task", "dir", dir, "err", err)
+			continue
+		}
+		running = append(running, dir)
 	}
-	return out
+	deadline := time.Now().Add(othersWait)
+	for _, dir := range running {
+		for lockHeld(dir) {
+			if time.Now().After(deadline) {
+				d.logger.Warn("qemu: another instance did not kill its task in time; removing its files anyway", "dir", dir)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// removeAllRetry is os.RemoveAll, tried again a few times: another instance
+// of the namespace may add an entry while the directory is removed.
+func removeAllRetry(dir string) error {
+	var err error
+	for range 5 {
+		if err = os.RemoveAll(dir); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return err
 }

@@ -84,7 +84,7 @@ func TestFailedBootIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(EnvKernel, garbage)
-	_, err = d.CreateVolume(ctx, "v", 0)
+	_, err = d.ensureVM(ctx)
 	if err == nil || !strings.Contains(err.Error(), "qemu output") {
 		t.Fatalf("bad kernel: err = %v, want a boot error with qemu's output", err)
 	}
@@ -131,8 +131,8 @@ func TestConcurrentFirstCallsShareOneBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 2 { // one qemu process and one private directory
-		t.Fatalf("while running: %v, want exactly one qemu process and one directory", left)
+	if len(left) != 3 { // one qemu process, one private directory, the namespace's directory
+		t.Fatalf("while running: %v, want exactly one qemu process, one private directory and the namespace's directory", left)
 	}
 }
 
@@ -219,7 +219,7 @@ echo fine`
 		got := sha256.New()
 		var errb bytes.Buffer
 		counter := &countWriter{w: got}
-		if err := c.Logs(ctx, counter, &errb); err != nil {
+		if err := c.Logs(ctx, counter, &errb, false); err != nil {
 			t.Fatal(err)
 		}
 		if st.ExitCode() != 0 || counter.n != size || !bytes.Equal(got.Sum(nil), want.Sum(nil)) || errb.String() != "done\n" {
@@ -264,7 +264,7 @@ echo fine`
 			}
 			time.Sleep(20 * time.Millisecond)
 			out.Reset()
-			if err := c.Logs(ctx, &out, io.Discard); err != nil {
+			if err := c.Logs(ctx, &out, io.Discard, false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -272,7 +272,7 @@ echo fine`
 		_ = pw.Close()
 		st := waitDone(t, ctx, c)
 		out.Reset()
-		_ = c.Logs(ctx, &out, io.Discard)
+		_ = c.Logs(ctx, &out, io.Discard, false)
 		if st.ExitCode() != 0 || out.String() != "got first\nrest" {
 			t.Fatalf("exit %d stdout %q", st.ExitCode(), out.String())
 		}
@@ -303,6 +303,33 @@ echo fine`
 			Mounts: orchestra.Mounts{{Name: "vol-red", Path: "/a/b"}}})
 		if code != 0 || out != "red\n" {
 			t.Fatalf("nested mount: exit %d stdout %q stderr %q", code, out, errs)
+		}
+	})
+
+	t.Run("workdir and nested mounts without an image", func(t *testing.T) {
+		task := orchestra.Task{ID: "nest-write", WorkDir: "repo",
+			Mounts:  orchestra.Mounts{{Name: "nest-cache", Path: "repo/cache"}, {Name: "nest-repo", Path: "repo"}},
+			Command: []string{"sh", "-c", "pwd; echo in > cache/f; echo out > o; grep CapBnd /proc/self/status | cut -f2"}}
+		code, out, errs := runTask(t, ctx, d, task)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 0 || len(lines) != 2 || !strings.HasSuffix(lines[0], "/work/repo") || lines[1] != "00000000a80425fb" {
+			t.Fatalf("exit %d stdout %q stderr %q; want the pwd in repo and the default bounding set", code, out, errs)
+		}
+		repo, _ := d.CreateVolume(ctx, "nest-repo", 0)
+		cache, _ := d.CreateVolume(ctx, "nest-cache", 0)
+		for _, f := range []struct{ path, want string }{{filepath.Join(repo.Path(), "o"), "out\n"}, {filepath.Join(cache.Path(), "f"), "in\n"}} {
+			if data, err := os.ReadFile(f.path); err != nil || string(data) != f.want {
+				t.Errorf("%s: %q, %v; want %q", f.path, data, err, f.want)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(repo.Path(), "cache", "f")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the inner mount's file is in the outer volume too (%v)", err)
+		}
+		for _, wd := range []struct{ dir, want string }{{"/tmp", "/tmp"}, {"new/sub", "/work/new/sub"}} {
+			code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "wd-" + wd.dir, WorkDir: wd.dir, Command: []string{"pwd"}})
+			if code != 0 || !strings.HasSuffix(strings.TrimSpace(out), wd.want) {
+				t.Errorf("WorkDir %s: exit %d stdout %q stderr %q, want a path ending in %s", wd.dir, code, out, errs, wd.want)
+			}
 		}
 	})
 
@@ -367,7 +394,7 @@ echo fine`
 		w := &timedWriter{start: time.Now()}
 		// Only Write (no ReadFrom), so every chunk is timed.
 		var errb bytes.Buffer
-		if err := c.(orchestra.LogFollower).FollowLogs(ctx, struct{ io.Writer }{w}, &errb); err != nil {
+		if err := c.Logs(ctx, struct{ io.Writer }{w}, &errb, true); err != nil {
 			t.Fatal(err)
 		}
 		st, _ := c.Status(ctx)
@@ -386,7 +413,7 @@ echo fine`
 		}
 		for {
 			var out bytes.Buffer
-			_ = c.Logs(ctx, &out, io.Discard)
+			_ = c.Logs(ctx, &out, io.Discard, false)
 			if out.String() == "started\n" {
 				break
 			}
@@ -546,11 +573,11 @@ func TestSweepStale(t *testing.T) {
 // process's sweep removes the directory it left.
 func TestQemuDiesWithItsProcess(t *testing.T) {
 	if ns := os.Getenv("QEMU_TEST_HELPER_NAMESPACE"); ns != "" {
-		drv, err := New(ns, testLogger(t))
+		drv, err := New(ns, Config{}, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := drv.CreateVolume(t.Context(), "boot", 0); err != nil {
+		if _, err := drv.ensureVM(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Println("ready")
@@ -578,8 +605,8 @@ func TestQemuDiesWithItsProcess(t *testing.T) {
 	if err != nil || line != "ready\n" {
 		t.Fatalf("helper: %q, %v", line, err)
 	}
-	if left, _ := Leaks(ns); len(left) != 2 {
-		t.Fatalf("while the helper runs: %v, want its qemu process and directory", left)
+	if left, _ := Leaks(ns); len(left) != 3 {
+		t.Fatalf("while the helper runs: %v, want its qemu process, its private directory and the namespace's directory", left)
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
@@ -589,11 +616,11 @@ func TestQemuDiesWithItsProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(left) == 1 && strings.HasPrefix(left[0], "directory ") {
-			break // qemu is gone; only the directory is left
+		if len(left) == 2 && !strings.Contains(strings.Join(left, " "), "qemu process") {
+			break // qemu is gone; only the directories are left
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("10 s after the helper was killed: %v, want only its directory", left)
+			t.Fatalf("10 s after the helper was killed: %v, want only its directories", left)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -602,7 +629,20 @@ func TestQemuDiesWithItsProcess(t *testing.T) {
 		base = "/tmp"
 	}
 	sweepStale(base, testLogger(t))
+	// The namespace's directory outlives the process (its volumes and
+	// tasks' files belong to the namespace) until a driver of it closes.
+	left, _ := Leaks(ns)
+	if len(left) != 1 || !strings.HasPrefix(left[0], "namespace directory ") {
+		t.Fatalf("after the sweep: %v, want only the namespace's directory", left)
+	}
+	drv, err := New(ns, Config{}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if left, _ := Leaks(ns); len(left) != 0 {
-		t.Fatalf("after the sweep: %v", left)
+		t.Fatalf("after Close: %v", left)
 	}
 }

@@ -32,12 +32,17 @@ func writeGuestScripts(dir, guestd string) error {
 		return fmt.Errorf("guest task daemon: %w (build the guest with plugins/qemu/guest/build.sh)", err)
 	}
 	defer src.Close()
-	tmp := filepath.Join(dir, ".guestd.tmp")
-	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	// Other driver instances of the namespace share dir: each writes its
+	// own temporary file and renames it into place.
+	dst, err := os.CreateTemp(dir, ".guestd-*.tmp")
 	if err != nil {
 		return fmt.Errorf("copy the guest task daemon: %w", err)
 	}
+	tmp := dst.Name()
 	_, err = io.Copy(dst, src)
+	if err == nil {
+		err = dst.Chmod(0o755)
+	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}

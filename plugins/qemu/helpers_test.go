@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 )
 
 // requireQEMU skips the test when qemu or the guest image is missing, or
@@ -53,7 +54,7 @@ func newTestDriver(t testing.TB) (*Driver, string) {
 		ns = ns[:30]
 	}
 	ns += "-" + time.Now().Format("150405.000000")
-	drv, err := New(ns, testLogger(t))
+	drv, err := New(ns, Config{}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func newTestDriver(t testing.TB) (*Driver, string) {
 			t.Errorf("after Close, namespace %s still has %v", ns, left)
 		}
 	})
-	return drv.(*Driver), ns
+	return drv, ns
 }
 
 // runTask runs task to the end and returns its exit code, stdout and stderr.
@@ -81,7 +82,7 @@ func runTask(t testing.TB, ctx context.Context, d orchestra.Driver, task orchest
 	}
 	st := waitDone(t, ctx, c)
 	var out, errb bytes.Buffer
-	if err := c.Logs(ctx, &out, &errb); err != nil {
+	if err := c.Logs(ctx, &out, &errb, false); err != nil {
 		t.Fatalf("logs %s: %v", task.ID, err)
 	}
 	return st.ExitCode(), out.String(), errb.String()
@@ -89,27 +90,18 @@ func runTask(t testing.TB, ctx context.Context, d orchestra.Driver, task orchest
 
 func waitDone(t testing.TB, ctx context.Context, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
-	for {
-		st, err := c.Status(ctx)
-		if err != nil {
-			t.Fatalf("status: %v", err)
-		}
-		if st.IsDone() {
-			return st
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for the task: %v", ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		t.Fatalf("waiting for the task: %v", err)
 	}
+	return st
 }
 
 // fullCapBnd is the bounding set of the guest's own processes (every
 // capability the guest kernel has), asked of the guest agent.
 func fullCapBnd(t testing.TB, ctx context.Context, d *Driver) string {
 	t.Helper()
-	if _, err := d.CreateVolume(ctx, "boot", 0); err != nil { // the VM is up
+	if _, err := d.ensureVM(ctx); err != nil { // the VM is up
 		t.Fatal(err)
 	}
 	_, out, _, err := d.vm.run(ctx, "grep CapBnd /proc/self/status | cut -f2")

@@ -37,16 +37,6 @@ const (
 	EnvImageCache = "POCKETCI_QEMU_IMAGE_CACHE"
 )
 
-// imageCacheDir is where unpacked images live: POCKETCI_QEMU_IMAGE_CACHE,
-// or qemu-rootfs beside the guest image's default directory. It is kept
-// across runs (the leak probe ignores it): it is a cache, keyed by digest.
-func imageCacheDir() string {
-	if v := os.Getenv(EnvImageCache); v != "" {
-		return v
-	}
-	return filepath.Join(filepath.Dir(DefaultImageDir()), "qemu-rootfs")
-}
-
 // imageConfig is what a task takes from its image's config.
 type imageConfig struct {
 	ID         string   `json:"id"`
@@ -193,13 +183,13 @@ func (e *dockerEngine) export(ctx context.Context, ref string, unpack func(io.Re
 //   - anything else: the local Docker Engine, and when it does not have the
 //     image (or is not there) and ref names a registry host explicitly
 //     ("host:port/repo:tag", "registry.example/repo"), that registry.
-func resolveImage(ctx context.Context, ref string, logger *slog.Logger) (*image, error) {
+func resolveImage(ctx context.Context, cache, ref string, logger *slog.Logger) (*image, error) {
 	if path, ok := strings.CutPrefix(ref, "oci:"); ok {
 		img, err := layoutImage(path)
 		if err != nil {
 			return nil, fmt.Errorf("image %q: %w: %w", ref, orchestra.ErrImageNotFound, err)
 		}
-		return unpackRemote(ctx, ref, img, logger)
+		return unpackRemote(ctx, cache, ref, img, logger)
 	}
 	for _, prefix := range []string{"oci-archive:", "docker-archive:"} {
 		if path, ok := strings.CutPrefix(ref, prefix); ok {
@@ -207,7 +197,7 @@ func resolveImage(ctx context.Context, ref string, logger *slog.Logger) (*image,
 			if err != nil {
 				return nil, fmt.Errorf("image %q: %w: %w", ref, orchestra.ErrImageNotFound, err)
 			}
-			return unpackRemote(ctx, ref, img, logger)
+			return unpackRemote(ctx, cache, ref, img, logger)
 		}
 	}
 	engine, err := newDockerEngine()
@@ -216,7 +206,7 @@ func resolveImage(ctx context.Context, ref string, logger *slog.Logger) (*image,
 		cfg, err = engine.inspect(ctx, ref)
 	}
 	if err == nil {
-		return unpack(ctx, ref, cfg, logger, func(root string) error {
+		return unpack(ctx, cache, ref, cfg, logger, func(root string) error {
 			return engine.export(ctx, ref, func(r io.Reader) error { return untar(r, root) })
 		})
 	}
@@ -228,7 +218,7 @@ func resolveImage(ctx context.Context, ref string, logger *slog.Logger) (*image,
 	if rerr != nil {
 		return nil, fmt.Errorf("image %q: %w (%w; registry: %w)", ref, orchestra.ErrImageNotFound, engineErr, rerr)
 	}
-	return unpackRemote(ctx, ref, img, logger)
+	return unpackRemote(ctx, cache, ref, img, logger)
 }
 
 // namesRegistry reports whether ref starts with a registry host (a first
@@ -240,7 +230,7 @@ func namesRegistry(ref string) bool {
 
 // unpackRemote unpacks a go-containerregistry image (registry, layout or
 // tarball): its layers flattened with whiteouts applied.
-func unpackRemote(ctx context.Context, ref string, img v1.Image, logger *slog.Logger) (*image, error) {
+func unpackRemote(ctx context.Context, cache, ref string, img v1.Image, logger *slog.Logger) (*image, error) {
 	id, err := img.ConfigName()
 	if err != nil {
 		return nil, fmt.Errorf("image %q: %w: %w", ref, orchestra.ErrImageNotFound, err)
@@ -250,22 +240,21 @@ func unpackRemote(ctx context.Context, ref string, img v1.Image, logger *slog.Lo
 		return nil, fmt.Errorf("image %q: read its config: %w", ref, err)
 	}
 	cfg := imageConfig{ID: id.String(), Env: cf.Config.Env, WorkingDir: cf.Config.WorkingDir}
-	return unpack(ctx, ref, cfg, logger, func(root string) error {
+	return unpack(ctx, cache, ref, cfg, logger, func(root string) error {
 		rc := mutate.Extract(img)
 		defer rc.Close()
 		return untar(rc, root)
 	})
 }
 
-// unpack returns the cached image with cfg's ID, running fill to unpack it
+// unpack returns the image with cfg's ID cached in the directory cache, running fill to unpack it
 // into a temporary root first when the cache does not have it.
-func unpack(ctx context.Context, ref string, cfg imageConfig, logger *slog.Logger, fill func(root string) error) (*image, error) {
+func unpack(ctx context.Context, cache, ref string, cfg imageConfig, logger *slog.Logger, fill func(root string) error) (*image, error) {
 	key := strings.TrimPrefix(cfg.ID, "sha256:")
 	if key == "" || strings.ContainsAny(key, "/.") {
 		return nil, fmt.Errorf("image %q: unusable image ID %q", ref, cfg.ID)
 	}
 	im := &image{ref: ref, key: key, config: cfg}
-	cache := imageCacheDir()
 	final := filepath.Join(cache, key)
 	if _, err := os.Stat(filepath.Join(final, "rootfs")); err == nil {
 		return im, nil

@@ -62,7 +62,7 @@ func TestImage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	d, _ := newTestDriver(t)
-	if _, err := d.CreateVolume(ctx, "boot", 0); err != nil { // boot outside the timings
+	if _, err := d.ensureVM(ctx); err != nil { // boot outside the timings
 		t.Fatal(err)
 	}
 	run := func(task orchestra.Task) (int, string, string, time.Duration) {

@@ -88,7 +88,7 @@ func testKVMFailureRemembered(t *testing.T, kvmBehaviour string) {
 		logged    bool
 	}{{1, true}, {1, false}} {
 		var logs lockedBuffer
-		d, err := New("qt-kvm-"+time.Now().Format("150405.000000"), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		d, err := New("qt-kvm-"+time.Now().Format("150405.000000"), Config{}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,10 +8,14 @@ import (
 )
 
 // Leaks reports what of namespace is still there: live qemu processes whose
-// command line carries the namespace's -name tag, and private directories
-// marked with it. Empty means nothing leaked.
+// command line carries the namespace's -name tag, private directories
+// marked with it, and the namespace's directory under the default state
+// directory (Config{} and the environment). Empty means nothing leaked.
 func Leaks(namespace string) ([]string, error) {
 	var found []string
+	if dir := namespaceDir(Config{}.stateRoot(), namespace); exists(dir) {
+		found = append(found, "namespace directory "+dir)
+	}
 	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
@@ -53,4 +57,9 @@ func uniq(a, b string) []string {
 		return []string{a}
 	}
 	return []string{a, b}
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

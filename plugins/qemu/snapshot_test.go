@@ -31,7 +31,7 @@ func TestBootSnapshot(t *testing.T) {
 	boot := func(name string) string {
 		t.Helper()
 		var logs lockedBuffer
-		d, err := New("qt-snap-"+name+"-"+time.Now().Format("150405.000000"), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+		d, err := New("qt-snap-"+name+"-"+time.Now().Format("150405.000000"), Config{}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -51,7 +51,7 @@ func TestTaskContract(t *testing.T) {
 				t.Fatalf("ID %q again: %v, %v; want the same container", id, again, err)
 			}
 			var out strings.Builder
-			if err := c.Logs(ctx, &out, io.Discard); err != nil {
+			if err := c.Logs(ctx, &out, io.Discard, false); err != nil {
 				t.Fatal(err)
 			}
 			if st.ExitCode() != 0 || out.String() != id+"\n" {
@@ -98,7 +98,7 @@ func TestTaskContract(t *testing.T) {
 			t.Fatalf("exit %d, status error %v: want non-zero and an error naming stdin", st.ExitCode(), err)
 		}
 		var out strings.Builder
-		_ = c.Logs(ctx, &out, io.Discard)
+		_ = c.Logs(ctx, &out, io.Discard, false)
 		if strings.Contains(out.String(), "cat-exited-0") {
 			t.Fatalf("the task saw a clean end of input: %q", out.String())
 		}

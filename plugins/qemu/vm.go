@@ -35,16 +35,21 @@ const (
 
 // vm is one running qemu process and its agent connection.
 type vm struct {
-	logger  *slog.Logger
-	dir     string // this boot's directory: sockets, console log
-	share   string // host side of the 9p share (the driver's, kept across boots)
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the qemu process has exited
-	waitErr error         // valid after exited is closed
-	agent   *qga.Client
-	guestd  *guestdClient // tasks; connected once the guest is ready
-	stderr  *tailBuffer
-	accel   string
+	logger *slog.Logger
+	dir    string // this boot's directory: sockets, console log
+	share  string // host side of the 9p share: the namespace's directory
+	// shareInfo is the share as qemu opened it: qemu keeps the directory
+	// itself, so a share removed and made again (another instance of the
+	// namespace closed it) is no longer what the guest sees.
+	shareInfo os.FileInfo
+	images    string // host side of the read-only images share
+	cmd       *exec.Cmd
+	exited    chan struct{} // closed when the qemu process has exited
+	waitErr   error         // valid after exited is closed
+	agent     *qga.Client
+	guestd    *guestdClient // tasks; connected once the guest is ready
+	stderr    *tailBuffer
+	accel     string
 
 	stopOnce sync.Once
 }
@@ -104,9 +109,9 @@ func sweepStale(base string, logger *slog.Logger) {
 	}
 }
 
-// makePrivateDir creates the driver's private directory (the share and one
-// subdirectory per boot), short enough for unix socket paths, marked with
-// the namespace.
+// makePrivateDir creates the driver instance's private directory (one
+// subdirectory per boot: sockets and the console), short enough for unix
+// socket paths, marked with the namespace.
 func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 	base := os.TempDir()
 	if len(base) > 60 {
@@ -134,8 +139,8 @@ func makePrivateDir(namespace string, logger *slog.Logger) (string, error) {
 
 // bootVM starts qemu and waits until the guest agent answers. On failure
 // nothing is left behind and the error carries the console's last lines.
-func bootVM(ctx context.Context, namespace, privateDir string, logger *slog.Logger) (*vm, error) {
-	cfg, err := loadConfig()
+func bootVM(ctx context.Context, namespace, privateDir, share string, settings Config, logger *slog.Logger) (*vm, error) {
+	cfg, err := settings.resolve()
 	if err != nil {
 		return nil, err
 	}
@@ -161,23 +166,23 @@ func bootVM(ctx context.Context, namespace, privateDir string, logger *slog.Logg
 		// spinning). A trial bounded by kvmTrialTimeout tells both apart
 		// from a slow boot.
 		trial, cancel := context.WithTimeout(ctx, kvmTrialTimeout)
-		v, err = startVM(trial, namespace, privateDir, logger, cfg, accel)
+		v, err = startVM(trial, namespace, privateDir, share, logger, cfg, accel)
 		if err != nil && trial.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w: no answer within %s under KVM: %w", errEarlyExit, kvmTrialTimeout, err)
 		}
 		cancel()
 	} else {
-		v, err = startVM(ctx, namespace, privateDir, logger, cfg, accel)
+		v, err = startVM(ctx, namespace, privateDir, share, logger, cfg, accel)
 	}
 	if err != nil && errors.Is(err, errSnapshotRestore) {
 		// A snapshot that does not restore is dropped; this boot is cold
 		// and saves a new one.
 		logger.Info("qemu: the boot snapshot did not restore; booting cold", "err", firstLine(err.Error()))
-		v, err = startVM(ctx, namespace, privateDir, logger, cfg, accel)
+		v, err = startVM(ctx, namespace, privateDir, share, logger, cfg, accel)
 	}
 	if err != nil && accel == "kvm" && cfg.accel == "auto" && errors.Is(err, errEarlyExit) {
 		kvmErr := err
-		v, err = startVM(ctx, namespace, privateDir, logger, cfg, "tcg")
+		v, err = startVM(ctx, namespace, privateDir, share, logger, cfg, "tcg")
 		if err == nil && key != "" {
 			// Only now is KVM to blame (a bad kernel fails both ways). Said
 			// once per host: later processes read the memo.
@@ -207,13 +212,13 @@ var errEarlyExit = errors.New("qemu exited during boot")
 // snapshot file is removed).
 var errSnapshotRestore = errors.New("restore of the boot snapshot failed")
 
-func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
+func startVM(ctx context.Context, namespace, privateDir, share string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
 	start := time.Now()
 	dir, err := os.MkdirTemp(privateDir, "vm")
 	if err != nil {
 		return nil, fmt.Errorf("create boot directory: %w", err)
 	}
-	v := &vm{logger: logger, dir: dir, share: filepath.Join(privateDir, "share"), exited: make(chan struct{}),
+	v := &vm{logger: logger, dir: dir, share: share, exited: make(chan struct{}),
 		stderr: &tailBuffer{max: 4096}, accel: accel}
 	defer func() {
 		if err != nil {
@@ -223,11 +228,15 @@ func startVM(ctx context.Context, namespace, privateDir string, logger *slog.Log
 	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci"), cfg.guestd); err != nil {
 		return v, err
 	}
+	if v.shareInfo, err = os.Stat(v.share); err != nil {
+		return v, fmt.Errorf("the namespace's directory: %w", err)
+	}
 	khz, err := hostTSCkHz()
 	if err != nil {
 		return v, err
 	}
-	images := imageCacheDir()
+	images := cfg.images
+	v.images = images
 	if err := os.MkdirAll(images, 0o755); err != nil {
 		return v, fmt.Errorf("image cache: %w", err)
 	}
@@ -425,6 +434,13 @@ func (v *vm) alive() bool {
 	default:
 		return true
 	}
+}
+
+// shareReplaced reports whether the share directory the VM exports is no
+// longer the namespace's directory (removed, or removed and made again).
+func (v *vm) shareReplaced() bool {
+	fi, err := os.Stat(v.share)
+	return err != nil || !os.SameFile(fi, v.shareInfo)
 }
 
 // waitExit reports whether qemu exits within d.

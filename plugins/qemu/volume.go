@@ -8,7 +8,8 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// Volume is a directory on the VM's 9p share.
+// Volume is a directory in the namespace's directory on the host, which the
+// VM reaches over its 9p share.
 type Volume struct {
 	driver   *Driver
 	name     string
@@ -20,6 +21,9 @@ var _ orchestra.Volume = (*Volume)(nil)
 
 // Name returns the name given to CreateVolume.
 func (v *Volume) Name() string { return v.name }
+
+// Path is the volume's directory on this machine.
+func (v *Volume) Path() string { return v.hostDir }
 
 // Cleanup removes the volume's directory. It is idempotent.
 func (v *Volume) Cleanup(ctx context.Context) error {

@@ -8,7 +8,7 @@ package guestproto
 
 // Version changes whenever a message changes meaning. The host refuses a
 // daemon that answers its hello with another version.
-const Version = 1
+const Version = 2
 
 // PortName is the virtio-serial port the daemon listens on.
 const PortName = "org.pocketci.guestd.0"
@@ -62,9 +62,12 @@ type Start struct {
 	// Root is an unpacked image to run in (over a per-task overlay), or
 	// "" for the guest's own userland.
 	Root string `json:"root,omitempty"`
-	// WorkDir is the working directory inside Root (only with Root).
+	// WorkDir is the command's working directory, inside Root when there is
+	// one; made when missing. Empty: Dir/work (without Root) or "/".
 	WorkDir string `json:"workdir,omitempty"`
-	// Binds are volumes bound into Root (only with Root).
+	// Binds are volumes bound for the task, in order (an outer path before
+	// one inside it): inside Root, or, without Root, in a mount namespace
+	// of the task's own.
 	Binds []Bind `json:"binds,omitempty"`
 	// Memory is memory.max in bytes (0: max); CPUWeight is cpu.weight
 	// (0: the default 100).

@@ -6,4 +6,4 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk"
 )
 
-func main() { pluginsdk.Serve("qemu", qemu.New) }
+func main() { pluginsdk.Serve(qemu.Provider()) }

@@ -198,7 +198,16 @@ func (e *startError) Unwrap() error { return e.err }
 func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
 	s := t.s
 	attr := &syscall.SysProcAttr{Setsid: true, UseCgroupFD: true, CgroupFD: cgroupFD}
-	dir := filepath.Join(s.Dir, "work")
+	dir := s.WorkDir
+	if dir == "" {
+		dir = filepath.Join(s.Dir, "work")
+	}
+	ownMounts := s.Root == "" && len(s.Binds) > 0
+	if s.Root == "" && !ownMounts {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return 0, fmt.Errorf("working directory: %w", err)
+		}
+	}
 	rootPath := "/"
 	if s.Root != "" {
 		// The task's root is mounted here, copied into the task's own
@@ -212,7 +221,10 @@ func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
 		}
 		defer r.detach()
 		t.rootDir = r.base
-		rootPath, dir = r.merged, s.WorkDir
+		rootPath = r.merged
+		if s.WorkDir == "" {
+			dir = "/"
+		}
 		attr.Chroot = r.merged
 		attr.Cloneflags = syscall.CLONE_NEWNS
 	}
@@ -243,9 +255,14 @@ func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
 	forkExec := func() {
 		pid, err = syscall.ForkExec(argv0, s.Argv, &syscall.ProcAttr{Dir: dir, Env: s.Env, Files: fds, Sys: attr})
 	}
-	if s.Privileged {
+	switch {
+	case ownMounts:
+		if merr := forkWithBinds(s, dir, forkExec); merr != nil {
+			return 0, &startError{codeCannotRun, merr}
+		}
+	case s.Privileged:
 		forkExec()
-	} else {
+	default:
 		d.unpriv.run(forkExec)
 	}
 	if err != nil {
