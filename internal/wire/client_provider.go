@@ -66,27 +66,46 @@ func ConfigJSON(name string, cfg orchestra.DriverConfig) (json.RawMessage, error
 
 // Provider is the plugin's driver provider as the client reaches it: every
 // driver it builds is a new instance in the plugin.
-func (c *Client) Provider() orchestra.DriverProvider { return clientProvider{c} }
-
-type clientProvider struct{ c *Client }
-
-var _ orchestra.DriverProvider = clientProvider{}
-
-func (p clientProvider) Name() string { return p.c.name }
-
-func (p clientProvider) EmptyConfig() orchestra.DriverConfig { return RawConfig{Driver: p.c.name} }
-
-func (p clientProvider) UnmarshalConfig(raw json.RawMessage) (orchestra.DriverConfig, error) {
-	if err := p.c.CheckConfig(context.Background(), raw); err != nil {
-		return nil, err
-	}
-	return RawConfig{Driver: p.c.name, JSON: raw}, nil
+func (c *Client) Provider() orchestra.DriverProvider {
+	return NewProvider(c.name, c.CheckConfig, func(ctx context.Context, namespace string, config json.RawMessage) (orchestra.Driver, error) {
+		return c.Open(ctx, namespace, OpenOptions{Config: config})
+	})
 }
 
-func (p clientProvider) NewDriver(ctx context.Context, namespace string, cfg orchestra.DriverConfig, _ *slog.Logger) (orchestra.Driver, error) {
-	raw, err := ConfigJSON(p.c.name, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("plugin %s: Open: %w", p.c.name, err)
+// NewProvider is the DriverProvider of a plugin called name: UnmarshalConfig
+// has check decode and validate the config in the plugin and keeps it as a
+// RawConfig; NewDriver sends open the JSON of a RawConfig, or of the typed
+// config of the same driver compiled in.
+func NewProvider(name string, check func(context.Context, json.RawMessage) error,
+	open func(ctx context.Context, namespace string, config json.RawMessage) (orchestra.Driver, error)) orchestra.DriverProvider {
+	return &pluginProvider{name: name, check: check, open: open}
+}
+
+type pluginProvider struct {
+	name  string
+	check func(context.Context, json.RawMessage) error
+	open  func(context.Context, string, json.RawMessage) (orchestra.Driver, error)
+}
+
+var _ orchestra.DriverProvider = (*pluginProvider)(nil)
+
+func (p *pluginProvider) Name() string { return p.name }
+
+func (p *pluginProvider) EmptyConfig() orchestra.DriverConfig { return RawConfig{Driver: p.name} }
+
+func (p *pluginProvider) UnmarshalConfig(raw json.RawMessage) (orchestra.DriverConfig, error) {
+	if err := p.check(context.Background(), raw); err != nil {
+		return nil, err
 	}
-	return p.c.Open(ctx, namespace, OpenOptions{Config: raw})
+	return RawConfig{Driver: p.name, JSON: raw}, nil
+}
+
+// NewDriver opens a driver for namespace with cfg. The plugin's own logs go
+// where its host sends them; logger is not used.
+func (p *pluginProvider) NewDriver(ctx context.Context, namespace string, cfg orchestra.DriverConfig, _ *slog.Logger) (orchestra.Driver, error) {
+	raw, err := ConfigJSON(p.name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: Open: %w", p.name, err)
+	}
+	return p.open(ctx, namespace, raw)
 }

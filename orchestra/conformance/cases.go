@@ -12,13 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
-
-// pollInterval is how often waitDone asks a container for its status.
-const pollInterval = 25 * time.Millisecond
 
 // Cases returns every conformance case, in the order they run.
 func Cases() []Case {
@@ -60,29 +57,8 @@ func Cases() []Case {
 }
 
 // WaitDone polls c's Status until it reports done or ctx ends, and returns
-// the final status. A Status error, or a nil status, ends the wait with an
-// error. Driver tests can use it as the suite does.
-func WaitDone(ctx context.Context, c orchestra.Container) (orchestra.ContainerStatus, error) {
-	ticker := time.NewTicker(pollInterval)
-	defer ticker.Stop()
-	for {
-		st, err := c.Status(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("status: %w", err)
-		}
-		if st == nil {
-			return nil, errors.New("status: got a nil ContainerStatus and no error")
-		}
-		if st.IsDone() {
-			return st, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the container to be done: %w", ctx.Err())
-		case <-ticker.C:
-		}
-	}
-}
+// the final status: testkit.WaitDone.
+var WaitDone = testkit.WaitDone
 
 // logs returns everything c wrote to stdout and stderr.
 func logs(ctx context.Context, c orchestra.Container) (stdout, stderr []byte, err error) {
@@ -94,31 +70,11 @@ func logs(ctx context.Context, c orchestra.Container) (stdout, stderr []byte, er
 }
 
 // result is what running a task to completion gave.
-type result struct {
-	container orchestra.Container
-	exitCode  int
-	stdout    []byte
-	stderr    []byte
-}
+type result = testkit.Result
 
-// runToEnd runs task, waits until it is done and fetches its logs.
+// runToEnd runs task on the case's driver to its end.
 func runToEnd(ctx context.Context, env *Env, task orchestra.Task) (result, error) {
-	c, err := env.Driver.RunContainer(ctx, task)
-	if err != nil {
-		return result{}, fmt.Errorf("task %q: run container: %w", task.ID, err)
-	}
-	if c == nil {
-		return result{}, fmt.Errorf("task %q: RunContainer returned a nil container and no error", task.ID)
-	}
-	st, err := WaitDone(ctx, c)
-	if err != nil {
-		return result{}, fmt.Errorf("task %q: %w", task.ID, err)
-	}
-	stdout, stderr, err := logs(ctx, c)
-	if err != nil {
-		return result{}, fmt.Errorf("task %q: %w", task.ID, err)
-	}
-	return result{container: c, exitCode: st.ExitCode(), stdout: stdout, stderr: stderr}, nil
+	return testkit.RunToEnd(ctx, env.Driver, task)
 }
 
 // task builds a task with the run's image.
@@ -139,17 +95,17 @@ func show(b []byte) string {
 // means stderr is not checked.
 func expect(id string, r result, code int, stdout string, stderr *string) error {
 	var problems []string
-	if r.exitCode != code {
-		problems = append(problems, fmt.Sprintf("exit code: expected %d, got %d", code, r.exitCode))
+	if r.ExitCode != code {
+		problems = append(problems, fmt.Sprintf("exit code: expected %d, got %d", code, r.ExitCode))
 	}
-	if string(r.stdout) != stdout {
-		problems = append(problems, fmt.Sprintf("stdout: expected %s, got %s", show([]byte(stdout)), show(r.stdout)))
+	if string(r.Stdout) != stdout {
+		problems = append(problems, fmt.Sprintf("stdout: expected %s, got %s", show([]byte(stdout)), show(r.Stdout)))
 	}
-	if stderr != nil && string(r.stderr) != *stderr {
-		problems = append(problems, fmt.Sprintf("stderr: expected %s, got %s", show([]byte(*stderr)), show(r.stderr)))
+	if stderr != nil && string(r.Stderr) != *stderr {
+		problems = append(problems, fmt.Sprintf("stderr: expected %s, got %s", show([]byte(*stderr)), show(r.Stderr)))
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("task %q: %s (stdout %s, stderr %s)", id, strings.Join(problems, "; "), show(r.stdout), show(r.stderr))
+		return fmt.Errorf("task %q: %s (stdout %s, stderr %s)", id, strings.Join(problems, "; "), show(r.Stdout), show(r.Stderr))
 	}
 	return nil
 }
@@ -213,12 +169,12 @@ func caseEnvironmentVariables(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 {
-		return fmt.Errorf("task %q: exit code: expected 0, got %d (stderr %s)", t.ID, r.exitCode, show(r.stderr))
+	if r.ExitCode != 0 {
+		return fmt.Errorf("task %q: exit code: expected 0, got %d (stderr %s)", t.ID, r.ExitCode, show(r.Stderr))
 	}
 	lines := map[string]bool{}
 	names := map[string]bool{}
-	for _, line := range strings.Split(string(r.stdout), "\n") {
+	for _, line := range strings.Split(string(r.Stdout), "\n") {
 		lines[line] = true
 		if name, _, ok := strings.Cut(line, "="); ok {
 			names[name] = true
@@ -232,7 +188,7 @@ func caseEnvironmentVariables(ctx context.Context, env *Env) error {
 	for _, k := range keys {
 		want := k + "=" + vars[k]
 		if !lines[want] {
-			return fmt.Errorf("task %q: expected a line %q in the output of env, got %s", t.ID, want, show(r.stdout))
+			return fmt.Errorf("task %q: expected a line %q in the output of env, got %s", t.ID, want, show(r.Stdout))
 		}
 	}
 	var leaked []string
@@ -250,7 +206,7 @@ func caseEnvironmentVariables(ctx context.Context, env *Env) error {
 	}
 	if len(leaked) > 0 {
 		sort.Strings(leaked)
-		return fmt.Errorf("task %q: host environment leaked into the task: %v (env output %s)", t.ID, leaked, show(r.stdout))
+		return fmt.Errorf("task %q: host environment leaked into the task: %v (env output %s)", t.ID, leaked, show(r.Stdout))
 	}
 	return nil
 }
@@ -319,8 +275,8 @@ func caseSameTaskIDRunsOnce(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 || string(r.stdout) != "x\n" {
-		return fmt.Errorf("the command of task %q ran more than once or not at all: expected the counter file to hold \"x\\n\", got %s (exit %d, stderr %s)", t.ID, show(r.stdout), r.exitCode, show(r.stderr))
+	if r.ExitCode != 0 || string(r.Stdout) != "x\n" {
+		return fmt.Errorf("the command of task %q ran more than once or not at all: expected the counter file to hold \"x\\n\", got %s (exit %d, stderr %s)", t.ID, show(r.Stdout), r.ExitCode, show(r.Stderr))
 	}
 	return nil
 }
@@ -334,13 +290,13 @@ func caseLogsRepeated(ctx context.Context, env *Env) error {
 		return err
 	}
 	for i := 2; i <= 3; i++ {
-		out, errb, err := logs(ctx, r.container)
+		out, errb, err := logs(ctx, r.Container)
 		if err != nil {
 			return fmt.Errorf("call %d: %w", i, err)
 		}
-		if !bytes.Equal(out, r.stdout) || !bytes.Equal(errb, r.stderr) {
+		if !bytes.Equal(out, r.Stdout) || !bytes.Equal(errb, r.Stderr) {
 			return fmt.Errorf("Logs call %d differs from call 1: expected stdout %s stderr %s, got stdout %s stderr %s",
-				i, show(r.stdout), show(r.stderr), show(out), show(errb))
+				i, show(r.Stdout), show(r.Stderr), show(out), show(errb))
 		}
 	}
 	return nil
@@ -364,18 +320,18 @@ func caseLargeOutput(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 {
-		return fmt.Errorf("task %q: exit code: expected 0, got %d (stderr %s)", "large-output", r.exitCode, show(r.stderr))
+	if r.ExitCode != 0 {
+		return fmt.Errorf("task %q: exit code: expected 0, got %d (stderr %s)", "large-output", r.ExitCode, show(r.Stderr))
 	}
-	if !bytes.Equal(r.stdout, expected) {
-		gotSum := sha256.Sum256(r.stdout)
+	if !bytes.Equal(r.Stdout, expected) {
+		gotSum := sha256.Sum256(r.Stdout)
 		wantSum := sha256.Sum256(expected)
-		at := firstDiff(r.stdout, expected)
+		at := firstDiff(r.Stdout, expected)
 		return fmt.Errorf("task %q: stdout: expected %d bytes with sha256 %s, got %d bytes with sha256 %s (first difference at byte %d)",
-			"large-output", len(expected), hex.EncodeToString(wantSum[:]), len(r.stdout), hex.EncodeToString(gotSum[:]), at)
+			"large-output", len(expected), hex.EncodeToString(wantSum[:]), len(r.Stdout), hex.EncodeToString(gotSum[:]), at)
 	}
-	if len(r.stderr) != 0 {
-		return fmt.Errorf("task %q: stderr: expected empty, got %s", "large-output", show(r.stderr))
+	if len(r.Stderr) != 0 {
+		return fmt.Errorf("task %q: stderr: expected empty, got %s", "large-output", show(r.Stderr))
 	}
 	return nil
 }
@@ -404,12 +360,12 @@ func caseBinaryStdin(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 {
-		return fmt.Errorf("task %q: exit code: expected 0, got %d (stderr %s)", t.ID, r.exitCode, show(r.stderr))
+	if r.ExitCode != 0 {
+		return fmt.Errorf("task %q: exit code: expected 0, got %d (stderr %s)", t.ID, r.ExitCode, show(r.Stderr))
 	}
-	if !bytes.Equal(r.stdout, in) {
+	if !bytes.Equal(r.Stdout, in) {
 		return fmt.Errorf("task %q: stdout: expected the %d stdin bytes back unchanged, got %d bytes, first difference at byte %d",
-			t.ID, len(in), len(r.stdout), firstDiff(r.stdout, in))
+			t.ID, len(in), len(r.Stdout), firstDiff(r.Stdout, in))
 	}
 	return nil
 }
@@ -421,8 +377,8 @@ func caseExitCodes(ctx context.Context, env *Env) error {
 		if err != nil {
 			return err
 		}
-		if r.exitCode != code {
-			return fmt.Errorf("task %q: exit code: expected %d, got %d (stderr %s)", id, code, r.exitCode, show(r.stderr))
+		if r.ExitCode != code {
+			return fmt.Errorf("task %q: exit code: expected %d, got %d (stderr %s)", id, code, r.ExitCode, show(r.Stderr))
 		}
 	}
 	return nil
@@ -496,7 +452,7 @@ func caseCleanupTwice(ctx context.Context, env *Env) error {
 		return err
 	}
 	for i := 1; i <= 2; i++ {
-		if err := r.container.Cleanup(ctx); err != nil {
+		if err := r.Container.Cleanup(ctx); err != nil {
 			return fmt.Errorf("container Cleanup call %d: expected nil, got %w", i, err)
 		}
 	}
@@ -535,11 +491,11 @@ func caseStatusStable(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 3 {
-		return fmt.Errorf("task %q: exit code: expected 3, got %d", "status-stable", r.exitCode)
+	if r.ExitCode != 3 {
+		return fmt.Errorf("task %q: exit code: expected 3, got %d", "status-stable", r.ExitCode)
 	}
 	for i := range 50 {
-		st, err := r.container.Status(ctx)
+		st, err := r.Container.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("Status call %d after done: %w", i+2, err)
 		}

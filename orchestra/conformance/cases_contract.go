@@ -16,7 +16,7 @@ func caseContainerID(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	id := r.container.ID()
+	id := r.Container.ID()
 	if id == "" {
 		return errors.New("Container.ID() is empty")
 	}
@@ -103,8 +103,8 @@ func caseWorkDir(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 || !strings.HasSuffix(strings.TrimSpace(string(r.stdout)), "/repo") {
-		return fmt.Errorf("task %q (WorkDir repo): exit %d, pwd %s; want 0 and a path ending in /repo", in.ID, r.exitCode, show(r.stdout))
+	if r.ExitCode != 0 || !strings.HasSuffix(strings.TrimSpace(string(r.Stdout)), "/repo") {
+		return fmt.Errorf("task %q (WorkDir repo): exit %d, pwd %s; want 0 and a path ending in /repo", in.ID, r.ExitCode, show(r.Stdout))
 	}
 	check := task(env, "workdir-check", "cat", "other/here.txt")
 	check.Mounts = orchestra.Mounts{{Name: "workdir-repo", Path: "other"}}
@@ -119,8 +119,8 @@ func caseWorkDir(ctx context.Context, env *Env) error {
 	if r, err = runToEnd(ctx, env, abs); err != nil {
 		return err
 	}
-	if r.exitCode != 0 || !strings.HasSuffix(strings.TrimSpace(string(r.stdout)), "/tmp") {
-		return fmt.Errorf("task %q (WorkDir /tmp): exit %d, pwd %s; want 0 and a path ending in /tmp", abs.ID, r.exitCode, show(r.stdout))
+	if r.ExitCode != 0 || !strings.HasSuffix(strings.TrimSpace(string(r.Stdout)), "/tmp") {
+		return fmt.Errorf("task %q (WorkDir /tmp): exit %d, pwd %s; want 0 and a path ending in /tmp", abs.ID, r.ExitCode, show(r.Stdout))
 	}
 	return nil
 }
@@ -153,8 +153,8 @@ func caseCommandNotFound(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 127 || len(r.stderr) == 0 {
-		return fmt.Errorf("a command that does not exist: exit %d, stderr %s; want 127 and a message on stderr", r.exitCode, show(r.stderr))
+	if r.ExitCode != 127 || len(r.Stderr) == 0 {
+		return fmt.Errorf("a command that does not exist: exit %d, stderr %s; want 127 and a message on stderr", r.ExitCode, show(r.Stderr))
 	}
 	return nil
 }

@@ -21,12 +21,12 @@ func caseOnlyStandardDescriptors(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 {
-		return fmt.Errorf("task %q: ls -l /proc/self/fd/ exited %d (stdout %s, stderr %s)", id, r.exitCode, show(r.stdout), show(r.stderr))
+	if r.ExitCode != 0 {
+		return fmt.Errorf("task %q: ls -l /proc/self/fd/ exited %d (stdout %s, stderr %s)", id, r.ExitCode, show(r.Stdout), show(r.Stderr))
 	}
 	seen := map[string]bool{}
 	var extra []string
-	for _, line := range strings.Split(string(r.stdout), "\n") {
+	for _, line := range strings.Split(string(r.Stdout), "\n") {
 		before, target, ok := strings.Cut(line, " -> ")
 		if !ok {
 			continue
@@ -42,7 +42,7 @@ func caseOnlyStandardDescriptors(ctx context.Context, env *Env) error {
 		}
 	}
 	if !seen["0"] || !seen["1"] || !seen["2"] {
-		return fmt.Errorf("task %q: ls -l /proc/self/fd/ did not list 0, 1 and 2 (stdout %s)", id, show(r.stdout))
+		return fmt.Errorf("task %q: ls -l /proc/self/fd/ did not list 0, 1 and 2 (stdout %s)", id, show(r.Stdout))
 	}
 	if len(extra) > 0 {
 		return fmt.Errorf("task %q: the task inherited descriptors besides 0, 1 and 2: %s", id, strings.Join(extra, ", "))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // caseKillSelf: a task that kills itself with SIGKILL exits 137 on every
@@ -100,7 +101,7 @@ func caseCleanupKillsDescendants(ctx context.Context, env *Env) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("task %q never printed \"started\": %w", t.ID, ctx.Err())
-		case <-time.After(pollInterval):
+		case <-time.After(testkit.PollInterval):
 		}
 	}
 	// The first reader prints "moving" per counter that changes within 20 s
@@ -114,8 +115,8 @@ func caseCleanupKillsDescendants(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if string(r.stdout) != "setsid moving\nsetm moving\n" {
-		return fmt.Errorf("before Cleanup, the descendants' counters should move: got %s (stderr %s); the case proves nothing", show(r.stdout), show(r.stderr))
+	if string(r.Stdout) != "setsid moving\nsetm moving\n" {
+		return fmt.Errorf("before Cleanup, the descendants' counters should move: got %s (stderr %s); the case proves nothing", show(r.Stdout), show(r.Stderr))
 	}
 	if err := c.Cleanup(ctx); err != nil {
 		return fmt.Errorf("task %q: Cleanup of the running task: %w", t.ID, err)
@@ -126,8 +127,8 @@ func caseCleanupKillsDescendants(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if string(r.stdout) != "setsid still\nsetm still\n" {
-		return fmt.Errorf("after Cleanup of task %q, its descendants still run: the reader says %s", t.ID, show(r.stdout))
+	if string(r.Stdout) != "setsid still\nsetm still\n" {
+		return fmt.Errorf("after Cleanup of task %q, its descendants still run: the reader says %s", t.ID, show(r.Stdout))
 	}
 	return nil
 }

@@ -54,9 +54,9 @@ func caseAwkwardTaskIDs(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.exitCode != 0 || string(r.stdout) != want {
+	if r.ExitCode != 0 || string(r.Stdout) != want {
 		return fmt.Errorf("each awkward ID should have run its command exactly once: expected the counters to hold %s, got %s (exit %d, stderr %s)",
-			show([]byte(want)), show(r.stdout), r.exitCode, show(r.stderr))
+			show([]byte(want)), show(r.Stdout), r.ExitCode, show(r.Stderr))
 	}
 	return nil
 }

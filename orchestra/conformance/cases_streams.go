@@ -1,13 +1,12 @@
 package conformance
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // caseStdinDevice reads stdin through /dev/stdin, as scripts do.
@@ -33,32 +32,13 @@ func caseNoFinalNewlineLogs(ctx context.Context, env *Env) error {
 	return expect("no-newline-logs", r, 0, "line\nout-tail", ptr("err-tail"))
 }
 
-// lockedBuffer is a bytes.Buffer that a following Logs may write from any
-// goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
 // follow runs task and follows its output to the end with Logs(follow).
 func follow(ctx context.Context, env *Env, t orchestra.Task) (stdout, stderr []byte, code int, err error) {
 	c, err := env.Driver.RunContainer(ctx, t)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: run container: %w", t.ID, err)
 	}
-	var out, errb lockedBuffer
+	var out, errb testkit.SafeBuffer
 	if err := c.Logs(ctx, &out, &errb, true); err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: Logs(follow): %w", t.ID, err)
 	}
@@ -74,7 +54,7 @@ func caseNoFinalNewlineFollow(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	return expect("no-newline-follow", result{exitCode: code, stdout: out, stderr: errb}, 0, "line\nout-tail", ptr("err-tail"))
+	return expect("no-newline-follow", result{ExitCode: code, Stdout: out, Stderr: errb}, 0, "line\nout-tail", ptr("err-tail"))
 }
 
 // orderLines is how many lines each stream gets in "stream order".
@@ -99,7 +79,7 @@ func caseStreamOrder(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := expectStreams("Logs", r.stdout, r.stderr, wantOut, wantErr); err != nil {
+	if err := expectStreams("Logs", r.Stdout, r.Stderr, wantOut, wantErr); err != nil {
 		return err
 	}
 	out, errb, _, err := follow(ctx, env, task(env, "stream-order-follow", "sh", "-c", orderCommand))
