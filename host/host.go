@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
@@ -90,8 +91,12 @@ type Host struct {
 	replaced []*Plugin
 }
 
-// New discovers the plugins in cfg.Dirs. It starts none of them.
+// New discovers the plugins in cfg.Dirs. It starts none of them. It marks
+// every fd the process inherited above stderr close-on-exec, so that plugins
+// (and through them, tasks) start with fds 0-2 only: Go would pass an
+// inherited fd that is not close-on-exec to every process it starts.
 func New(cfg Config) (*Host, error) {
+	wire.CloseInheritedOnExec()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
