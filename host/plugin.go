@@ -222,23 +222,55 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	if p.running() {
 		return p.rpc, p.gen, nil
 	}
-	if p.client != nil {
-		_ = killClient(p.client, p.proc, p.host.shutdownTimeout)
-		p.client, p.proc = nil, nil
-		// The driver instances in the dead process reopen on their next call.
-		if time.Since(p.started) < stableAfter {
-			p.crashes++
-		} else {
-			p.crashes = 1
-		}
-		delay := min(restartDelay<<(p.crashes-1), maxRestartDelay)
-		p.logger.Info("restarting plugin", "plugin", p.Name, "after", delay, "crashes", p.crashes)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("plugin %s: waiting %s to restart after %d crashes: %w", p.Name, delay, p.crashes, ctx.Err())
-		}
+	if err := p.waitToRestart(ctx); err != nil {
+		return nil, 0, err
 	}
+	return p.launch(ctx)
+}
+
+// waitToRestart forgets a dead process and waits the restart delay its
+// early deaths earned. p.mu is held.
+func (p *Plugin) waitToRestart(ctx context.Context) error {
+	if p.client == nil {
+		return nil
+	}
+	_ = killClient(p.client, p.proc, p.host.shutdownTimeout)
+	p.client, p.proc = nil, nil
+	// The driver instances in the dead process reopen on their next call.
+	if time.Since(p.started) < stableAfter {
+		p.crashes++
+	} else {
+		p.crashes = 1
+	}
+	delay := min(restartDelay<<(p.crashes-1), maxRestartDelay)
+	p.logger.Info("restarting plugin", "plugin", p.Name, "after", delay, "crashes", p.crashes)
+	select {
+	case <-time.After(delay):
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("plugin %s: waiting %s to restart after %d crashes: %w", p.Name, delay, p.crashes, ctx.Err())
+	}
+}
+
+// clientConfig is what go-plugin needs to talk to this plugin, whether the
+// host starts it or reattaches to it; logs go to logger.
+func (p *Plugin) clientConfig(logger *slog.Logger) *plugin.ClientConfig {
+	return &plugin.ClientConfig{
+		HandshakeConfig:  wire.HandshakeConfig(),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           hclogger(logger),
+		SyncStdout:       lineLogger{logger, "plugin stdout"},
+		SyncStderr:       lineLogger{logger, "plugin stderr"},
+		// go-plugin lets a plugin send the host messages of up to 2 GiB;
+		// the protocol never needs more than a few KiB in one, so a hostile
+		// plugin cannot make the host buffer more than maxMessage.
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage))},
+	}
+}
+
+// launch starts the plugin process from its checked file and connects to
+// it. p.mu is held.
+func (p *Plugin) launch(ctx context.Context) (*wire.Client, uint64, error) {
 	// The file is opened once and checked (trust, and the SHA256SUMS pin)
 	// as it is open. A pinned plugin runs that open file, so nothing can be
 	// swapped in between; an unpinned one runs the checked, resolved path
@@ -250,54 +282,36 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 	}
 	defer exe.Close()
 	p.stopping.Store(false)
-
 	logger := p.logger.With("plugin", p.Name)
 	var (
 		proc   *pluginRunner
 		procMu sync.Mutex // proc is set in go-plugin's goroutine
 	)
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  wire.HandshakeConfig(),
-		VersionedPlugins: wire.ClientPlugins(),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           hclogger(logger),
-		Stderr:           p.stderr,
-		SyncStdout:       lineLogger{logger, "plugin stdout"},
-		SyncStderr:       lineLogger{logger, "plugin stderr"},
-		StartTimeout:     p.host.startTimeout,
-		AutoMTLS:         p.host.autoMTLS,
-		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: p.host.socketDir},
-		// go-plugin lets a plugin send the host messages of up to 2 GiB;
-		// the protocol never needs more than one chunk, so a hostile
-		// plugin cannot make the host buffer more than maxMessage.
-		GRPCDialOptions: p.dialOptions(),
-		// go-plugin hands over a template command carrying its environment.
-		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
-			cmd := exec.Command(exe.Name())
-			cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
-			if p.sum != "" {
-				cmd = exec.Command(execFD)
-				cmd.ExtraFiles = []*os.File{exe}
-				cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
-			}
-			cmd.Args[0] = p.Path
-			// The plugin gets no stdin: only the task it runs may read the
-			// host's, through the protocol.
-			cmd.Stdin = nil
-			r, err := newRunner(cmd, logger, p.exited)
-			if r != nil {
-				r.noReaper = p.host.noReaper
-				r.ephemeralList, r.plugin, r.cleanup = p.ephemeralList(), p.Name, p.host.orphanCleanup
-			}
-			procMu.Lock()
-			proc = r
-			procMu.Unlock()
-			return r, err
-		},
+	cfg := p.clientConfig(logger)
+	cfg.VersionedPlugins = wire.ClientPlugins()
+	cfg.Stderr = p.stderr
+	cfg.StartTimeout = p.host.startTimeout
+	cfg.AutoMTLS = p.host.autoMTLS
+	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: p.host.socketDir}
+	// go-plugin hands over a template command carrying its environment.
+	cfg.RunnerFunc = func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+		r, err := newRunner(p.command(exe, spec), logger, p.exited)
+		if r != nil {
+			r.noReaper = p.host.noReaper
+			r.ephemeralList, r.plugin, r.cleanup = p.ephemeralList(), p.Name, p.host.orphanCleanup
+		}
+		procMu.Lock()
+		proc = r
+		procMu.Unlock()
+		return r, err
+	}
+	client := plugin.NewClient(cfg)
+	rpc, info, err := p.connectStarted(ctx, client, func() *pluginRunner {
+		procMu.Lock()
+		defer procMu.Unlock()
+		return proc
 	})
-	// fail kills the plugin with its group, and waits for it (bounded), so
-	// that its last stderr lines are in: then it builds the error.
-	fail := func(format string, args ...any) (*wire.Client, uint64, error) {
+	if err != nil {
 		p.stopping.Store(true)
 		if proc != nil {
 			// Killed with its group before go-plugin's Kill, which would
@@ -305,37 +319,59 @@ func (p *Plugin) start(ctx context.Context) (*wire.Client, uint64, error) {
 			_ = proc.Kill(context.Background())
 		}
 		killClient(client, proc, p.host.shutdownTimeout)
-		return nil, 0, fmt.Errorf(format, args...)
+		return nil, 0, err
 	}
+	p.commit(client, proc, proc.pid, rpc, info)
+	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
+	return rpc, p.gen, nil
+}
+
+// command is the plugin's command: the checked file, run from its open fd
+// when it is pinned; no stdin (only the task it runs may read the host's,
+// through the protocol).
+func (p *Plugin) command(exe *os.File, spec *exec.Cmd) *exec.Cmd {
+	cmd := exec.Command(exe.Name())
+	cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String())
+	if p.sum != "" {
+		cmd = exec.Command(execFD)
+		cmd.ExtraFiles = []*os.File{exe}
+		cmd.Env = append(spec.Env, pluginsdk.LogLevelEnv+"="+p.host.level.String(), ExeFDEnv+"=3")
+	}
+	cmd.Args[0] = p.Path
+	cmd.Stdin = nil
+	return cmd
+}
+
+// connectStarted waits for the started plugin's handshake, checks its Info
+// and returns its client; the error says why it could not be used, with the
+// plugin's last stderr lines.
+func (p *Plugin) connectStarted(ctx context.Context, client *plugin.Client, proc func() *pluginRunner) (*wire.Client, wire.Info, error) {
 	start := time.Now()
-	proto, err := connect(ctx, client, func() *pluginRunner {
-		procMu.Lock()
-		defer procMu.Unlock()
-		return proc
-	})
-	if ctx.Err() != nil && err != nil {
-		return fail("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
+	proto, err := connect(ctx, client, proc)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
 			time.Since(start).Round(time.Millisecond), ctx.Err(), lazy(p.lastStderr))
-	}
-	if err != nil {
-		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
-			return fail("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %d.%d, SDK %s); rebuild the plugin against a compatible pluginsdk",
-				p.Name, p.Path, err, wire.ProtocolMajor, wire.ProtocolMinor, pluginsdk.SDKVersion)
-		}
-		return fail("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
+	case err != nil && strings.Contains(strings.ToLower(err.Error()), "incompatible api version"):
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %s, SDK %s); rebuild the plugin against a compatible pluginsdk",
+			p.Name, p.Path, err, wire.ProtocolVersion, pluginsdk.SDKVersion)
+	case err != nil:
+		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
 	}
 	rpc, info, err := p.handshake(ctx, proto)
 	if err == nil {
 		err = rpc.Accept(info, p.host.socketDir)
 	}
-	if err != nil {
-		return fail("%w", err)
-	}
+	return rpc, info, err
+}
+
+// commit makes a connected process the plugin's running one, a new
+// generation. p.mu is held.
+func (p *Plugin) commit(client *plugin.Client, proc *pluginRunner, pid int, rpc *wire.Client, info wire.Info) {
 	p.gen++
 	p.started = time.Now()
-	p.client, p.proc, p.pid, p.rpc, p.info = client, proc, proc.pid, rpc, info
-	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
-	return rpc, p.gen, nil
+	p.stopping.Store(false)
+	p.client, p.proc, p.pid, p.rpc, p.info = client, proc, pid, rpc, info
 }
 
 // handshake gets the driver client from a connected plugin and checks, with
@@ -360,11 +396,6 @@ func (p *Plugin) handshake(ctx context.Context, proto plugin.ClientProtocol) (*w
 			p.Name, p.Path, info.Name, Prefix, p.Name)
 	}
 	return rpc, info, nil
-}
-
-// dialOptions are the gRPC options for the connection to the plugin.
-func (p *Plugin) dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage))}
 }
 
 // alive reports whether the process of generation gen is still the running one.

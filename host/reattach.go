@@ -231,25 +231,18 @@ func (p *Plugin) connect(entry statePlugin) error {
 	if !ok {
 		return fmt.Errorf("process %d speaks protocol %d, which this host does not", entry.PID, entry.ProtocolVersion)
 	}
-	logger := p.logger.With("plugin", p.Name)
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig: wire.HandshakeConfig(),
-		// go-plugin dispenses from Plugins, not VersionedPlugins, when it
-		// reattaches: there is no handshake to negotiate a version.
-		Plugins:          plugins,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Reattach: &plugin.ReattachConfig{
-			Protocol:        plugin.ProtocolGRPC,
-			ProtocolVersion: entry.ProtocolVersion,
-			Addr:            &net.UnixAddr{Net: "unix", Name: entry.Addr},
-			Pid:             entry.PID,
-			Test:            entry.Debug,
-		},
-		Logger:          hclogger(logger),
-		SyncStdout:      lineLogger{logger, "plugin stdout"},
-		SyncStderr:      lineLogger{logger, "plugin stderr"},
-		GRPCDialOptions: p.dialOptions(),
-	})
+	cfg := p.clientConfig(p.logger.With("plugin", p.Name))
+	// go-plugin dispenses from Plugins, not VersionedPlugins, when it
+	// reattaches: there is no handshake to negotiate a version.
+	cfg.Plugins = plugins
+	cfg.Reattach = &plugin.ReattachConfig{
+		Protocol:        plugin.ProtocolGRPC,
+		ProtocolVersion: entry.ProtocolVersion,
+		Addr:            &net.UnixAddr{Net: "unix", Name: entry.Addr},
+		Pid:             entry.PID,
+		Test:            entry.Debug,
+	}
+	client := plugin.NewClient(cfg)
 	fail := func(err error) error {
 		client.Kill()
 		return err
@@ -277,10 +270,7 @@ func (p *Plugin) connect(entry statePlugin) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.gen++
-	p.started = time.Now()
-	p.stopping.Store(false)
-	p.client, p.pid, p.rpc, p.info = client, entry.PID, rpc, info
+	p.commit(client, nil, entry.PID, rpc, info)
 	if entry.Debug {
 		// Closing go-plugin's client would ask the plugin to shut down;
 		// closing its connection only disconnects.

@@ -9,9 +9,14 @@ import (
 )
 
 func cmdClean(ctx context.Context, args []string, stderr io.Writer) error {
-	fs, c := newFlagSet("clean", "clean [--driver NAME] NAMESPACE", stderr)
+	fs, c := newFlagSet("clean", "clean [--driver NAME] [--driver-config FILE|JSON] NAMESPACE", stderr)
 	driverName := fs.String("driver", "native", "driver plugin `name`")
+	driverConfig := fs.String("driver-config", "", "driver config the namespace was run with: a JSON object, or a `file` holding one")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	config, err := readDriverConfig(*driverConfig)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -30,7 +35,7 @@ func cmdClean(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := p.Info(ctx); err != nil {
 		return err
 	}
-	driver, err := p.Open(ctx, fs.Arg(0), host.OpenOptions{})
+	driver, err := p.Open(ctx, fs.Arg(0), host.OpenOptions{Config: config})
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ type pluginRow struct {
 	Protocol     string   `json:"protocol,omitempty"`
 	Capabilities []string `json:"capabilities,omitempty"`
 	// Implements says which optional orchestra interfaces the driver
-	// implements (ContainerFinder, LogFollower); an interface the plugin's
+	// implements (VolumeDataAccessor, SandboxDriver); an interface the plugin's
 	// protocol does not report is absent. Capabilities, by contrast, are
 	// what the plugin's protocol serves.
 	Implements map[string]bool `json:"implements,omitempty"`
