@@ -38,8 +38,23 @@ test: deps build images cluster proto-check lint test-go fuzz template-check
 
 # The k8s plugin's tests (and drivers_test's k8s run) use the test cluster's kubeconfig.
 test-go: export KUBECONFIG ?= $(CLUSTER_KUBECONFIG)
-test-go:
+test-go: compat-fixture
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -short -count=1 -timeout 40m ./...); done
+
+## compat-fixture: the native plugin as released with SDK 0.1 (protocol 1.3),
+## built from git commit $(COMPAT_COMMIT) into bin/compat, for host/compat13_test.go
+## (a release built against the old SDK must keep serving under this host).
+## Built once: delete bin/compat to rebuild.
+COMPAT_COMMIT := 1782cda
+compat-fixture:
+	@set -e; out=$(BIN)/compat/pocketci-driver-native; \
+	if [ -x "$$out" ]; then exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	git archive $(COMPAT_COMMIT) | tar -x -C "$$tmp"; \
+	mkdir -p $(BIN)/compat; \
+	echo "building $$out from $(COMPAT_COMMIT)"; \
+	(cd "$$tmp" && $(GO) build -buildvcs=false -o "$$out.tmp" ./plugins/native/cmd/pocketci-driver-native); \
+	mv "$$out.tmp" "$$out"
 
 ## test-stress: the heavy load tests (200 concurrent tasks, 1 GiB of stdin and logs)
 test-stress: build

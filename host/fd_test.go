@@ -102,7 +102,7 @@ func taskFDs(ctx context.Context, t *testing.T, c orchestra.Container) map[strin
 	var pid int
 	for pid == 0 {
 		var out bytes.Buffer
-		if err := c.Logs(ctx, &out, io.Discard); err != nil {
+		if err := c.Logs(ctx, &out, io.Discard, false); err != nil {
 			t.Fatal(err)
 		}
 		if line, ok := strings.CutSuffix(out.String(), "\n"); ok {

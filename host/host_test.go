@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -249,9 +248,9 @@ func TestNameMismatchIsRefused(t *testing.T) {
 	t.Setenv("FAKEPLUGIN_NAME", "theirs")
 	h, _ := newHost(t, dir)
 	p, _ := h.Plugin("mine")
-	_, err := p.NewDriver("ns", nil)
+	_, err := p.Open(context.Background(), "ns", OpenOptions{})
 	if err == nil || !strings.Contains(err.Error(), `reports the name "theirs"`) {
-		t.Fatalf("NewDriver = %v, want a refusal naming both names", err)
+		t.Fatalf("Open = %v, want a refusal naming both names", err)
 	}
 }
 
@@ -273,7 +272,7 @@ func runEcho(t *testing.T, h *Host, name string) orchestra.Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := p.NewDriver("ns-"+strings.ReplaceAll(t.Name(), "/", "-"), nil)
+	d, err := p.Open(context.Background(), "ns-"+strings.ReplaceAll(t.Name(), "/", "-"), OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +281,7 @@ func runEcho(t *testing.T, h *Host, name string) orchestra.Driver {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := c.(orchestra.LogFollower).FollowLogs(context.Background(), &out, io.Discard); err != nil {
+	if err := c.Logs(context.Background(), &out, io.Discard, true); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "hi\n" {
@@ -298,7 +297,7 @@ func TestOneProcessManyDrivers(t *testing.T) {
 	p, _ := h.Plugin("shared")
 	var pids []string
 	for _, ns := range []string{"a", "b", "c"} {
-		d, err := p.NewDriver(ns, nil)
+		d, err := p.Open(context.Background(), ns, OpenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,7 +365,7 @@ func TestCrashedPluginRestarts(t *testing.T) {
 	// A finished task the platform kept is found again by its ID.
 	st := waitStatus(t, finished)
 	var out bytes.Buffer
-	if err := finished.Logs(ctx, &out, io.Discard); err != nil || st.ExitCode() != 0 || out.String() != "kept\n" {
+	if err := finished.Logs(ctx, &out, io.Discard, false); err != nil || st.ExitCode() != 0 || out.String() != "kept\n" {
 		t.Fatalf("finished task after restart: exit %d, logs %q, %v", st.ExitCode(), out.String(), err)
 	}
 	// A running task died with the plugin: its handle says so.
@@ -420,7 +419,7 @@ func TestPluginLogsReachTheHostLogger(t *testing.T) {
 	install(t, dir, "chatty", 0o755)
 	h, logs := newHost(t, dir)
 	p, _ := h.Plugin("chatty")
-	d, err := p.NewDriver("bad\x00namespace", nil)
+	d, err := p.Open(context.Background(), "bad\x00namespace", OpenOptions{})
 	if err == nil {
 		d.Close()
 		t.Fatal("a namespace with a NUL byte must be refused")
@@ -476,7 +475,7 @@ func helperHost(dir string) {
 	if err != nil {
 		panic(err)
 	}
-	d, err := p.NewDriver("host-death", nil)
+	d, err := p.Open(context.Background(), "host-death", OpenOptions{})
 	if err != nil {
 		panic(err)
 	}
@@ -487,7 +486,7 @@ func helperHost(dir string) {
 	var out bytes.Buffer
 	for !strings.HasSuffix(out.String(), "\n") {
 		out.Reset()
-		if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+		if err := c.Logs(context.Background(), &out, io.Discard, false); err != nil {
 			panic(err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -559,7 +558,7 @@ func TestHostilePlugins(t *testing.T) {
 		check func(t *testing.T, h *Host, p *Plugin, logs *logBuffer)
 	}{
 		{"hang", func(t *testing.T, h *Host, p *Plugin, logs *logBuffer) {
-			d, err := p.NewDriver("hangs", nil)
+			d, err := p.Open(context.Background(), "hangs", OpenOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -642,7 +641,7 @@ func detachingHost(dir, stateFile string) {
 	if err != nil {
 		panic(err)
 	}
-	d, err := p.NewDriver("kept", nil)
+	d, err := p.Open(context.Background(), "kept", OpenOptions{})
 	if err != nil {
 		panic(err)
 	}
@@ -689,11 +688,11 @@ func TestReattach(t *testing.T) {
 	if _, err := os.Stat(stateFile); !os.IsNotExist(err) {
 		t.Fatal("the state file was not consumed")
 	}
-	d, err := p.NewDriver("kept", nil)
+	d, err := p.Open(context.Background(), "kept", OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := d.(orchestra.ContainerFinder).GetContainer(context.Background(), "long")
+	c, err := d.GetContainer(context.Background(), "long")
 	if err != nil {
 		t.Fatalf("the task started before the restart is gone: %v", err)
 	}
@@ -714,84 +713,6 @@ func TestReattach(t *testing.T) {
 	left, err := native.Leaks("kept")
 	if err != nil || len(left) > 0 {
 		t.Fatalf("after Close: %v (%v)", left, err)
-	}
-}
-
-// TestPreviousProtocolMinor: a plugin built against protocol 1.0 works with
-// this host; only what 1.1 added (Detach) is unavailable, and the host falls
-// back to stopping it.
-func TestPreviousProtocolMinor(t *testing.T) {
-	dir := privateDir(t)
-	install(t, dir, "old", 0o755)
-	t.Setenv("FAKEPLUGIN_MODE", "v1.0")
-	stateFile := filepath.Join(t.TempDir(), "plugins.json")
-	h, err := New(Config{Dirs: []string{dir}, StateFile: stateFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := h.Plugin("old")
-	info, err := p.Info(context.Background())
-	if err != nil || info.ProtocolVersion != "1.0" {
-		t.Fatalf("Info = %+v, %v; want protocol 1.0", info, err)
-	}
-	d := runEcho(t, h, "old")
-	if _, err := d.(orchestra.ContainerFinder).GetContainer(context.Background(), "nope"); !errors.Is(err, orchestra.ErrContainerNotFound) {
-		t.Fatalf("GetContainer on a 1.0 plugin: %v", err)
-	}
-	pid := p.PID()
-	if err := h.Detach(time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(stateFile); !os.IsNotExist(err) {
-		t.Fatal("a 1.0 plugin cannot detach, yet the state file lists it")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if alive(pid) {
-		t.Fatalf("a 1.0 plugin that cannot detach must be stopped; %d is alive", pid)
-	}
-}
-
-// TestProtocol12Plugin: a plugin built with the 1.2 SDK (no Run) keeps
-// working with a 1.3 host, over the unary RunContainer. Its documented old
-// behaviour stays: the ctx its driver's RunContainer gets ends when that
-// call returns (the native driver does not tie its processes to it, so
-// tasks run on), and follow, status, logs and cleanup work as before.
-func TestProtocol12Plugin(t *testing.T) {
-	dir := privateDir(t)
-	install(t, dir, "old12", 0o755)
-	t.Setenv("FAKEPLUGIN_MODE", "v1.2")
-	h, err := New(Config{Dirs: []string{dir}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	p, _ := h.Plugin("old12")
-	info, err := p.Info(context.Background())
-	if err != nil || info.ProtocolVersion != "1.2" || slices.Contains(info.Capabilities, "run") {
-		t.Fatalf("Info = %+v, %v; want protocol 1.2 without run", info, err)
-	}
-	d := runEcho(t, h, "old12")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := d.RunContainer(ctx, orchestra.Task{ID: "stdin-12", Command: []string{"cat"}, Stdin: strings.NewReader("over 1.2\n")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, io.Discard); err != nil || out.String() != "over 1.2\n" {
-		t.Fatalf("FollowLogs = %q, %v", out.String(), err)
-	}
-	if st, err := c.Status(ctx); err != nil || !st.IsDone() || st.ExitCode() != 0 {
-		t.Fatalf("Status = %v, %v", st, err)
-	}
-	if err := c.Cleanup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -903,7 +824,7 @@ func TestLoadOverAStartedPlugin(t *testing.T) {
 func TestFinishedStatusDoesNotRestart(t *testing.T) {
 	h, p, _ := hostileHost(t, "", Config{})
 	defer h.Close()
-	d, err := p.NewDriver("final", nil)
+	d, err := p.Open(context.Background(), "final", OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func stressDriver(t *testing.T) (orchestra.Driver, string) {
 	install(t, dir, "stress", 0o755)
 	h, _ := newHost(t, dir)
 	p, _ := h.Plugin("stress")
-	d, err := p.NewDriver("stress-"+strconv.Itoa(os.Getpid()), nil)
+	d, err := p.Open(context.Background(), "stress-"+strconv.Itoa(os.Getpid()), OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestStress200ConcurrentTasks(t *testing.T) {
 			}
 			h := sha256.New()
 			var n countWriter
-			if err := c.(orchestra.LogFollower).FollowLogs(context.Background(), io.MultiWriter(h, &n), io.Discard); err != nil {
+			if err := c.Logs(context.Background(), io.MultiWriter(h, &n), io.Discard, true); err != nil {
 				errs <- err
 				return
 			}
@@ -159,7 +159,7 @@ func TestStressGiBThroughThePlugin(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out countWriter
-			if err := c.(orchestra.LogFollower).FollowLogs(context.Background(), &out, io.Discard); err != nil {
+			if err := c.Logs(context.Background(), &out, io.Discard, true); err != nil {
 				t.Fatal(err)
 			}
 			if tt.name == "stdin" && out != countWriter(len(strconv.Itoa(gib))+1) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -343,6 +344,9 @@ func TestPluginsEscapesPluginStrings(t *testing.T) {
 	}
 }
 
+// TestPluginsShowsWhatTheDriverImplements: each optional interface is
+// reported, true or false, and the table lists those implemented (the
+// native driver implements neither: "-").
 func TestPluginsShowsWhatTheDriverImplements(t *testing.T) {
 	dir := pluginDir(t, "native", bins.native)
 	out, err := cli(t, nil, "plugins", "--plugin-dir", dir, "--json").Output()
@@ -353,8 +357,113 @@ func TestPluginsShowsWhatTheDriverImplements(t *testing.T) {
 	if err := json.Unmarshal(out, &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) == 0 || rows[0].Name != "native" || !rows[0].Implements["ContainerFinder"] {
-		t.Fatalf("rows %+v: want native implementing ContainerFinder", rows)
+	if len(rows) != 1 || rows[0].Name != "native" || rows[0].Error != "" {
+		t.Fatalf("rows %+v: want native, without an error", rows)
+	}
+	for _, name := range []string{"VolumeDataAccessor", "SandboxDriver"} {
+		if implemented, ok := rows[0].Implements[name]; !ok || implemented {
+			t.Fatalf("implements %v: want %s reported as not implemented", rows[0].Implements, name)
+		}
+	}
+	out, err = cli(t, nil, "plugins", "--plugin-dir", dir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "IMPLEMENTS") {
+		t.Fatalf("table:\n%s\nwant a header with IMPLEMENTS and one row", out)
+	}
+	header, row := strings.Fields(lines[0]), strings.Fields(lines[1])
+	if i := slices.Index(header, "IMPLEMENTS"); len(row) != len(header) || row[i] != "-" {
+		t.Fatalf("table:\n%s\nwant native's IMPLEMENTS column to be -", out)
+	}
+}
+
+// TestRunTaskFlags: --workdir/-w is where the command starts (relative:
+// below the default working directory, inside a volume mounted there),
+// -v takes an optional size in GB, --cpu-kind is passed as a hint, and a
+// malformed -v is refused naming it.
+func TestRunTaskFlags(t *testing.T) {
+	dir := pluginDir(t, "native", bins.native)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string // contained
+	}{
+		{"workdir in a volume", []string{"-v", "repo:repo:1", "-w", "repo", "--", "sh", "-c", "basename $PWD"}, 0, "repo\n", ""},
+		{"short and absolute", []string{"-w", "/tmp", "--", "sh", "-c", "basename $PWD"}, 0, "tmp\n", ""}, // native maps absolute paths below its task directory
+		{"cpu kind hint", []string{"--cpu-kind", "arm", "--", "echo", "ok"}, 0, "ok\n", ""},
+		{"bad size", []string{"-v", "repo:repo:lots", "--", "true"}, 125, "", `-v "repo:repo:lots"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := cli(t, nil, append([]string{"run", "--plugin-dir", dir, "--driver", "native"}, tt.args...)...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if code := exitCode(cmd.Run()); code != tt.code || stdout.String() != tt.stdout || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, %q, and a stderr with %q", code, stdout.String(), stderr.String(), tt.code, tt.stdout, tt.stderr)
+			}
+		})
+	}
+}
+
+// configMarker stands for a secret in a driver config.
+const configMarker = "s3cr3t-marker-XYZ"
+
+// TestDriverConfig: --driver-config (JSON or a file) reaches the driver:
+// native runs the task under the config's root. A config with an unknown
+// field is refused naming the field. No string of a config (an unknown
+// field's value, a root whose path holds it) appears in any output of
+// run, conformance or plugins, at any log level.
+func TestDriverConfig(t *testing.T) {
+	dir := pluginDir(t, "native", bins.native)
+	root := filepath.Join(t.TempDir(), configMarker+"-root")
+	good := fmt.Sprintf(`{"root":%q}`, root)
+	unknown := fmt.Sprintf(`{"root":%q,"token":%q}`, t.TempDir(), configMarker)
+	unknownFile := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(unknownFile, []byte(unknown), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string // exact, when set
+		want   string // in the output
+	}{
+		{"config applied", []string{"run", "--driver", "native", "--driver-config", good, "--", "sh", "-c", `case "$PWD" in "$0"/*) echo under-root;; esac`, root},
+			0, "under-root\n", ""},
+		{"config from a file refused", []string{"run", "--driver", "native", "--driver-config", unknownFile, "--", "true"}, 125, "", `"token"`},
+		{"unknown field refused", []string{"run", "--driver", "native", "--driver-config", unknown, "--", "true"}, 125, "", `"token"`},
+		{"conformance refuses it", []string{"conformance", "--driver", "native", "--driver-config", unknown, "--run", "^happy path$"}, 1, "", `"token"`},
+		{"plugins", []string{"plugins", "--json"}, 0, "", ""},
+	}
+	for _, tt := range tests {
+		for _, level := range []string{"off", "debug"} {
+			t.Run(tt.name+"/"+level, func(t *testing.T) {
+				args := append([]string{tt.args[0], "--plugin-dir", dir, "--log-level", level}, tt.args[1:]...)
+				cmd := cli(t, nil, args...)
+				var stdout, stderr bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				code := exitCode(cmd.Run())
+				if code != tt.code {
+					t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
+				}
+				if tt.stdout != "" && stdout.String() != tt.stdout {
+					t.Fatalf("stdout %q, want %q\nstderr: %s", stdout.String(), tt.stdout, stderr.String())
+				}
+				if !strings.Contains(stdout.String()+stderr.String(), tt.want) {
+					t.Fatalf("stdout:\n%s\nstderr:\n%s\nwant it to say %s", stdout.String(), stderr.String(), tt.want)
+				}
+				for name, out := range map[string]string{"stdout": stdout.String(), "stderr": stderr.String()} {
+					if strings.Contains(out, configMarker) {
+						t.Fatalf("a config string is in the %s:\n%s", name, out)
+					}
+				}
+			})
+		}
 	}
 }
 
