@@ -6,7 +6,7 @@ PLUGINS := native docker qemu k8s
 MODULES := . plugins/docker plugins/qemu plugins/k8s
 PROTO := proto/driverv1/driver.proto
 
-.PHONY: all deps build run test test-go test-stress fuzz template-check images proto proto-check lint bench clean cluster cluster-down
+.PHONY: all deps build run test test-go compat-fixture test-stress fuzz template-check images proto proto-check lint bench clean cluster cluster-down
 
 all: build
 

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
 )
