@@ -19,8 +19,11 @@ build:
 	cd plugins/qemu && $(GO) build -o $(BIN)/pocketci-driver-qemu ./cmd/pocketci-driver-qemu
 	cd plugins/k8s && $(GO) build -o $(BIN)/pocketci-driver-k8s ./cmd/pocketci-driver-k8s
 
-## run: build, then run a sample task through the native plugin process
-run: build
+## run: build the CLI and the native plugin only, then run a sample task through the plugin process
+run:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/orchestra ./cmd/orchestra
+	$(GO) build -o $(BIN)/pocketci-driver-native ./plugins/native/cmd/pocketci-driver-native
 	$(BIN)/orchestra run --driver native -e GREETING=hello -- sh -c 'echo "$$GREETING from pid $$$$, a child of $$(readlink /proc/$$PPID/exe)"'
 
 ## deps: the Debian packages the tests need (installed as root, else the command is printed)
