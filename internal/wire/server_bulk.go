@@ -77,7 +77,10 @@ func (s *server) serveLogs(conn net.Conn, req *driverv1.LogsRequest) {
 		if err := c.container.Logs(ctx, fw.stream(frameData), fw.stream(frameStderr), req.GetFollow()); err != nil {
 			return err
 		}
-		if code, ok := c.finalStatus(ctx); ok && req.GetFollow() {
+		if !req.GetFollow() {
+			return nil
+		}
+		if code, ok := c.finalStatus(ctx); ok {
 			return fw.frame(frameExit, binary.BigEndian.AppendUint32(nil, uint32(int32(code))))
 		}
 		return nil
