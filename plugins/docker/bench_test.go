@@ -35,7 +35,7 @@ func BenchmarkEchoTask(b *testing.B) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		var out bytes.Buffer
-		if err := c.Logs(ctx, &out, nil); err != nil || out.String() != "hello\n" {
+		if err := c.Logs(ctx, &out, nil, false); err != nil || out.String() != "hello\n" {
 			b.Fatalf("logs %q, %v", out.String(), err)
 		}
 		if err := c.Cleanup(ctx); err != nil {
@@ -45,7 +45,7 @@ func BenchmarkEchoTask(b *testing.B) {
 }
 
 // BenchmarkEchoTaskFollow is BenchmarkEchoTask with the output followed:
-// RunContainer, FollowLogs (which reads the finished log once more for what
+// RunContainer, Logs with follow (which reads the finished log once more for what
 // the engine's follow stream missed), Status, Cleanup.
 func BenchmarkEchoTaskFollow(b *testing.B) {
 	d, _ := newTestDriver(b, "benchf")
@@ -58,11 +58,11 @@ func BenchmarkEchoTaskFollow(b *testing.B) {
 			b.Fatal(err)
 		}
 		var out bytes.Buffer
-		if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, nil); err != nil || out.String() != "hello\n" {
+		if err := c.Logs(ctx, &out, nil, true); err != nil || out.String() != "hello\n" {
 			b.Fatalf("logs %q, %v", out.String(), err)
 		}
 		if st, err := c.Status(ctx); err != nil || !st.IsDone() {
-			b.Fatalf("status after FollowLogs: %v %v", st, err)
+			b.Fatalf("status after Logs with follow: %v %v", st, err)
 		}
 		if err := c.Cleanup(ctx); err != nil {
 			b.Fatal(err)
@@ -101,7 +101,7 @@ func benchCLI(b *testing.B, args ...string) {
 }
 
 // BenchmarkFollowVsPoll alternates, in each iteration, one echo task whose
-// output is taken with FollowLogs and one whose exit is polled (Status
+// output is taken with a followed Logs and one whose exit is polled (Status
 // every 5 ms) before Logs, and reports the output phase of each (from
 // RunContainer's return to all output written) and their ratio: what the
 // follow completion (one more read of the finished log) costs, against a
@@ -121,7 +121,7 @@ func BenchmarkFollowVsPoll(b *testing.B) {
 			start := time.Now()
 			var out bytes.Buffer
 			if useFollow {
-				err = c.(orchestra.LogFollower).FollowLogs(ctx, &out, nil)
+				err = c.Logs(ctx, &out, nil, true)
 			} else {
 				for {
 					st, serr := c.Status(ctx)
@@ -133,7 +133,7 @@ func BenchmarkFollowVsPoll(b *testing.B) {
 					}
 					time.Sleep(5 * time.Millisecond)
 				}
-				err = c.Logs(ctx, &out, nil)
+				err = c.Logs(ctx, &out, nil, false)
 			}
 			if err != nil || out.String() != "hello\n" {
 				b.Fatalf("output %q, %v", out.String(), err)

@@ -18,16 +18,20 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// failingEngine is a proxy in front of the real engine that answers the
-// first container DELETE with a 500, as an engine that cannot remove a
-// container at first would.
-type failingEngine struct {
-	failed atomic.Int32
+// engineProxy is a proxy in front of the real engine, on a unix socket of
+// its own. It counts the requests it passed on and, when failDelete is
+// set, answers the first container DELETE with a 500, as an engine that
+// cannot remove a container at first would.
+type engineProxy struct {
+	host       string // unix:///… address of the proxy
+	failDelete bool
+	failed     atomic.Int32
+	requests   atomic.Int64
 }
 
-// startFailingEngine serves the proxy on a unix socket and points
-// DOCKER_HOST at it for the rest of the test.
-func startFailingEngine(t *testing.T) *failingEngine {
+// startEngineProxy serves a proxy to the engine the environment names
+// until the test ends.
+func startEngineProxy(t *testing.T, failDelete bool) *engineProxy {
 	t.Helper()
 	requireDocker(t)
 	real, err := client.NewClientWithOpts(client.FromEnv)
@@ -46,7 +50,7 @@ func startFailingEngine(t *testing.T) *failingEngine {
 	if network != "unix" && network != "tcp" {
 		t.Fatalf("cannot proxy the engine at %s", upstream)
 	}
-	f := &failingEngine{}
+	p := &engineProxy{failDelete: failDelete}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = "http"
@@ -59,7 +63,8 @@ func startFailingEngine(t *testing.T) *failingEngine {
 		FlushInterval: -1,
 	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/containers/") && f.failed.CompareAndSwap(0, 1) {
+		p.requests.Add(1)
+		if p.failDelete && r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/containers/") && p.failed.CompareAndSwap(0, 1) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusInternalServerError)
 			_, _ = w.Write([]byte(`{"message":"injected failure: container cannot be removed yet"}`))
@@ -75,16 +80,16 @@ func startFailingEngine(t *testing.T) *failingEngine {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	t.Setenv("DOCKER_HOST", "unix://"+sock)
-	return f
+	p.host = "unix://" + sock
+	return p
 }
 
 // TestCloseRetriesAfterFailure makes the engine refuse the first container
 // removal of Close: Close reports it, the driver still refuses new work,
 // the container is still there, and a second Close removes it.
 func TestCloseRetriesAfterFailure(t *testing.T) {
-	engine := startFailingEngine(t)
-	d, ns := newTestDriver(t, "closeretry")
+	engine := startEngineProxy(t, true)
+	d, ns := newTestDriverWith(t, "closeretry", Config{Host: engine.host})
 	ctx := testContext(t)
 	c, err := d.RunContainer(ctx, orchestra.Task{ID: "stays", Image: testImage, Command: []string{"sleep", "60"},
 		Mounts: orchestra.Mounts{{Name: "vol", Path: "vol"}}})
@@ -100,7 +105,7 @@ func TestCloseRetriesAfterFailure(t *testing.T) {
 	if _, err := d.RunContainer(ctx, orchestra.Task{ID: "late", Image: testImage, Command: []string{"true"}}); !errors.Is(err, orchestra.ErrClosed) {
 		t.Fatalf("RunContainer after a failed Close: %v, want ErrClosed", err)
 	}
-	left, err := Leaks(ctx, ns)
+	left, err := Leaks(ctx, Config{}, ns)
 	// The container is left, and its volume too (in use by it).
 	if err != nil || len(left) != 2 || !strings.Contains(strings.Join(left, " "), "container") {
 		t.Fatalf("after the failed Close the namespace has %v (%v), want the container and its volume", left, err)
@@ -108,7 +113,7 @@ func TestCloseRetriesAfterFailure(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatalf("retried Close: %v", err)
 	}
-	if left, err := Leaks(ctx, ns); err != nil || len(left) != 0 {
+	if left, err := Leaks(ctx, Config{}, ns); err != nil || len(left) != 0 {
 		t.Fatalf("after the retried Close the namespace has %v (%v)", left, err)
 	}
 	if err := d.Close(); err != nil {

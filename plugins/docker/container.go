@@ -31,7 +31,7 @@ const exitNeverStarted = 125
 const exitKilled = 137
 
 // Container is a task running (or done) in a Docker container. It implements
-// orchestra.Container and orchestra.LogFollower.
+// orchestra.Container.
 type Container struct {
 	driver *Driver
 	id     string // engine ID
@@ -48,7 +48,11 @@ type Container struct {
 	removed    bool    // Cleanup removed it
 }
 
-var _ orchestra.LogFollower = (*Container)(nil)
+var _ orchestra.Container = (*Container)(nil)
+
+// ID is the engine's container ID, which Driver.GetContainer accepts in any
+// driver instance of the namespace.
+func (c *Container) ID() string { return c.id }
 
 // Status is a container's state: whether it is done and its exit code.
 type Status struct {

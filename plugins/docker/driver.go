@@ -28,10 +28,6 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-func init() {
-	orchestra.Add("docker", New)
-}
-
 // logConfig is the log driver every container gets, whatever the daemon's
 // default: "local" keeps output byte for byte (json-file turns invalid UTF-8
 // into U+FFFD) and is compact; the sizes keep logs from the start up to
@@ -46,9 +42,24 @@ var logConfig = container.LogConfig{
 // context.
 const closeTimeout = 2 * time.Minute
 
+// driverName is the name the driver is registered and served under.
+const driverName = "docker"
+
+// Provider builds docker drivers from a Config: one per namespace, each
+// with its own Engine client, so instances with different configs work
+// side by side in one process.
+func Provider() orchestra.DriverProvider {
+	return orchestra.NewProvider[Config](driverName, func(_ context.Context, namespace string, cfg Config, logger *slog.Logger) (orchestra.Driver, error) {
+		d, err := New(namespace, cfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	})
+}
+
 // Driver runs orchestra tasks as Docker containers in one namespace. It
-// implements orchestra.Driver and orchestra.ContainerFinder; its containers
-// implement orchestra.LogFollower.
+// implements orchestra.Driver.
 type Driver struct {
 	namespace string
 	logger    *slog.Logger
@@ -61,11 +72,14 @@ type Driver struct {
 	closing   bool // Close was called: new work is refused
 	closed    bool // a Close removed everything: later calls return nil
 
-	// connectMu guards connected: the API version is negotiated once,
-	// before any concurrent use of the client (the client's lazy
-	// negotiation races with requests in flight).
+	// connectMu guards connected and splitLinesLoseNewline: the API
+	// version is negotiated once, before any concurrent use of the client
+	// (the client's lazy negotiation races with requests in flight).
 	connectMu sync.Mutex
 	connected bool
+	// splitLinesLoseNewline: the engine's local log driver drops the
+	// newline of a line it split (engines before API 1.42), see logs.go.
+	splitLinesLoseNewline bool
 
 	taskLocks taskLocks // serialises RunContainer per task ID
 
@@ -74,41 +88,34 @@ type Driver struct {
 	volumes    map[string]*Volume    // by volume name, until its Cleanup
 }
 
-var (
-	_ orchestra.Driver          = (*Driver)(nil)
-	_ orchestra.ContainerFinder = (*Driver)(nil)
-)
+var _ orchestra.Driver = (*Driver)(nil)
 
-// New connects to the Docker Engine named by the environment (DOCKER_HOST and
-// friends, see client.FromEnv), negotiating the API version, and returns a
-// driver for namespace. It does not contact the engine: the first operation
-// that needs it does.
-func New(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
+// New returns a driver for namespace that talks to the Engine cfg names
+// (its empty fields from the DOCKER_* environment). It does not contact the
+// engine: the first operation that needs it does, and negotiates the API
+// version then.
+func New(namespace string, cfg Config, logger *slog.Logger) (*Driver, error) {
 	if err := orchestra.ValidateNamespace(namespace); err != nil {
 		return nil, fmt.Errorf("docker: new driver: %w", err)
+	}
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("docker: new driver for namespace %q: %w: %w", namespace, orchestra.ErrInvalidConfig, err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	cli, err := newClient()
+	cli, err := newClient(s)
 	if err != nil {
 		return nil, fmt.Errorf("docker: new driver for namespace %q: %w", namespace, err)
 	}
 	return &Driver{
 		namespace:  namespace,
-		logger:     logger.With("driver", "docker", "namespace", namespace),
+		logger:     logger.With("driver", driverName, "namespace", namespace),
 		client:     cli,
 		containers: map[string]*Container{},
 		volumes:    map[string]*Volume{},
 	}, nil
-}
-
-func newClient() (*client.Client, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	return cli, nil
 }
 
 // connect negotiates the API version with the engine on first use. A failed
@@ -124,13 +131,23 @@ func (d *Driver) connect(ctx context.Context) error {
 		return fmt.Errorf("docker engine at %s does not answer: %w", d.client.DaemonHost(), err)
 	}
 	d.client.NegotiateAPIVersionPing(ping)
+	d.splitLinesLoseNewline = loseSplitNewline(ping.APIVersion)
 	d.connected = true
-	d.logger.Debug("connected to the engine", "host", d.client.DaemonHost(), "api_version", d.client.ClientVersion())
+	d.logger.Debug("connected to the engine", "host", d.client.DaemonHost(), "api_version", d.client.ClientVersion(),
+		"engine_api_version", ping.APIVersion, "repair_split_lines", d.splitLinesLoseNewline)
 	return nil
 }
 
+// repairSplitLines reports whether Logs must put back the newlines the
+// engine drops from split lines; known once connected.
+func (d *Driver) repairSplitLines() bool {
+	d.connectMu.Lock()
+	defer d.connectMu.Unlock()
+	return d.splitLinesLoseNewline
+}
+
 // Name returns "docker".
-func (d *Driver) Name() string { return "docker" }
+func (d *Driver) Name() string { return driverName }
 
 // namespaceFilter selects everything labelled with the driver's namespace.
 func namespaceFilter(namespace string) filters.Args {
@@ -160,7 +177,7 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 	}
 	defer d.taskLocks.lock(task.ID)()
 
-	if c, err := d.findContainer(ctx, task.ID); err == nil {
+	if c, err := d.findTask(ctx, task.ID); err == nil {
 		d.logger.Debug("task already has a container", "task", task.ID, "container", c.name)
 		return c, nil
 	} else if !errors.Is(err, orchestra.ErrContainerNotFound) {
@@ -172,23 +189,47 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		return nil, fmt.Errorf("docker: run task %q: %w", task.ID, err)
 	}
 
-	var mounts []mount.Mount
-	for _, m := range task.Mounts {
-		v, err := d.createVolume(ctx, m.Name)
-		if err != nil {
-			return nil, fmt.Errorf("docker: run task %q: mount %q: %w", task.ID, m.Name, err)
-		}
-		target := orchestra.MountPath(workDir, m.Path)
-		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: v.dockerName, Target: target})
+	mounts, err := d.taskMounts(ctx, task)
+	if err != nil {
+		return nil, fmt.Errorf("docker: run task %q: %w", task.ID, err)
+	}
+	if k := task.ContainerLimits.CPUKind; k != "" {
+		d.logger.Debug("CPUKind is a hint: the engine has no CPU classes", "task", task.ID, "cpu_kind", k)
 	}
 
 	name := containerName(d.namespace, task.ID)
+	cfg, hostCfg := d.containerConfig(task, ref, mounts)
+	created, err := d.client.ContainerCreate(ctx, cfg, hostCfg, nil, nil, name)
+	if err != nil {
+		if cerrdefs.IsConflict(err) {
+			// Another driver instance created it between our lookup and
+			// our create: use theirs.
+			if c, ferr := d.findTask(ctx, task.ID); ferr == nil {
+				return c, nil
+			}
+		}
+		return nil, fmt.Errorf("docker: create container %q for task %q: %w", name, task.ID, err)
+	}
+	for _, w := range created.Warnings {
+		d.logger.Warn("engine warning on create", "task", task.ID, "container", name, "warning", w)
+	}
+	c := &Container{driver: d, id: created.ID, name: name, taskID: task.ID}
+	if err := d.start(ctx, c, task.Stdin); err != nil {
+		return nil, err
+	}
+	c.remember()
+	return c, nil
+}
+
+// containerConfig maps task onto the engine's container and host configs
+// (see README.md for the table).
+func (d *Driver) containerConfig(task orchestra.Task, ref string, mounts []mount.Mount) (*container.Config, *container.HostConfig) {
 	cfg := &container.Config{
 		Image:      ref,
 		Cmd:        task.Command,
 		Env:        envList(task.Env),
 		User:       task.User,
-		WorkingDir: workDir,
+		WorkingDir: orchestra.WorkingDir(workDir, task),
 		Labels: map[string]string{
 			LabelNamespace: d.namespace,
 			LabelTaskID:    task.ID,
@@ -217,55 +258,59 @@ func (d *Driver) RunContainer(ctx context.Context, task orchestra.Task) (orchest
 		// No swap on top of the limit: the limit is what the task gets.
 		hostCfg.MemorySwap = task.ContainerLimits.Memory
 	}
+	return cfg, hostCfg
+}
 
-	created, err := d.client.ContainerCreate(ctx, cfg, hostCfg, nil, nil, name)
-	if err != nil {
-		if cerrdefs.IsConflict(err) {
-			// Another driver instance created it between our lookup and
-			// our create: use theirs.
-			if c, ferr := d.findContainer(ctx, task.ID); ferr == nil {
-				return c, nil
-			}
-		}
-		return nil, fmt.Errorf("docker: create container %q for task %q: %w", name, task.ID, err)
-	}
-	for _, w := range created.Warnings {
-		d.logger.Warn("engine warning on create", "task", task.ID, "container", name, "warning", w)
-	}
-	c := &Container{driver: d, id: created.ID, name: name, taskID: task.ID}
-
-	if task.Stdin != nil {
-		hijack, err := d.client.ContainerAttach(ctx, created.ID, container.AttachOptions{Stream: true, Stdin: true})
+// start attaches stdin (when there is one) and starts the created
+// container c. A command that cannot be executed is a finished task, not
+// an error; any other failure removes the container.
+func (d *Driver) start(ctx context.Context, c *Container, stdin io.Reader) error {
+	if stdin != nil {
+		hijack, err := d.client.ContainerAttach(ctx, c.id, container.AttachOptions{Stream: true, Stdin: true})
 		if err != nil {
-			d.removeQuietly(created.ID, name)
-			return nil, fmt.Errorf("docker: attach stdin of container %q for task %q: %w", name, task.ID, err)
+			d.removeQuietly(c.id, c.name)
+			return fmt.Errorf("docker: attach stdin of container %q for task %q: %w", c.name, c.taskID, err)
 		}
 		c.stdin = &hijack
 	}
-
-	if err := d.client.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		if c.stdin != nil {
-			c.stdin.Close()
-		}
+	if err := d.client.ContainerStart(ctx, c.id, container.StartOptions{}); err != nil {
+		c.closeStdin()
 		// A command that cannot be executed leaves the container "created"
 		// with an exit code (127 not found, 126 not executable) and the
 		// runtime's message: report it as a finished task, like `docker run`.
-		info, ierr := d.client.ContainerInspect(context.WithoutCancel(ctx), created.ID)
+		info, ierr := d.client.ContainerInspect(context.WithoutCancel(ctx), c.id)
 		if ierr == nil && info.State != nil && info.State.Status == container.StateCreated &&
 			info.State.ExitCode != 0 && info.State.Error != "" {
-			d.logger.Warn("task could not start", "task", task.ID, "container", name, "exit_code", info.State.ExitCode, "error", info.State.Error)
-			c.remember()
-			return c, nil
+			d.logger.Warn("task could not start", "task", c.taskID, "container", c.name, "exit_code", info.State.ExitCode, "error", info.State.Error)
+			return nil
 		}
-		d.removeQuietly(created.ID, name)
-		return nil, fmt.Errorf("docker: start container %q for task %q: %w", name, task.ID, err)
+		d.removeQuietly(c.id, c.name)
+		return fmt.Errorf("docker: start container %q for task %q: %w", c.name, c.taskID, err)
 	}
 	if c.stdin != nil {
-		go c.copyStdin(task.Stdin)
+		go c.copyStdin(stdin)
 	}
-	d.logger.Debug("container started", "task", task.ID, "container", name, "id", created.ID)
-	c.remember()
-	return c, nil
+	d.logger.Debug("container started", "task", c.taskID, "container", c.name, "id", c.id)
+	return nil
+}
+
+// taskMounts creates (or reuses) the volume of each mount and places it:
+// a relative path below the default working directory, whatever WorkDir
+// says. SizeGB is a hint: the local volume driver has no size.
+func (d *Driver) taskMounts(ctx context.Context, task orchestra.Task) ([]mount.Mount, error) {
+	var mounts []mount.Mount
+	for i, m := range task.Mounts {
+		v, err := d.createVolume(ctx, m.Name)
+		if err != nil {
+			return nil, fmt.Errorf("Mounts[%d] %q: %w", i, m.Name, err)
+		}
+		if m.SizeGB > 0 {
+			d.logger.Debug("volume size is a hint: the local volume driver has no size", "task", task.ID, "volume", m.Name, "size_gb", m.SizeGB)
+		}
+		target := orchestra.MountPath(workDir, m.Path)
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: v.dockerName, Target: target})
+	}
+	return mounts, nil
 }
 
 // removeQuietly force-removes a container that failed to start, logging
@@ -291,28 +336,81 @@ func envList(env map[string]string) []string {
 	return list
 }
 
-// GetContainer returns the container running task taskID in the namespace,
-// asking the engine (by label) when this driver instance did not start it.
-// When there is none the error wraps orchestra.ErrContainerNotFound.
-func (d *Driver) GetContainer(ctx context.Context, taskID string) (orchestra.Container, error) {
+// GetContainer returns the container whose Container.ID is containerID
+// (the engine's container ID), asking the engine, so it works from any
+// driver instance of the namespace and after a restart. An
+// ID that is not a full engine container ID, that the engine does not
+// know, or whose container belongs to another namespace gives an error
+// wrapping orchestra.ErrContainerNotFound.
+func (d *Driver) GetContainer(ctx context.Context, containerID string) (orchestra.Container, error) {
 	d.lifecycle.RLock()
 	defer d.lifecycle.RUnlock()
 	if d.closing {
-		return nil, fmt.Errorf("docker: get container for task %q: %w", taskID, orchestra.ErrClosed)
+		return nil, fmt.Errorf("docker: get container %q: %w", containerID, orchestra.ErrClosed)
+	}
+	if !isContainerID(containerID) {
+		return nil, fmt.Errorf("docker: get container %q: not an engine container ID: %w", containerID, orchestra.ErrContainerNotFound)
 	}
 	if err := d.connect(ctx); err != nil {
-		return nil, fmt.Errorf("docker: get container for task %q: %w", taskID, err)
+		return nil, fmt.Errorf("docker: get container %q: %w", containerID, err)
 	}
-	c, err := d.findContainer(ctx, taskID)
+	info, err := d.client.ContainerInspect(ctx, containerID)
+	if cerrdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("docker: get container %q in namespace %q: %w", containerID, d.namespace, orchestra.ErrContainerNotFound)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("docker: get container for task %q: %w", taskID, err)
+		return nil, fmt.Errorf("docker: get container %q: %w", containerID, err)
 	}
+	var labels map[string]string
+	if info.Config != nil {
+		labels = info.Config.Labels
+	}
+	taskID, ok := labels[LabelTaskID]
+	if info.ID != containerID || labels[LabelNamespace] != d.namespace || !ok {
+		// Another namespace's container (or none of ours): not found,
+		// without saying whose it is.
+		return nil, fmt.Errorf("docker: get container %q in namespace %q: %w", containerID, d.namespace, orchestra.ErrContainerNotFound)
+	}
+	if c := d.remembered(containerID); c != nil {
+		// This instance's own handle knows more (a failed stdin reader).
+		return c, nil
+	}
+	c := &Container{driver: d, id: info.ID, name: strings.TrimPrefix(info.Name, "/"), taskID: taskID}
+	c.remember()
 	return c, nil
 }
 
-// findContainer looks taskID up in memory, then in the engine by the
-// namespace and task-id labels (checked exactly).
-func (d *Driver) findContainer(ctx context.Context, taskID string) (*Container, error) {
+// isContainerID reports whether id is a full engine container ID (64
+// lower-case hex digits): names and ID prefixes, which the engine would
+// also accept, are not IDs the driver gave out.
+func isContainerID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// remembered returns this instance's handle on the container with engine
+// ID id, if it has one.
+func (d *Driver) remembered(id string) *Container {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.containers {
+		if c.id == id && !c.isRemoved() {
+			return c
+		}
+	}
+	return nil
+}
+
+// findTask looks taskID up in memory, then in the engine by the namespace
+// and task-id labels (checked exactly).
+func (d *Driver) findTask(ctx context.Context, taskID string) (*Container, error) {
 	d.mu.Lock()
 	c, ok := d.containers[taskID]
 	d.mu.Unlock()
@@ -406,8 +504,8 @@ func (d *Driver) pull(ctx context.Context, canonical, familiar string) error {
 }
 
 // CreateVolume creates, or returns the existing, Docker volume
-// "{namespace}-{name}" (sanitized) labelled with the namespace. size is
-// ignored: the local volume driver has no size limit.
+// "{namespace}-{name}" (sanitized) labelled with the namespace. size is a
+// hint: the local volume driver has no size limit.
 func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
 	if err := orchestra.ValidateVolumeName(name); err != nil {
 		return nil, fmt.Errorf("docker: create volume: %w", err)
@@ -421,7 +519,7 @@ func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orche
 		return nil, fmt.Errorf("docker: create volume %q: %w", name, err)
 	}
 	if size != 0 {
-		d.logger.Debug("volume size ignored by the local volume driver", "volume", name, "size", size)
+		d.logger.Debug("volume size is a hint: the local volume driver has no size", "volume", name, "size", size)
 	}
 	v, err := d.createVolume(ctx, name)
 	if err != nil {
@@ -433,7 +531,7 @@ func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orche
 // createVolume does CreateVolume's work; the caller holds lifecycle.
 func (d *Driver) createVolume(ctx context.Context, name string) (*Volume, error) {
 	vname := volumeName(d.namespace, name)
-	_, err := d.client.VolumeCreate(ctx, volume.CreateOptions{
+	created, err := d.client.VolumeCreate(ctx, volume.CreateOptions{
 		Name: vname,
 		Labels: map[string]string{
 			LabelNamespace: d.namespace,
@@ -448,7 +546,7 @@ func (d *Driver) createVolume(ctx context.Context, name string) (*Volume, error)
 	if v, ok := d.volumes[name]; ok {
 		return v, nil
 	}
-	v := &Volume{driver: d, name: name, dockerName: vname}
+	v := &Volume{driver: d, name: name, dockerName: vname, mountpoint: created.Mountpoint}
 	d.volumes[name] = v
 	return v, nil
 }
@@ -560,11 +658,15 @@ func isRemovalInProgress(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "already in progress")
 }
 
-// Leaks asks the engine (not any driver's memory) for every container and
-// volume labelled with namespace and describes each one. An empty result
-// means nothing of the namespace is left.
-func Leaks(ctx context.Context, namespace string) ([]string, error) {
-	cli, err := newClient()
+// Leaks asks the engine that cfg names (not any driver's memory) for every
+// container and volume labelled with namespace and describes each one. An
+// empty result means nothing of the namespace is left.
+func Leaks(ctx context.Context, cfg Config, namespace string) ([]string, error) {
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("docker: leaks: %w", err)
+	}
+	cli, err := newClient(s)
 	if err != nil {
 		return nil, err
 	}

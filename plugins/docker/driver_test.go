@@ -107,13 +107,6 @@ func TestStatusOf(t *testing.T) {
 	}
 }
 
-func TestRegistered(t *testing.T) {
-	init, ok := orchestra.Get("docker")
-	if !ok || init == nil {
-		t.Fatalf("docker driver not registered; have %v", orchestra.Names())
-	}
-}
-
 func TestUserNobody(t *testing.T) {
 	d, _ := newTestDriver(t, "user")
 	ctx := testContext(t)
@@ -222,7 +215,7 @@ func TestMissingImage(t *testing.T) {
 	if !strings.Contains(err.Error(), img) {
 		t.Errorf("error does not name the image %q: %v", img, err)
 	}
-	if _, err := d.GetContainer(ctx, "missing"); !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if _, err := d.findTask(ctx, "missing"); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Errorf("a failed RunContainer left a container: %v", err)
 	}
 }
@@ -243,6 +236,10 @@ func TestBareImageMeansLatest(t *testing.T) {
 	}
 }
 
+// TestNewInstanceFindsContainer runs a task in one instance and finds it
+// from a second one of the namespace: by its ID (GetContainer), and by its
+// task ID (RunContainer again does not run the command again). A third
+// instance of another namespace does not find it.
 func TestNewInstanceFindsContainer(t *testing.T) {
 	d1, ns := newTestDriver(t, "find")
 	ctx := testContext(t)
@@ -256,12 +253,12 @@ func TestNewInstanceFindsContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other, err := New(ns, nil)
+	// A second instance, as after a plugin restart: nothing in memory.
+	d2, err := New(ns, Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2 := other.(*Driver)
-	found, err := d2.GetContainer(ctx, "once")
+	found, err := d2.GetContainer(ctx, c1.ID())
 	if err != nil {
 		t.Fatalf("GetContainer from a new instance: %v", err)
 	}
@@ -269,20 +266,11 @@ func TestNewInstanceFindsContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id1 := c1.(*Container).id
-	if found.(*Container).id != id1 || c2.(*Container).id != id1 {
-		t.Fatalf("new instance got containers %s and %s, want %s", found.(*Container).id, c2.(*Container).id, id1)
+	if found.ID() != c1.ID() || c2.ID() != c1.ID() {
+		t.Fatalf("new instance got containers %s and %s, want %s", found.ID(), c2.ID(), c1.ID())
 	}
-	if st := waitDone(ctx, t, c2); st.ExitCode() != 0 {
+	if st := waitDone(ctx, t, found); st.ExitCode() != 0 {
 		t.Fatalf("exit %d", st.ExitCode())
-	}
-	if _, err := d2.GetContainer(ctx, "no-such-task"); !errors.Is(err, orchestra.ErrContainerNotFound) {
-		t.Errorf("GetContainer of an unknown task: %v, want ErrContainerNotFound", err)
-	}
-	// A task whose ID is a prefix of another's must not find it (no
-	// substring matching).
-	if _, err := d2.GetContainer(ctx, "on"); !errors.Is(err, orchestra.ErrContainerNotFound) {
-		t.Errorf("GetContainer(%q) found something: %v", "on", err)
 	}
 	r := runToEnd(ctx, t, d2, orchestra.Task{
 		ID: "read", Image: testImage, Command: []string{"cat", "./data/count"},
@@ -291,8 +279,47 @@ func TestNewInstanceFindsContainer(t *testing.T) {
 	if r.stdout != "x\n" {
 		t.Fatalf("the command ran more than once: count file %q", r.stdout)
 	}
+
+	other, _ := newTestDriver(t, "find-other")
+	if _, err := other.GetContainer(ctx, c1.ID()); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Errorf("GetContainer of another namespace's container: %v, want ErrContainerNotFound", err)
+	}
+	if err := found.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup through the found handle: %v", err)
+	}
+	if _, err := d1.GetContainer(ctx, c1.ID()); !errors.Is(err, orchestra.ErrContainerNotFound) {
+		t.Errorf("GetContainer after Cleanup by another instance: %v, want ErrContainerNotFound", err)
+	}
 	if err := d2.Close(); err != nil {
 		t.Fatalf("Close of the second instance: %v", err)
+	}
+}
+
+// TestGetContainerRefusesOtherIDs checks that only full container IDs of
+// the namespace are found: not a task ID, a name, an ID prefix, upper case
+// or an unknown ID.
+func TestGetContainerRefusesOtherIDs(t *testing.T) {
+	d, ns := newTestDriver(t, "ids")
+	ctx := testContext(t)
+	r := runToEnd(ctx, t, d, orchestra.Task{ID: "known", Image: testImage, Command: []string{"true"}})
+	id := r.container.ID()
+	// A fresh instance asks the engine, not its memory.
+	fresh, err := New(ns, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for _, bad := range []string{"", "known", containerName(ns, "known"), id[:12], strings.ToUpper(id), strings.Repeat("0", 64), id + "0"} {
+		if _, err := fresh.GetContainer(ctx, bad); !errors.Is(err, orchestra.ErrContainerNotFound) {
+			t.Errorf("GetContainer(%q): %v, want ErrContainerNotFound", bad, err)
+		}
+	}
+	c, err := fresh.GetContainer(ctx, id)
+	if err != nil {
+		t.Fatalf("GetContainer(%q): %v", id, err)
+	}
+	if c.ID() != id {
+		t.Errorf("found container has ID %q, want %q", c.ID(), id)
 	}
 }
 
@@ -312,7 +339,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 	if _, err := d.CreateVolume(ctx, "explicit", 0); err != nil {
 		t.Fatal(err)
 	}
-	left, err := Leaks(ctx, ns)
+	left, err := Leaks(ctx, Config{}, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +351,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	t.Logf("Close took %s", time.Since(start))
-	if left, err := Leaks(ctx, ns); err != nil || len(left) != 0 {
+	if left, err := Leaks(ctx, Config{}, ns); err != nil || len(left) != 0 {
 		t.Fatalf("after Close: %v, %v", left, err)
 	}
 	if err := d.Close(); err != nil {
@@ -394,7 +421,7 @@ func TestLargeStdin(t *testing.T) {
 	}
 	st := waitDone(ctx, t, r.c)
 	var out, errb bytes.Buffer
-	if err := r.c.Logs(ctx, &out, &errb); err != nil {
+	if err := r.c.Logs(ctx, &out, &errb, false); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("RunContainer returned after %s; 100 MiB through wc -c in %s", returned, time.Since(start))
@@ -422,24 +449,24 @@ func TestFollowLogs(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	start := time.Now()
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, &errb); err != nil {
+	if err := c.Logs(ctx, &out, &errb, true); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "first\nthird\n" || errb.String() != "second\n" {
-		t.Fatalf("FollowLogs: stdout %q stderr %q", out.String(), errb.String())
+		t.Fatalf("Logs with follow: stdout %q stderr %q", out.String(), errb.String())
 	}
 	if elapsed := time.Since(start); elapsed < 900*time.Millisecond {
-		t.Errorf("FollowLogs returned after %s, before the command could have finished", elapsed)
+		t.Errorf("Logs with follow returned after %s, before the command could have finished", elapsed)
 	}
 	st, err := c.Status(ctx)
 	if err != nil || !st.IsDone() {
-		t.Fatalf("after FollowLogs returned the container is not done: %v %v", st, err)
+		t.Fatalf("after Logs with follow returned the container is not done: %v %v", st, err)
 	}
 	// Following a finished container gives everything and returns.
 	out.Reset()
 	errb.Reset()
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, &errb); err != nil || out.String() != "first\nthird\n" || errb.String() != "second\n" {
-		t.Fatalf("FollowLogs after exit: %v stdout %q stderr %q", err, out.String(), errb.String())
+	if err := c.Logs(ctx, &out, &errb, true); err != nil || out.String() != "first\nthird\n" || errb.String() != "second\n" {
+		t.Fatalf("Logs with follow after exit: %v stdout %q stderr %q", err, out.String(), errb.String())
 	}
 }
 
@@ -476,7 +503,7 @@ func TestRunReturnsAtOnceAndCleanupKills(t *testing.T) {
 	if err != nil || !st.IsDone() || st.ExitCode() != 137 {
 		t.Fatalf("status after Cleanup of a running task: %v %v, want done 137", st, err)
 	}
-	if err := c.Logs(ctx, io.Discard, io.Discard); !errors.Is(err, orchestra.ErrContainerNotFound) {
+	if err := c.Logs(ctx, io.Discard, io.Discard, false); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Errorf("Logs after Cleanup: %v, want ErrContainerNotFound", err)
 	}
 }
@@ -501,7 +528,7 @@ func TestLogsCompleteRightAfterExit(t *testing.T) {
 			t.Fatalf("run %d: stdout %d bytes (want %d), stderr %d bytes (want %d)", i, len(r.stdout), want.Len(), len(r.stderr), wantErr.Len())
 		}
 		var out, errb bytes.Buffer
-		if err := r.container.Logs(ctx, &out, &errb); err != nil || out.String() != r.stdout || errb.String() != r.stderr {
+		if err := r.container.Logs(ctx, &out, &errb, false); err != nil || out.String() != r.stdout || errb.String() != r.stderr {
 			t.Fatalf("run %d: second Logs differs: %v", i, err)
 		}
 	}
@@ -521,7 +548,14 @@ func TestVolumeIdempotentAndCleanup(t *testing.T) {
 	if v1.Name() != "data/with:odd chars" || v2.Name() != v1.Name() {
 		t.Fatalf("volume names %q %q", v1.Name(), v2.Name())
 	}
-	left, err := Leaks(ctx, ns)
+	info, err := d.client.VolumeInspect(ctx, volumeName(ns, v1.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.Path() == "" || v1.Path() != info.Mountpoint || v2.Path() != v1.Path() {
+		t.Fatalf("Volume.Path() %q and %q, want the engine's Mountpoint %q", v1.Path(), v2.Path(), info.Mountpoint)
+	}
+	left, err := Leaks(ctx, Config{}, ns)
 	if err != nil || len(left) != 1 {
 		t.Fatalf("after creating one volume twice: %v %v", left, err)
 	}
@@ -530,7 +564,7 @@ func TestVolumeIdempotentAndCleanup(t *testing.T) {
 			t.Fatalf("Cleanup #%d: %v", i+1, err)
 		}
 	}
-	if left, err := Leaks(ctx, ns); err != nil || len(left) != 0 {
+	if left, err := Leaks(ctx, Config{}, ns); err != nil || len(left) != 0 {
 		t.Fatalf("after volume Cleanup: %v %v", left, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -63,18 +64,20 @@ func newNamespace(prefix string) string {
 	return "dt-" + prefix + "-" + hex.EncodeToString(buf[:])
 }
 
-// newTestDriver returns a driver in a fresh namespace; at the end of the
-// test it is closed and the engine is asked that nothing of the namespace
-// is left.
+// newTestDriver returns a driver in a fresh namespace with the default
+// config; at the end of the test it is closed and the engine is asked that
+// nothing of the namespace is left.
 func newTestDriver(tb testing.TB, prefix string) (*Driver, string) {
+	tb.Helper()
+	return newTestDriverWith(tb, prefix, Config{})
+}
+
+// newTestDriverWith is newTestDriver with cfg.
+func newTestDriverWith(tb testing.TB, prefix string, cfg Config) (*Driver, string) {
 	tb.Helper()
 	requireDocker(tb)
 	ns := newNamespace(prefix)
-	var logger *slog.Logger
-	if testing.Verbose() {
-		logger = testLogger(tb)
-	}
-	d, err := New(ns, logger)
+	d, err := New(ns, cfg, maybeTestLogger(tb))
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -82,7 +85,7 @@ func newTestDriver(tb testing.TB, prefix string) (*Driver, string) {
 		if err := d.Close(); err != nil {
 			tb.Errorf("Close: %v", err)
 		}
-		left, err := Leaks(context.Background(), ns)
+		left, err := Leaks(context.Background(), Config{}, ns)
 		if err != nil {
 			tb.Errorf("Leaks: %v", err)
 		}
@@ -90,7 +93,15 @@ func newTestDriver(tb testing.TB, prefix string) (*Driver, string) {
 			tb.Errorf("after Close, namespace %q still has %v", ns, left)
 		}
 	})
-	return d.(*Driver), ns
+	return d, ns
+}
+
+// maybeTestLogger is testLogger with -v, else nil (no log).
+func maybeTestLogger(tb testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return testLogger(tb)
+	}
+	return nil
 }
 
 // waitDone polls c until done.
@@ -117,12 +128,25 @@ func runToEnd(ctx context.Context, tb testing.TB, d orchestra.Driver, task orche
 	if err != nil {
 		tb.Fatalf("RunContainer(%q): %v", task.ID, err)
 	}
-	st := waitDone(ctx, tb, c)
-	var out, errb bytes.Buffer
-	if err := c.Logs(ctx, &out, &errb); err != nil {
-		tb.Fatalf("Logs(%q): %v", task.ID, err)
+	r, err := logsWhenDone(ctx, c)
+	if err != nil {
+		tb.Fatalf("task %q: %v", task.ID, err)
 	}
-	return runResult{container: c, exitCode: st.ExitCode(), stdout: out.String(), stderr: errb.String()}
+	return r
+}
+
+// logsWhenDone waits for c and returns its exit code and logs; it may run
+// in any goroutine.
+func logsWhenDone(ctx context.Context, c orchestra.Container) (runResult, error) {
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		return runResult{}, err
+	}
+	var out, errb bytes.Buffer
+	if err := c.Logs(ctx, &out, &errb, false); err != nil {
+		return runResult{}, fmt.Errorf("Logs: %w", err)
+	}
+	return runResult{container: c, exitCode: st.ExitCode(), stdout: out.String(), stderr: errb.String()}, nil
 }
 
 func testContext(tb testing.TB) context.Context {

@@ -16,12 +16,12 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// follow runs FollowLogs on c and returns both streams.
+// follow runs Logs with follow on c and returns both streams.
 func follow(ctx context.Context, tb testing.TB, c orchestra.Container) (string, string) {
 	tb.Helper()
 	var out, errb bytes.Buffer
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, &errb); err != nil {
-		tb.Fatalf("FollowLogs: %v", err)
+	if err := c.Logs(ctx, &out, &errb, true); err != nil {
+		tb.Fatalf("Logs with follow: %v", err)
 	}
 	return out.String(), errb.String()
 }
@@ -59,7 +59,7 @@ func TestInitLikeNative(t *testing.T) {
 }
 
 // TestFollowLogsTrailingPartialLine runs a command whose last output has no
-// newline, on both streams, 50 times: FollowLogs must give every byte once
+// newline, on both streams, 50 times: Logs with follow must give every byte once
 // in every run (the engine's follow stream alone drops the partial line in
 // some runs, moby/moby#43860).
 func TestFollowLogsTrailingPartialLine(t *testing.T) {
@@ -83,12 +83,12 @@ func TestFollowLogsTrailingPartialLine(t *testing.T) {
 				return
 			}
 			var out, errb bytes.Buffer
-			if err := c.(orchestra.LogFollower).FollowLogs(ctx, &out, &errb); err != nil {
-				errs <- fmt.Errorf("%s: FollowLogs: %w", id, err)
+			if err := c.Logs(ctx, &out, &errb, true); err != nil {
+				errs <- fmt.Errorf("%s: Logs with follow: %w", id, err)
 				return
 			}
 			if out.String() != "line\ntail" || errb.String() != "eline\netail" {
-				errs <- fmt.Errorf("%s: FollowLogs gave stdout %q stderr %q, want %q and %q", id, out.String(), errb.String(), "line\ntail", "eline\netail")
+				errs <- fmt.Errorf("%s: Logs with follow gave stdout %q stderr %q, want %q and %q", id, out.String(), errb.String(), "line\ntail", "eline\netail")
 			}
 			if err := c.Cleanup(ctx); err != nil {
 				errs <- err
@@ -119,10 +119,10 @@ func TestFollowLogsLarge(t *testing.T) {
 	out, errOut := follow(ctx, t, c)
 	followed := time.Since(start)
 	start = time.Now()
-	if err := c.Logs(ctx, io.Discard, io.Discard); err != nil {
+	if err := c.Logs(ctx, io.Discard, io.Discard, false); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FollowLogs of 8 MiB (run and re-read included) took %s; one Logs of the finished log %s", followed, time.Since(start))
+	t.Logf("Logs with follow of 8 MiB (run and re-read included) took %s; one Logs of the finished log %s", followed, time.Since(start))
 	var wantErr strings.Builder
 	for i := 1; i <= 1000; i++ {
 		fmt.Fprintf(&wantErr, "%d\n", i)
@@ -145,7 +145,7 @@ func firstDiff(a, b string) int {
 	return min(len(a), len(b))
 }
 
-// TestOutputOrderAndNoFinalNewline checks that Logs and FollowLogs keep
+// TestOutputOrderAndNoFinalNewline checks that Logs without and with follow keep
 // the order within each stream and the output's last bytes without a
 // newline.
 func TestOutputOrderAndNoFinalNewline(t *testing.T) {
@@ -165,10 +165,10 @@ func TestOutputOrderAndNoFinalNewline(t *testing.T) {
 	}
 	out, errOut := follow(ctx, t, c)
 	if out != wantOut.String() || errOut != wantErr.String() {
-		t.Errorf("FollowLogs: stdout %q stderr %q", out, errOut)
+		t.Errorf("Logs with follow: stdout %q stderr %q", out, errOut)
 	}
 	var lo, le bytes.Buffer
-	if err := c.Logs(ctx, &lo, &le); err != nil {
+	if err := c.Logs(ctx, &lo, &le, false); err != nil {
 		t.Fatal(err)
 	}
 	if lo.String() != wantOut.String() || le.String() != wantErr.String() {
@@ -213,7 +213,7 @@ func TestStdinReaderFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := c.Logs(ctx, &out, io.Discard); err != nil {
+	if err := c.Logs(ctx, &out, io.Discard, false); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(out.String(), "read-to-eof") {
@@ -305,7 +305,7 @@ func TestUnusualIDsRunAndAreIdempotent(t *testing.T) {
 	d, ns := newTestDriver(t, "ids")
 	ctx := testContext(t)
 	ids := []string{"_lead", "-lead", "with space", "ünïcode ✓", strings.Repeat("long-", 50), strings.Repeat("é", 120)}
-	other, err := New(ns, nil)
+	other, err := New(ns, Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestUnusualIDsRunAndAreIdempotent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			found, err := other.(*Driver).RunContainer(ctx, task)
+			found, err := other.RunContainer(ctx, task)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -331,7 +331,7 @@ func TestUnusualIDsRunAndAreIdempotent(t *testing.T) {
 				t.Fatalf("task %q: RunContainer again gave %s, a new instance %s, want %s", id, again.(*Container).id, found.(*Container).id, want)
 			}
 			var out bytes.Buffer
-			if err := found.Logs(ctx, &out, io.Discard); err != nil || out.String() != "ran\n" {
+			if err := found.Logs(ctx, &out, io.Discard, false); err != nil || out.String() != "ran\n" {
 				t.Fatalf("task %q ran again: %q %v", id, out.String(), err)
 			}
 		})
@@ -380,5 +380,84 @@ func TestNothingKeptPerFinishedTask(t *testing.T) {
 	d.mu.Unlock()
 	if containers != 0 || volumes != 0 || d.taskLocks.len() != 0 {
 		t.Fatalf("after 5 finished and cleaned-up tasks the driver keeps %d containers, %d volumes, %d locks", containers, volumes, d.taskLocks.len())
+	}
+}
+
+// TestLongLinesKeepTheirNewline runs commands whose lines are longer than
+// the engine's 16 KiB line buffer, on both streams, and reads them with
+// Logs, without and with follow, and from a second instance: every byte
+// comes back, as `docker run -i` gives them. (A 20.10 engine's local log
+// driver drops the newline of a line it split; the driver puts it back.)
+func TestLongLinesKeepTheirNewline(t *testing.T) {
+	d, ns := newTestDriver(t, "longline")
+	ctx := testContext(t)
+	if err := d.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := func(n int) string { return "head -c " + fmt.Sprint(n) + " /dev/zero | tr '\\0' a" }
+	long := strings.Repeat("a", 20000)
+	exact := strings.Repeat("a", splitSize)
+	tests := []struct {
+		name, cmd      string
+		stdout, stderr string
+	}{
+		{"20001 bytes", a(20000) + "; echo", long + "\n", ""},
+		{"then more", a(20000) + "; echo; echo y; " + a(40000) + " >&2; echo >&2; echo e >&2",
+			long + "\ny\n", strings.Repeat("a", 40000) + "\ne\n"},
+		{"exactly 16 KiB then more", a(splitSize) + "; echo; echo x", exact + "\nx\n", ""},
+		{"short tail after long line", a(20000) + "; echo; printf tail", long + "\ntail", ""},
+	}
+	// Where the engine kept nothing to tell them apart, the driver takes
+	// a stream's last split line for a line with its newline (README).
+	ambiguous := []struct{ name, cmd, stdout string }{
+		{"20000 bytes without newline", a(20000), long},
+		{"exactly 16 KiB at the end", a(splitSize) + "; echo", exact + "\n"},
+	}
+	for _, tt := range ambiguous {
+		want := tt.stdout
+		if d.repairSplitLines() && !strings.HasSuffix(want, "\n") {
+			want += "\n" // the documented limitation of a 20.10 engine
+		}
+		tests = append(tests, struct{ name, cmd, stdout, stderr string }{tt.name, tt.cmd, want, ""})
+	}
+	other, err := New(ns, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := d.RunContainer(ctx, orchestra.Task{ID: fmt.Sprint("long-", i), Image: testImage, Command: []string{"sh", "-c", tt.cmd}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, errOut := follow(ctx, t, c)
+			checkBytes(t, "Logs with follow", out, errOut, tt.stdout, tt.stderr)
+			var lo, le bytes.Buffer
+			if err := c.Logs(ctx, &lo, &le, false); err != nil {
+				t.Fatal(err)
+			}
+			checkBytes(t, "Logs", lo.String(), le.String(), tt.stdout, tt.stderr)
+			found, err := other.GetContainer(ctx, c.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			lo.Reset()
+			le.Reset()
+			if err := found.Logs(ctx, &lo, &le, false); err != nil {
+				t.Fatal(err)
+			}
+			checkBytes(t, "Logs from a second instance", lo.String(), le.String(), tt.stdout, tt.stderr)
+		})
+	}
+}
+
+func checkBytes(t *testing.T, how, stdout, stderr, wantOut, wantErr string) {
+	t.Helper()
+	if stdout != wantOut {
+		t.Errorf("%s: stdout %d bytes, want %d; first difference at byte %d", how, len(stdout), len(wantOut), firstDiff(stdout, wantOut))
+	}
+	if stderr != wantErr {
+		t.Errorf("%s: stderr %d bytes, want %d; first difference at byte %d", how, len(stderr), len(wantErr), firstDiff(stderr, wantErr))
 	}
 }

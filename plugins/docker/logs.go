@@ -2,74 +2,68 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// followPoll is how often FollowLogs asks whether the container has
+// followPoll is how often a followed Logs asks whether the container has
 // exited when the engine's follow stream ended before the engine says so.
 const followPoll = 5 * time.Millisecond
 
-// Logs writes everything the container wrote, from the start, demultiplexed
-// into stdout and stderr. When the command could not start, the runtime's
-// message is written to stderr.
-func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
-	stdout, stderr = orDiscard(stdout), orDiscard(stderr)
-	if _, err := c.state(ctx); err != nil {
-		return err
-	}
-	if err := c.copyLogs(ctx, false, stdout, stderr); err != nil {
-		return err
-	}
-	return c.writeStartError(stderr)
-}
-
-// FollowLogs writes the container's output from the start as it is
-// produced and returns once the container has exited and everything was
-// written, or when ctx ends.
+// Logs writes everything the container wrote, from the start,
+// demultiplexed into stdout and stderr (see demux for the newlines of long
+// lines a 20.10 engine drops). When the command could not start, the
+// runtime's message is written to stderr.
+//
+// Without follow it writes what there is now, the same bytes on every
+// call. With follow it writes the output as it is produced and returns
+// once the container has exited and everything was written, or when ctx
+// ends.
 //
 // The engine's follow stream can end without the last line when that line
-// has no newline (moby/moby#43860). So FollowLogs counts the bytes it
+// has no newline (moby/moby#43860). So a followed Logs counts the bytes it
 // passed on for each stream and, once the stream ended and the container
 // has exited, reads the complete log and writes, per stream, whatever lies
 // beyond those counts: every byte once, in order, streamed (bounded
 // memory).
-func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer, follow bool) error {
 	stdout, stderr = orDiscard(stdout), orDiscard(stderr)
 	st, err := c.state(ctx)
 	if err != nil {
 		return err
 	}
-	if st.IsDone() {
-		if err := c.copyLogs(ctx, false, stdout, stderr); err != nil {
+	if !follow || st.IsDone() {
+		if err := c.copyLogs(ctx, false, st.IsDone(), stdout, stderr); err != nil {
 			return err
 		}
 		return c.writeStartError(stderr)
 	}
 	out, errw := &countingWriter{w: stdout}, &countingWriter{w: stderr}
-	if err := c.copyLogs(ctx, true, out, errw); err != nil {
+	if err := c.copyLogs(ctx, true, false, out, errw); err != nil {
 		return err
 	}
 	if err := c.waitExited(ctx); err != nil {
 		return err
 	}
 	rest := []io.Writer{&skipWriter{w: stdout, skip: out.n}, &skipWriter{w: stderr, skip: errw.n}}
-	if err := c.copyLogs(ctx, false, rest[0], rest[1]); err != nil {
+	if err := c.copyLogs(ctx, false, true, rest[0], rest[1]); err != nil {
 		return err
 	}
 	return c.writeStartError(stderr)
 }
 
 // copyLogs streams the container's log, from the start, into stdout and
-// stderr; with follow, until the engine ends the stream.
-func (c *Container) copyLogs(ctx context.Context, follow bool, stdout, stderr io.Writer) error {
+// stderr; with follow, until the engine ends the stream. final says the
+// task is done and the read complete (not a follow stream, which may stop
+// short): how each stream ends is then known.
+func (c *Container) copyLogs(ctx context.Context, follow, final bool, stdout, stderr io.Writer) error {
 	rc, err := c.driver.client.ContainerLogs(ctx, c.id, container.LogsOptions{
 		ShowStdout: true,
 		ShowStderr: true,
@@ -82,7 +76,14 @@ func (c *Container) copyLogs(ctx context.Context, follow bool, stdout, stderr io
 		return fmt.Errorf("docker: logs of task %q (container %s): %w", c.taskID, c.name, err)
 	}
 	defer rc.Close()
-	if _, err := stdcopy.StdCopy(stdout, stderr, rc); err != nil {
+	dm := newDemux(stdout, stderr, c.driver.repairSplitLines())
+	err = dm.copy(rc, final)
+	if follow && errors.Is(err, io.ErrUnexpectedEOF) {
+		// A follow stream cut inside a frame: the completion read after
+		// exit writes what it lacked.
+		err = nil
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("docker: logs of task %q: %w", c.taskID, ctx.Err())
 		}

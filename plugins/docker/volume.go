@@ -3,6 +3,8 @@ package docker
 import (
 	"context"
 	"fmt"
+
+	"github.com/jtarchie/pocketci/orchestra"
 )
 
 // Volume is a Docker volume named "{namespace}-{name}" (sanitized) and
@@ -11,7 +13,15 @@ type Volume struct {
 	driver     *Driver
 	name       string // as given to CreateVolume or a Mount
 	dockerName string // the engine's name
+	mountpoint string // where the engine keeps its files
 }
+
+var _ orchestra.Volume = (*Volume)(nil)
+
+// Path is the volume's Mountpoint as the engine reports it: a directory on
+// the engine's machine (inside the engine's own mount namespace for a
+// rootless engine), not necessarily on the driver's.
+func (v *Volume) Path() string { return v.mountpoint }
 
 // Name returns the volume's name as given to CreateVolume.
 func (v *Volume) Name() string { return v.name }

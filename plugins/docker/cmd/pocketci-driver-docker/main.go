@@ -2,7 +2,7 @@
 // pocketci plugin. The host starts it; it is not meant to be run by hand.
 //
 // The Docker Engine owns the containers: when the host dies, the plugin exits
-// and leaves them running, for a new host to find again by task ID.
+// and leaves them running, for a new host to find again by container ID.
 package main
 
 import (
@@ -10,4 +10,4 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk"
 )
 
-func main() { pluginsdk.Serve("docker", docker.New, pluginsdk.KeepOnHostExit()) }
+func main() { pluginsdk.Serve(docker.Provider(), pluginsdk.KeepOnHostExit()) }
