@@ -46,7 +46,15 @@ func (p *Plugin) newDriver(namespace string, inner orchestra.Driver, opts OpenOp
 	d := &hostDriver{plugin: p, namespace: namespace, name: p.Name, opts: opts, inner: inner, gen: p.gen}
 	p.drivers[d] = struct{}{}
 	p.mu.Unlock()
-	return d
+	var vd orchestra.VolumeDataAccessor
+	var sb orchestra.SandboxDriver
+	if _, ok := inner.(orchestra.VolumeDataAccessor); ok {
+		vd = hostVolumeData{d}
+	}
+	if _, ok := inner.(orchestra.SandboxDriver); ok {
+		sb = hostSandboxDriver{d}
+	}
+	return wire.Optional(d, vd, sb)
 }
 
 var (
@@ -90,7 +98,7 @@ func (d *hostDriver) forget() {
 // same namespace is closed (`orchestra clean`). For a driver that does not
 // come from a Plugin, Release does nothing.
 func Release(d orchestra.Driver) {
-	if d, ok := d.(*hostDriver); ok {
+	if d, ok := wire.Base(d).(*hostDriver); ok {
 		d.forget()
 	}
 }
@@ -329,4 +337,69 @@ func (v *hostVolume) Cleanup(ctx context.Context) error {
 		v.inner, v.gen = nv, gen
 	}
 	return v.inner.Cleanup(ctx)
+}
+
+// hostVolumeData is a driver whose plugin moves volume data, reopened in
+// the running plugin like every call.
+type hostVolumeData struct{ d *hostDriver }
+
+var _ orchestra.VolumeDataAccessor = hostVolumeData{}
+
+func (v hostVolumeData) accessor(ctx context.Context) (orchestra.VolumeDataAccessor, error) {
+	inner, _, err := v.d.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vd, ok := inner.(orchestra.VolumeDataAccessor)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s restarted without volume data access: %w", v.d.plugin.Name, errors.ErrUnsupported)
+	}
+	return vd, nil
+}
+
+// CopyToVolume extracts a tar archive into the volume.
+func (v hostVolumeData) CopyToVolume(ctx context.Context, volume string, r io.Reader) error {
+	vd, err := v.accessor(ctx)
+	if err != nil {
+		return err
+	}
+	return vd.CopyToVolume(ctx, volume, r)
+}
+
+// CopyFromVolume is a tar archive of the volume.
+func (v hostVolumeData) CopyFromVolume(ctx context.Context, volume string) (io.ReadCloser, error) {
+	vd, err := v.accessor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return vd.CopyFromVolume(ctx, volume)
+}
+
+// ReadFilesFromVolume is a tar archive of paths in the volume.
+func (v hostVolumeData) ReadFilesFromVolume(ctx context.Context, volume string, paths ...string) (io.ReadCloser, error) {
+	vd, err := v.accessor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return vd.ReadFilesFromVolume(ctx, volume, paths...)
+}
+
+// hostSandboxDriver is a driver whose plugin starts sandboxes. A sandbox
+// lives in its plugin process: one whose plugin died is gone, and its calls
+// fail.
+type hostSandboxDriver struct{ d *hostDriver }
+
+var _ orchestra.SandboxDriver = hostSandboxDriver{}
+
+// StartSandbox starts a sandbox in the running plugin.
+func (s hostSandboxDriver) StartSandbox(ctx context.Context, task orchestra.Task) (orchestra.Sandbox, error) {
+	inner, _, err := s.d.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sd, ok := inner.(orchestra.SandboxDriver)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s restarted without sandboxes: %w", s.d.plugin.Name, errors.ErrUnsupported)
+	}
+	return sd.StartSandbox(ctx, task)
 }

@@ -25,7 +25,7 @@ func (p *Plugin) Implements(ctx context.Context) (map[string]bool, error) {
 		return nil, err
 	}
 	out := map[string]bool{ImplementsVolumeData: false, ImplementsSandbox: false}
-	for _, name := range wire.ImplementsOf(d.(*hostDriver).inner) {
+	for _, name := range wire.ImplementsOf(wire.Base(d).(*hostDriver).inner) {
 		out[name] = true
 	}
 	return out, d.Close()

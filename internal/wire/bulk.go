@@ -211,3 +211,65 @@ func statusError(b []byte) (outcome, err error) {
 	}
 	return grpcstatus.ErrorProto(st), nil
 }
+
+// frameReader reads the data frames of a connection as one stream: Read
+// returns their bytes, then io.EOF at a clean end frame, or the error the
+// end frame, the transport or a bad frame gave (never io.EOF for a stream
+// cut short). It is how a tar archive travels.
+type frameReader struct {
+	r    *bufio.Reader
+	left int   // bytes of the current data frame not yet read
+	err  error // sticky: the stream's end
+}
+
+func newFrameReader(r io.Reader) *frameReader {
+	return &frameReader{r: bufio.NewReaderSize(r, 64<<10)}
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	for f.left == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		f.next()
+	}
+	n, err := f.r.Read(p[:min(len(p), f.left)])
+	f.left -= n
+	if err != nil && f.left > 0 {
+		f.err = noEnd(err)
+	}
+	return n, nil
+}
+
+// next reads a frame header, and an end frame whole.
+func (f *frameReader) next() {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(f.r, h[:]); err != nil {
+		f.err = noEnd(err)
+		return
+	}
+	size := int(binary.BigEndian.Uint32(h[1:]))
+	switch {
+	case size > chunkSize:
+		f.err = fmt.Errorf("a frame of %d bytes is over the %d limit", size, chunkSize)
+	case h[0] == frameData:
+		f.left = size
+	case h[0] == frameEnd:
+		payload := make([]byte, size)
+		if _, err := io.ReadFull(f.r, payload); err != nil {
+			f.err = noEnd(err)
+			return
+		}
+		outcome, err := statusError(payload)
+		switch {
+		case err != nil:
+			f.err = err
+		case outcome != nil:
+			f.err = outcome
+		default:
+			f.err = io.EOF
+		}
+	default:
+		f.err = fmt.Errorf("unexpected frame type %d in a data stream", h[0])
+	}
+}

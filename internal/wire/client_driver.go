@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,10 +40,20 @@ type clientDriver struct {
 
 var _ orchestra.Driver = (*clientDriver)(nil)
 
-// adopt builds the driver for an instance open in the plugin.
+// adopt builds the driver for an instance open in the plugin: with the
+// optional interfaces its plugin's driver has, and only those.
 func (c *Client) adopt(od OpenDriver, secrets []string) orchestra.Driver {
-	return &clientDriver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace,
+	d := &clientDriver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace,
 		finder: od.ContainerFinder, implements: od.Implements, secrets: secrets}
+	var vd orchestra.VolumeDataAccessor
+	var sb orchestra.SandboxDriver
+	if slices.Contains(od.Implements, ImplementsVolumeData) {
+		vd = clientVolumeData{d}
+	}
+	if slices.Contains(od.Implements, ImplementsSandbox) {
+		sb = clientSandboxDriver{d}
+	}
+	return Optional(d, vd, sb)
 }
 
 // Name is the driver's name as the plugin reports it.
@@ -202,7 +213,7 @@ func (d *clientDriver) endLive() {
 // ImplementsOf lists the optional orchestra interfaces that the plugin's
 // driver behind d, a driver of this client layer, implements.
 func ImplementsOf(d orchestra.Driver) []string {
-	if cd, ok := d.(*clientDriver); ok {
+	if cd, ok := Base(d).(*clientDriver); ok {
 		return cd.implements
 	}
 	return nil

@@ -1,14 +1,18 @@
 package wire
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"testing/iotest"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -104,8 +108,99 @@ var fakeProvider = orchestra.NewProvider("fake", func(_ context.Context, ns stri
 	}
 	d := newFakeDriver(ns)
 	d.label = cfg.Label
-	return d, nil
+	var vd orchestra.VolumeDataAccessor
+	var sb orchestra.SandboxDriver
+	if strings.Contains(cfg.Label, "volumes") {
+		vd = &fakeVolumes{data: map[string][]byte{}}
+	}
+	if strings.Contains(cfg.Label, "sandboxes") {
+		sb = fakeSandboxes{}
+	}
+	return Optional(d, vd, sb), nil
 })
+
+// fakeVolumes keeps each volume's archive as it was copied in. A volume
+// "broken" fails its archive after some bytes; CopyToVolume reads to the
+// end and reports what the reader said.
+type fakeVolumes struct {
+	mu   sync.Mutex
+	data map[string][]byte
+}
+
+func (f *fakeVolumes) CopyToVolume(_ context.Context, volume string, r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", volume, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.data[volume] = b
+	return nil
+}
+
+func (f *fakeVolumes) CopyFromVolume(_ context.Context, volume string) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.data[volume]
+	switch {
+	case volume == "broken":
+		return io.NopCloser(io.MultiReader(strings.NewReader(strings.Repeat("x", 3<<20)), iotest.ErrReader(errors.New("disk fell off")))), nil
+	case !ok:
+		return nil, fmt.Errorf("volume %q: %w", volume, orchestra.ErrVolumeNotFound)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (f *fakeVolumes) ReadFilesFromVolume(ctx context.Context, volume string, paths ...string) (io.ReadCloser, error) {
+	if len(paths) == 1 && paths[0] == "../escape" {
+		return nil, fmt.Errorf("path %q escapes the volume: %w", paths[0], orchestra.ErrInvalidTask)
+	}
+	return f.CopyFromVolume(ctx, volume)
+}
+
+// fakeSandboxes start fakeSandbox; the command decides what Exec does:
+// "echo" writes its arguments, env and workDir; "cat" copies stdin; "exit N"
+// exits N; "wait" blocks until its ctx ends.
+type fakeSandboxes struct{}
+
+func (fakeSandboxes) StartSandbox(_ context.Context, task orchestra.Task) (orchestra.Sandbox, error) {
+	return &fakeSandbox{id: "sb-" + task.ID}, nil
+}
+
+type fakeSandbox struct {
+	id      string
+	cleaned int
+}
+
+func (s *fakeSandbox) ID() string { return s.id }
+
+func (s *fakeSandbox) Cleanup(context.Context) error {
+	s.cleaned++
+	return nil
+}
+
+func (s *fakeSandbox) Exec(ctx context.Context, cmd []string, env map[string]string, workDir string, stdin io.Reader, stdout, stderr io.Writer) (orchestra.ContainerStatus, error) {
+	switch cmd[0] {
+	case "echo":
+		fmt.Fprintf(stdout, "%s|%s|%d\n", strings.Join(cmd[1:], " "), workDir, len(env))
+		fmt.Fprint(stderr, env["GREET"])
+	case "cat":
+		if stdin == nil {
+			return fakeStatus{done: true, code: 3}, nil
+		}
+		if _, err := io.Copy(stdout, stdin); err != nil {
+			fmt.Fprintf(stderr, "stdin: %v", err)
+			return fakeStatus{done: true, code: 1}, nil
+		}
+	case "exit":
+		code, _ := strconv.Atoi(cmd[1])
+		return fakeStatus{done: true, code: code}, nil
+	case "wait":
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return fakeStatus{done: true}, nil
+}
 
 type fakeContainer struct {
 	task  orchestra.Task

@@ -56,6 +56,12 @@ func (s *server) serveBulk(conn net.Conn) {
 		s.serveLogs(conn, kind.Logs)
 	case *driverv1.BulkRequest_Run:
 		s.serveRun(conn, kind.Run)
+	case *driverv1.BulkRequest_VolumeIn:
+		s.serveVolumeIn(conn, kind.VolumeIn)
+	case *driverv1.BulkRequest_VolumeOut:
+		s.serveVolumeOut(conn, kind.VolumeOut)
+	case *driverv1.BulkRequest_Exec:
+		s.serveExec(conn, kind.Exec)
 	default:
 		s.logger.Warn("bulk connection asks for nothing this plugin serves", "kind", fmt.Sprintf("%T", kind))
 	}

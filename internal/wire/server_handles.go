@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -33,6 +35,8 @@ type instance struct {
 	byID          map[string]uint64
 	volumes       map[uint64]*servedVolume
 	byVolume      map[string]uint64
+	nextSandbox   uint64
+	sandboxes     map[uint64]orchestra.Sandbox
 }
 
 func newInstance(driver orchestra.Driver, namespace string, ephemeral bool) *instance {
@@ -45,6 +49,7 @@ func newInstance(driver orchestra.Driver, namespace string, ephemeral bool) *ins
 		byID:       map[string]uint64{},
 		volumes:    map[uint64]*servedVolume{},
 		byVolume:   map[string]uint64{},
+		sandboxes:  map[uint64]orchestra.Sandbox{},
 	}
 }
 
@@ -163,19 +168,51 @@ func (inst *instance) dropVolume(v *servedVolume) {
 	}
 }
 
-// close closes every stdin still open and the driver, and empties the table.
+// addSandbox gives sb a handle.
+func (inst *instance) addSandbox(sb orchestra.Sandbox) uint64 {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	inst.nextSandbox++
+	inst.sandboxes[inst.nextSandbox] = sb
+	return inst.nextSandbox
+}
+
+func (inst *instance) sandbox(id uint64) (orchestra.Sandbox, bool) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	sb, ok := inst.sandboxes[id]
+	return sb, ok
+}
+
+func (inst *instance) dropSandbox(id uint64) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	delete(inst.sandboxes, id)
+}
+
+// close closes every stdin still open, cleans up every sandbox the host did
+// not, closes the driver, and empties the table.
 func (inst *instance) close() error {
 	inst.mu.Lock()
-	containers := inst.containers
+	containers, sandboxes := inst.containers, inst.sandboxes
 	inst.containers, inst.byID = map[uint64]*served{}, map[string]uint64{}
 	inst.volumes, inst.byVolume = map[uint64]*servedVolume{}, map[string]uint64{}
+	inst.sandboxes = map[uint64]orchestra.Sandbox{}
 	inst.mu.Unlock()
 	for _, c := range containers {
 		if c.stdin != nil {
 			c.stdin.close(orchestra.ErrClosed)
 		}
 	}
-	return inst.driver.Close()
+	var errs []error
+	for _, sb := range sandboxes {
+		ctx, cancel := context.WithTimeout(context.Background(), sandboxCleanupTimeout)
+		if err := sb.Cleanup(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("clean up sandbox %q: %w", sb.ID(), err))
+		}
+		cancel()
+	}
+	return errors.Join(append(errs, inst.driver.Close())...)
 }
 
 // size is the number of entries, for tests.

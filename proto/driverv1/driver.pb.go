@@ -83,7 +83,7 @@ func (x LogChunk_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogChunk_Stream.Descriptor instead.
 func (LogChunk_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{25, 0}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{29, 0}
 }
 
 // RunRequest is the message that starts a Run stream (see BulkRequest): the
@@ -702,6 +702,9 @@ type BulkRequest struct {
 	//	*BulkRequest_Run
 	//	*BulkRequest_StdinFramedToken
 	//	*BulkRequest_Stdin
+	//	*BulkRequest_VolumeIn
+	//	*BulkRequest_VolumeOut
+	//	*BulkRequest_Exec
 	Kind          isBulkRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -780,6 +783,33 @@ func (x *BulkRequest) GetStdin() string {
 	return ""
 }
 
+func (x *BulkRequest) GetVolumeIn() *VolumeDataRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*BulkRequest_VolumeIn); ok {
+			return x.VolumeIn
+		}
+	}
+	return nil
+}
+
+func (x *BulkRequest) GetVolumeOut() *VolumeDataRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*BulkRequest_VolumeOut); ok {
+			return x.VolumeOut
+		}
+	}
+	return nil
+}
+
+func (x *BulkRequest) GetExec() *ExecRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*BulkRequest_Exec); ok {
+			return x.Exec
+		}
+	}
+	return nil
+}
+
 type isBulkRequest_Kind interface {
 	isBulkRequest_Kind()
 }
@@ -807,6 +837,29 @@ type BulkRequest_Stdin struct {
 	Stdin string `protobuf:"bytes,5,opt,name=stdin,proto3,oneof"`
 }
 
+type BulkRequest_VolumeIn struct {
+	// volume_in: the host sends a tar archive as data frames and an end
+	// frame; the plugin extracts it into the volume
+	// (orchestra.VolumeDataAccessor.CopyToVolume) and answers with an end
+	// frame. Only for a driver whose Open listed "VolumeDataAccessor".
+	VolumeIn *VolumeDataRequest `protobuf:"bytes,6,opt,name=volume_in,json=volumeIn,proto3,oneof"`
+}
+
+type BulkRequest_VolumeOut struct {
+	// volume_out: the plugin sends a tar archive of the volume, or of
+	// paths in it, as data frames and an end frame
+	// (CopyFromVolume, ReadFilesFromVolume).
+	VolumeOut *VolumeDataRequest `protobuf:"bytes,7,opt,name=volume_out,json=volumeOut,proto3,oneof"`
+}
+
+type BulkRequest_Exec struct {
+	// exec: a command in a sandbox (orchestra.Sandbox.Exec). The host
+	// sends stdin as data frames and an end frame, then sends nothing; the
+	// plugin sends stdout, stderr, the exit code and the end frame. The
+	// host closing the connection cancels the command.
+	Exec *ExecRequest `protobuf:"bytes,8,opt,name=exec,proto3,oneof"`
+}
+
 func (*BulkRequest_Logs) isBulkRequest_Kind() {}
 
 func (*BulkRequest_Run) isBulkRequest_Kind() {}
@@ -814,6 +867,282 @@ func (*BulkRequest_Run) isBulkRequest_Kind() {}
 func (*BulkRequest_StdinFramedToken) isBulkRequest_Kind() {}
 
 func (*BulkRequest_Stdin) isBulkRequest_Kind() {}
+
+func (*BulkRequest_VolumeIn) isBulkRequest_Kind() {}
+
+func (*BulkRequest_VolumeOut) isBulkRequest_Kind() {}
+
+func (*BulkRequest_Exec) isBulkRequest_Kind() {}
+
+type VolumeDataRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Driver uint64                 `protobuf:"varint,1,opt,name=driver,proto3" json:"driver,omitempty"`
+	Volume string                 `protobuf:"bytes,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	// paths selects files and directories (ReadFilesFromVolume); with whole
+	// set, the whole volume (CopyFromVolume).
+	Paths         []string `protobuf:"bytes,3,rep,name=paths,proto3" json:"paths,omitempty"`
+	Whole         bool     `protobuf:"varint,4,opt,name=whole,proto3" json:"whole,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeDataRequest) Reset() {
+	*x = VolumeDataRequest{}
+	mi := &file_proto_driverv1_driver_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeDataRequest) ProtoMessage() {}
+
+func (x *VolumeDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_driverv1_driver_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeDataRequest.ProtoReflect.Descriptor instead.
+func (*VolumeDataRequest) Descriptor() ([]byte, []int) {
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *VolumeDataRequest) GetDriver() uint64 {
+	if x != nil {
+		return x.Driver
+	}
+	return 0
+}
+
+func (x *VolumeDataRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *VolumeDataRequest) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *VolumeDataRequest) GetWhole() bool {
+	if x != nil {
+		return x.Whole
+	}
+	return false
+}
+
+type StartSandboxRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Driver        uint64                 `protobuf:"varint,1,opt,name=driver,proto3" json:"driver,omitempty"`
+	Task          *Task                  `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartSandboxRequest) Reset() {
+	*x = StartSandboxRequest{}
+	mi := &file_proto_driverv1_driver_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartSandboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartSandboxRequest) ProtoMessage() {}
+
+func (x *StartSandboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_driverv1_driver_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartSandboxRequest.ProtoReflect.Descriptor instead.
+func (*StartSandboxRequest) Descriptor() ([]byte, []int) {
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StartSandboxRequest) GetDriver() uint64 {
+	if x != nil {
+		return x.Driver
+	}
+	return 0
+}
+
+func (x *StartSandboxRequest) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+type SandboxRef struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Driver  uint64                 `protobuf:"varint,1,opt,name=driver,proto3" json:"driver,omitempty"`
+	Sandbox uint64                 `protobuf:"varint,2,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// id is orchestra.Sandbox.ID.
+	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxRef) Reset() {
+	*x = SandboxRef{}
+	mi := &file_proto_driverv1_driver_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxRef) ProtoMessage() {}
+
+func (x *SandboxRef) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_driverv1_driver_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxRef.ProtoReflect.Descriptor instead.
+func (*SandboxRef) Descriptor() ([]byte, []int) {
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SandboxRef) GetDriver() uint64 {
+	if x != nil {
+		return x.Driver
+	}
+	return 0
+}
+
+func (x *SandboxRef) GetSandbox() uint64 {
+	if x != nil {
+		return x.Sandbox
+	}
+	return 0
+}
+
+func (x *SandboxRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ExecRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Sandbox *SandboxRef            `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	Command []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Env     map[string]string      `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	WorkDir string                 `protobuf:"bytes,4,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
+	// stdin says the host sends stdin frames; without it the command's stdin
+	// is empty.
+	Stdin bool `protobuf:"varint,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// deadline_unix_nano is the caller's deadline, 0 for none.
+	DeadlineUnixNano int64 `protobuf:"varint,6,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_proto_driverv1_driver_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_driverv1_driver_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExecRequest) GetSandbox() *SandboxRef {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetWorkDir() string {
+	if x != nil {
+		return x.WorkDir
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *ExecRequest) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
 
 type OpenRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -833,7 +1162,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[11]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1174,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[11]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1187,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{11}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OpenRequest) GetNamespace() string {
@@ -899,7 +1228,7 @@ type CheckConfigRequest struct {
 
 func (x *CheckConfigRequest) Reset() {
 	*x = CheckConfigRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[12]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1240,7 @@ func (x *CheckConfigRequest) String() string {
 func (*CheckConfigRequest) ProtoMessage() {}
 
 func (x *CheckConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[12]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1253,7 @@ func (x *CheckConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConfigRequest.ProtoReflect.Descriptor instead.
 func (*CheckConfigRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{12}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CheckConfigRequest) GetConfig() []byte {
@@ -942,7 +1271,7 @@ type CheckConfigResponse struct {
 
 func (x *CheckConfigResponse) Reset() {
 	*x = CheckConfigResponse{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[13]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1283,7 @@ func (x *CheckConfigResponse) String() string {
 func (*CheckConfigResponse) ProtoMessage() {}
 
 func (x *CheckConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[13]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1296,7 @@ func (x *CheckConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConfigResponse.ProtoReflect.Descriptor instead.
 func (*CheckConfigResponse) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{13}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{17}
 }
 
 type OpenResponse struct {
@@ -988,7 +1317,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[14]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1329,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[14]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1342,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{14}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OpenResponse) GetDriver() uint64 {
@@ -1053,7 +1382,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[15]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1394,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[15]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1407,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{15}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CloseRequest) GetDriver() uint64 {
@@ -1096,7 +1425,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[16]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1437,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[16]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1450,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{16}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{20}
 }
 
 // Task mirrors orchestra.Task; stdin travels on the bulk socket.
@@ -1145,7 +1474,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[17]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1486,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[17]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1499,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{17}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Task) GetCommand() []string {
@@ -1262,7 +1591,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[18]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1603,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[18]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1616,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{18}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Mount) GetName() string {
@@ -1327,7 +1656,7 @@ type RunContainerRequest struct {
 
 func (x *RunContainerRequest) Reset() {
 	*x = RunContainerRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[19]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1668,7 @@ func (x *RunContainerRequest) String() string {
 func (*RunContainerRequest) ProtoMessage() {}
 
 func (x *RunContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[19]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1681,7 @@ func (x *RunContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunContainerRequest.ProtoReflect.Descriptor instead.
 func (*RunContainerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{19}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunContainerRequest) GetDriver() uint64 {
@@ -1397,7 +1726,7 @@ type RunContainerResponse struct {
 
 func (x *RunContainerResponse) Reset() {
 	*x = RunContainerResponse{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[20]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1738,7 @@ func (x *RunContainerResponse) String() string {
 func (*RunContainerResponse) ProtoMessage() {}
 
 func (x *RunContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[20]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1751,7 @@ func (x *RunContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunContainerResponse.ProtoReflect.Descriptor instead.
 func (*RunContainerResponse) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{20}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RunContainerResponse) GetContainer() *ContainerRef {
@@ -1459,7 +1788,7 @@ type GetContainerRequest struct {
 
 func (x *GetContainerRequest) Reset() {
 	*x = GetContainerRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[21]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1800,7 @@ func (x *GetContainerRequest) String() string {
 func (*GetContainerRequest) ProtoMessage() {}
 
 func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[21]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1813,7 @@ func (x *GetContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{21}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetContainerRequest) GetDriver() uint64 {
@@ -1519,7 +1848,7 @@ type ContainerRef struct {
 
 func (x *ContainerRef) Reset() {
 	*x = ContainerRef{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[22]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1860,7 @@ func (x *ContainerRef) String() string {
 func (*ContainerRef) ProtoMessage() {}
 
 func (x *ContainerRef) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[22]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1873,7 @@ func (x *ContainerRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRef.ProtoReflect.Descriptor instead.
 func (*ContainerRef) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{22}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ContainerRef) GetDriver() uint64 {
@@ -1578,7 +1907,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[23]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1919,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[23]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1932,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{23}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StatusResponse) GetDone() bool {
@@ -1632,7 +1961,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[24]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1973,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[24]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1986,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{24}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogsRequest) GetContainer() *ContainerRef {
@@ -1691,7 +2020,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[25]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +2032,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[25]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +2045,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{25}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LogChunk) GetStream() LogChunk_Stream {
@@ -1741,7 +2070,7 @@ type CleanupResponse struct {
 
 func (x *CleanupResponse) Reset() {
 	*x = CleanupResponse{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[26]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2082,7 @@ func (x *CleanupResponse) String() string {
 func (*CleanupResponse) ProtoMessage() {}
 
 func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[26]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2095,7 @@ func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupResponse.ProtoReflect.Descriptor instead.
 func (*CleanupResponse) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{26}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{30}
 }
 
 type CreateVolumeRequest struct {
@@ -1780,7 +2109,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[27]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +2121,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[27]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +2134,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{27}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateVolumeRequest) GetDriver() uint64 {
@@ -1842,7 +2171,7 @@ type VolumeRef struct {
 
 func (x *VolumeRef) Reset() {
 	*x = VolumeRef{}
-	mi := &file_proto_driverv1_driver_proto_msgTypes[28]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2183,7 @@ func (x *VolumeRef) String() string {
 func (*VolumeRef) ProtoMessage() {}
 
 func (x *VolumeRef) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_driverv1_driver_proto_msgTypes[28]
+	mi := &file_proto_driverv1_driver_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2196,7 @@ func (x *VolumeRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeRef.ProtoReflect.Descriptor instead.
 func (*VolumeRef) Descriptor() ([]byte, []int) {
-	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{28}
+	return file_proto_driverv1_driver_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VolumeRef) GetDriver() uint64 {
@@ -1941,13 +2270,40 @@ const file_proto_driverv1_driver_proto_rawDesc = "" +
 	"\tbulk_addr\x18\x06 \x01(\tR\bbulkAddr\x12\x1e\n" +
 	"\n" +
 	"goroutines\x18\a \x01(\x03R\n" +
-	"goroutines\"\xd7\x01\n" +
+	"goroutines\"\x9c\x03\n" +
 	"\vBulkRequest\x125\n" +
 	"\x04logs\x18\x01 \x01(\v2\x1f.pocketci.driver.v1.LogsRequestH\x00R\x04logs\x12;\n" +
 	"\x03run\x18\x03 \x01(\v2'.pocketci.driver.v1.RunContainerRequestH\x00R\x03run\x12.\n" +
 	"\x12stdin_framed_token\x18\x04 \x01(\tH\x00R\x10stdinFramedToken\x12\x16\n" +
-	"\x05stdin\x18\x05 \x01(\tH\x00R\x05stdinB\x06\n" +
-	"\x04kindJ\x04\b\x02\x10\x03\"\x95\x01\n" +
+	"\x05stdin\x18\x05 \x01(\tH\x00R\x05stdin\x12D\n" +
+	"\tvolume_in\x18\x06 \x01(\v2%.pocketci.driver.v1.VolumeDataRequestH\x00R\bvolumeIn\x12F\n" +
+	"\n" +
+	"volume_out\x18\a \x01(\v2%.pocketci.driver.v1.VolumeDataRequestH\x00R\tvolumeOut\x125\n" +
+	"\x04exec\x18\b \x01(\v2\x1f.pocketci.driver.v1.ExecRequestH\x00R\x04execB\x06\n" +
+	"\x04kindJ\x04\b\x02\x10\x03\"o\n" +
+	"\x11VolumeDataRequest\x12\x16\n" +
+	"\x06driver\x18\x01 \x01(\x04R\x06driver\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x14\n" +
+	"\x05paths\x18\x03 \x03(\tR\x05paths\x12\x14\n" +
+	"\x05whole\x18\x04 \x01(\bR\x05whole\"[\n" +
+	"\x13StartSandboxRequest\x12\x16\n" +
+	"\x06driver\x18\x01 \x01(\x04R\x06driver\x12,\n" +
+	"\x04task\x18\x02 \x01(\v2\x18.pocketci.driver.v1.TaskR\x04task\"N\n" +
+	"\n" +
+	"SandboxRef\x12\x16\n" +
+	"\x06driver\x18\x01 \x01(\x04R\x06driver\x12\x18\n" +
+	"\asandbox\x18\x02 \x01(\x04R\asandbox\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"\xb4\x02\n" +
+	"\vExecRequest\x128\n" +
+	"\asandbox\x18\x01 \x01(\v2\x1e.pocketci.driver.v1.SandboxRefR\asandbox\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12:\n" +
+	"\x03env\x18\x03 \x03(\v2(.pocketci.driver.v1.ExecRequest.EnvEntryR\x03env\x12\x19\n" +
+	"\bwork_dir\x18\x04 \x01(\tR\aworkDir\x12\x14\n" +
+	"\x05stdin\x18\x05 \x01(\bR\x05stdin\x12,\n" +
+	"\x12deadline_unix_nano\x18\x06 \x01(\x03R\x10deadlineUnixNano\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
 	"\vOpenRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1c\n" +
 	"\tephemeral\x18\x02 \x01(\bR\tephemeral\x12\x16\n" +
@@ -2029,7 +2385,7 @@ const file_proto_driverv1_driver_proto_rawDesc = "" +
 	"\x06driver\x18\x01 \x01(\x04R\x06driver\x12\x16\n" +
 	"\x06volume\x18\x02 \x01(\x04R\x06volume\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path2\xa0\a\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path2\xd0\b\n" +
 	"\x06Driver\x12I\n" +
 	"\x04Info\x12\x1f.pocketci.driver.v1.InfoRequest\x1a .pocketci.driver.v1.InfoResponse\x12^\n" +
 	"\vCheckConfig\x12&.pocketci.driver.v1.CheckConfigRequest\x1a'.pocketci.driver.v1.CheckConfigResponse\x12I\n" +
@@ -2039,7 +2395,9 @@ const file_proto_driverv1_driver_proto_rawDesc = "" +
 	"\x06Status\x12 .pocketci.driver.v1.ContainerRef\x1a\".pocketci.driver.v1.StatusResponse\x12P\n" +
 	"\aCleanup\x12 .pocketci.driver.v1.ContainerRef\x1a#.pocketci.driver.v1.CleanupResponse\x12V\n" +
 	"\fCreateVolume\x12'.pocketci.driver.v1.CreateVolumeRequest\x1a\x1d.pocketci.driver.v1.VolumeRef\x12S\n" +
-	"\rCleanupVolume\x12\x1d.pocketci.driver.v1.VolumeRef\x1a#.pocketci.driver.v1.CleanupResponse\x12O\n" +
+	"\rCleanupVolume\x12\x1d.pocketci.driver.v1.VolumeRef\x1a#.pocketci.driver.v1.CleanupResponse\x12W\n" +
+	"\fStartSandbox\x12'.pocketci.driver.v1.StartSandboxRequest\x1a\x1e.pocketci.driver.v1.SandboxRef\x12U\n" +
+	"\x0eCleanupSandbox\x12\x1e.pocketci.driver.v1.SandboxRef\x1a#.pocketci.driver.v1.CleanupResponse\x12O\n" +
 	"\x06Detach\x12!.pocketci.driver.v1.DetachRequest\x1a\".pocketci.driver.v1.DetachResponse\x12O\n" +
 	"\x06Attach\x12!.pocketci.driver.v1.AttachRequest\x1a\".pocketci.driver.v1.AttachResponseB-Z+github.com/jtarchie/pocketci/proto/driverv1b\x06proto3"
 
@@ -2056,7 +2414,7 @@ func file_proto_driverv1_driver_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_driverv1_driver_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_driverv1_driver_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_proto_driverv1_driver_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_proto_driverv1_driver_proto_goTypes = []any{
 	(LogChunk_Stream)(0),         // 0: pocketci.driver.v1.LogChunk.Stream
 	(*RunRequest)(nil),           // 1: pocketci.driver.v1.RunRequest
@@ -2070,66 +2428,81 @@ var file_proto_driverv1_driver_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 9: pocketci.driver.v1.InfoRequest
 	(*InfoResponse)(nil),         // 10: pocketci.driver.v1.InfoResponse
 	(*BulkRequest)(nil),          // 11: pocketci.driver.v1.BulkRequest
-	(*OpenRequest)(nil),          // 12: pocketci.driver.v1.OpenRequest
-	(*CheckConfigRequest)(nil),   // 13: pocketci.driver.v1.CheckConfigRequest
-	(*CheckConfigResponse)(nil),  // 14: pocketci.driver.v1.CheckConfigResponse
-	(*OpenResponse)(nil),         // 15: pocketci.driver.v1.OpenResponse
-	(*CloseRequest)(nil),         // 16: pocketci.driver.v1.CloseRequest
-	(*CloseResponse)(nil),        // 17: pocketci.driver.v1.CloseResponse
-	(*Task)(nil),                 // 18: pocketci.driver.v1.Task
-	(*Mount)(nil),                // 19: pocketci.driver.v1.Mount
-	(*RunContainerRequest)(nil),  // 20: pocketci.driver.v1.RunContainerRequest
-	(*RunContainerResponse)(nil), // 21: pocketci.driver.v1.RunContainerResponse
-	(*GetContainerRequest)(nil),  // 22: pocketci.driver.v1.GetContainerRequest
-	(*ContainerRef)(nil),         // 23: pocketci.driver.v1.ContainerRef
-	(*StatusResponse)(nil),       // 24: pocketci.driver.v1.StatusResponse
-	(*LogsRequest)(nil),          // 25: pocketci.driver.v1.LogsRequest
-	(*LogChunk)(nil),             // 26: pocketci.driver.v1.LogChunk
-	(*CleanupResponse)(nil),      // 27: pocketci.driver.v1.CleanupResponse
-	(*CreateVolumeRequest)(nil),  // 28: pocketci.driver.v1.CreateVolumeRequest
-	(*VolumeRef)(nil),            // 29: pocketci.driver.v1.VolumeRef
-	nil,                          // 30: pocketci.driver.v1.Task.EnvEntry
+	(*VolumeDataRequest)(nil),    // 12: pocketci.driver.v1.VolumeDataRequest
+	(*StartSandboxRequest)(nil),  // 13: pocketci.driver.v1.StartSandboxRequest
+	(*SandboxRef)(nil),           // 14: pocketci.driver.v1.SandboxRef
+	(*ExecRequest)(nil),          // 15: pocketci.driver.v1.ExecRequest
+	(*OpenRequest)(nil),          // 16: pocketci.driver.v1.OpenRequest
+	(*CheckConfigRequest)(nil),   // 17: pocketci.driver.v1.CheckConfigRequest
+	(*CheckConfigResponse)(nil),  // 18: pocketci.driver.v1.CheckConfigResponse
+	(*OpenResponse)(nil),         // 19: pocketci.driver.v1.OpenResponse
+	(*CloseRequest)(nil),         // 20: pocketci.driver.v1.CloseRequest
+	(*CloseResponse)(nil),        // 21: pocketci.driver.v1.CloseResponse
+	(*Task)(nil),                 // 22: pocketci.driver.v1.Task
+	(*Mount)(nil),                // 23: pocketci.driver.v1.Mount
+	(*RunContainerRequest)(nil),  // 24: pocketci.driver.v1.RunContainerRequest
+	(*RunContainerResponse)(nil), // 25: pocketci.driver.v1.RunContainerResponse
+	(*GetContainerRequest)(nil),  // 26: pocketci.driver.v1.GetContainerRequest
+	(*ContainerRef)(nil),         // 27: pocketci.driver.v1.ContainerRef
+	(*StatusResponse)(nil),       // 28: pocketci.driver.v1.StatusResponse
+	(*LogsRequest)(nil),          // 29: pocketci.driver.v1.LogsRequest
+	(*LogChunk)(nil),             // 30: pocketci.driver.v1.LogChunk
+	(*CleanupResponse)(nil),      // 31: pocketci.driver.v1.CleanupResponse
+	(*CreateVolumeRequest)(nil),  // 32: pocketci.driver.v1.CreateVolumeRequest
+	(*VolumeRef)(nil),            // 33: pocketci.driver.v1.VolumeRef
+	nil,                          // 34: pocketci.driver.v1.ExecRequest.EnvEntry
+	nil,                          // 35: pocketci.driver.v1.Task.EnvEntry
 }
 var file_proto_driverv1_driver_proto_depIdxs = []int32{
-	20, // 0: pocketci.driver.v1.RunRequest.start:type_name -> pocketci.driver.v1.RunContainerRequest
-	21, // 1: pocketci.driver.v1.RunEvent.started:type_name -> pocketci.driver.v1.RunContainerResponse
+	24, // 0: pocketci.driver.v1.RunRequest.start:type_name -> pocketci.driver.v1.RunContainerRequest
+	25, // 1: pocketci.driver.v1.RunEvent.started:type_name -> pocketci.driver.v1.RunContainerResponse
 	3,  // 2: pocketci.driver.v1.RunEvent.failed:type_name -> pocketci.driver.v1.Outcome
 	8,  // 3: pocketci.driver.v1.AttachResponse.drivers:type_name -> pocketci.driver.v1.OpenDriver
-	25, // 4: pocketci.driver.v1.BulkRequest.logs:type_name -> pocketci.driver.v1.LogsRequest
-	20, // 5: pocketci.driver.v1.BulkRequest.run:type_name -> pocketci.driver.v1.RunContainerRequest
-	30, // 6: pocketci.driver.v1.Task.env:type_name -> pocketci.driver.v1.Task.EnvEntry
-	19, // 7: pocketci.driver.v1.Task.mounts:type_name -> pocketci.driver.v1.Mount
-	18, // 8: pocketci.driver.v1.RunContainerRequest.task:type_name -> pocketci.driver.v1.Task
-	23, // 9: pocketci.driver.v1.RunContainerResponse.container:type_name -> pocketci.driver.v1.ContainerRef
-	23, // 10: pocketci.driver.v1.LogsRequest.container:type_name -> pocketci.driver.v1.ContainerRef
-	0,  // 11: pocketci.driver.v1.LogChunk.stream:type_name -> pocketci.driver.v1.LogChunk.Stream
-	9,  // 12: pocketci.driver.v1.Driver.Info:input_type -> pocketci.driver.v1.InfoRequest
-	13, // 13: pocketci.driver.v1.Driver.CheckConfig:input_type -> pocketci.driver.v1.CheckConfigRequest
-	12, // 14: pocketci.driver.v1.Driver.Open:input_type -> pocketci.driver.v1.OpenRequest
-	16, // 15: pocketci.driver.v1.Driver.Close:input_type -> pocketci.driver.v1.CloseRequest
-	22, // 16: pocketci.driver.v1.Driver.GetContainer:input_type -> pocketci.driver.v1.GetContainerRequest
-	23, // 17: pocketci.driver.v1.Driver.Status:input_type -> pocketci.driver.v1.ContainerRef
-	23, // 18: pocketci.driver.v1.Driver.Cleanup:input_type -> pocketci.driver.v1.ContainerRef
-	28, // 19: pocketci.driver.v1.Driver.CreateVolume:input_type -> pocketci.driver.v1.CreateVolumeRequest
-	29, // 20: pocketci.driver.v1.Driver.CleanupVolume:input_type -> pocketci.driver.v1.VolumeRef
-	4,  // 21: pocketci.driver.v1.Driver.Detach:input_type -> pocketci.driver.v1.DetachRequest
-	6,  // 22: pocketci.driver.v1.Driver.Attach:input_type -> pocketci.driver.v1.AttachRequest
-	10, // 23: pocketci.driver.v1.Driver.Info:output_type -> pocketci.driver.v1.InfoResponse
-	14, // 24: pocketci.driver.v1.Driver.CheckConfig:output_type -> pocketci.driver.v1.CheckConfigResponse
-	15, // 25: pocketci.driver.v1.Driver.Open:output_type -> pocketci.driver.v1.OpenResponse
-	17, // 26: pocketci.driver.v1.Driver.Close:output_type -> pocketci.driver.v1.CloseResponse
-	21, // 27: pocketci.driver.v1.Driver.GetContainer:output_type -> pocketci.driver.v1.RunContainerResponse
-	24, // 28: pocketci.driver.v1.Driver.Status:output_type -> pocketci.driver.v1.StatusResponse
-	27, // 29: pocketci.driver.v1.Driver.Cleanup:output_type -> pocketci.driver.v1.CleanupResponse
-	29, // 30: pocketci.driver.v1.Driver.CreateVolume:output_type -> pocketci.driver.v1.VolumeRef
-	27, // 31: pocketci.driver.v1.Driver.CleanupVolume:output_type -> pocketci.driver.v1.CleanupResponse
-	5,  // 32: pocketci.driver.v1.Driver.Detach:output_type -> pocketci.driver.v1.DetachResponse
-	7,  // 33: pocketci.driver.v1.Driver.Attach:output_type -> pocketci.driver.v1.AttachResponse
-	23, // [23:34] is the sub-list for method output_type
-	12, // [12:23] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	29, // 4: pocketci.driver.v1.BulkRequest.logs:type_name -> pocketci.driver.v1.LogsRequest
+	24, // 5: pocketci.driver.v1.BulkRequest.run:type_name -> pocketci.driver.v1.RunContainerRequest
+	12, // 6: pocketci.driver.v1.BulkRequest.volume_in:type_name -> pocketci.driver.v1.VolumeDataRequest
+	12, // 7: pocketci.driver.v1.BulkRequest.volume_out:type_name -> pocketci.driver.v1.VolumeDataRequest
+	15, // 8: pocketci.driver.v1.BulkRequest.exec:type_name -> pocketci.driver.v1.ExecRequest
+	22, // 9: pocketci.driver.v1.StartSandboxRequest.task:type_name -> pocketci.driver.v1.Task
+	14, // 10: pocketci.driver.v1.ExecRequest.sandbox:type_name -> pocketci.driver.v1.SandboxRef
+	34, // 11: pocketci.driver.v1.ExecRequest.env:type_name -> pocketci.driver.v1.ExecRequest.EnvEntry
+	35, // 12: pocketci.driver.v1.Task.env:type_name -> pocketci.driver.v1.Task.EnvEntry
+	23, // 13: pocketci.driver.v1.Task.mounts:type_name -> pocketci.driver.v1.Mount
+	22, // 14: pocketci.driver.v1.RunContainerRequest.task:type_name -> pocketci.driver.v1.Task
+	27, // 15: pocketci.driver.v1.RunContainerResponse.container:type_name -> pocketci.driver.v1.ContainerRef
+	27, // 16: pocketci.driver.v1.LogsRequest.container:type_name -> pocketci.driver.v1.ContainerRef
+	0,  // 17: pocketci.driver.v1.LogChunk.stream:type_name -> pocketci.driver.v1.LogChunk.Stream
+	9,  // 18: pocketci.driver.v1.Driver.Info:input_type -> pocketci.driver.v1.InfoRequest
+	17, // 19: pocketci.driver.v1.Driver.CheckConfig:input_type -> pocketci.driver.v1.CheckConfigRequest
+	16, // 20: pocketci.driver.v1.Driver.Open:input_type -> pocketci.driver.v1.OpenRequest
+	20, // 21: pocketci.driver.v1.Driver.Close:input_type -> pocketci.driver.v1.CloseRequest
+	26, // 22: pocketci.driver.v1.Driver.GetContainer:input_type -> pocketci.driver.v1.GetContainerRequest
+	27, // 23: pocketci.driver.v1.Driver.Status:input_type -> pocketci.driver.v1.ContainerRef
+	27, // 24: pocketci.driver.v1.Driver.Cleanup:input_type -> pocketci.driver.v1.ContainerRef
+	32, // 25: pocketci.driver.v1.Driver.CreateVolume:input_type -> pocketci.driver.v1.CreateVolumeRequest
+	33, // 26: pocketci.driver.v1.Driver.CleanupVolume:input_type -> pocketci.driver.v1.VolumeRef
+	13, // 27: pocketci.driver.v1.Driver.StartSandbox:input_type -> pocketci.driver.v1.StartSandboxRequest
+	14, // 28: pocketci.driver.v1.Driver.CleanupSandbox:input_type -> pocketci.driver.v1.SandboxRef
+	4,  // 29: pocketci.driver.v1.Driver.Detach:input_type -> pocketci.driver.v1.DetachRequest
+	6,  // 30: pocketci.driver.v1.Driver.Attach:input_type -> pocketci.driver.v1.AttachRequest
+	10, // 31: pocketci.driver.v1.Driver.Info:output_type -> pocketci.driver.v1.InfoResponse
+	18, // 32: pocketci.driver.v1.Driver.CheckConfig:output_type -> pocketci.driver.v1.CheckConfigResponse
+	19, // 33: pocketci.driver.v1.Driver.Open:output_type -> pocketci.driver.v1.OpenResponse
+	21, // 34: pocketci.driver.v1.Driver.Close:output_type -> pocketci.driver.v1.CloseResponse
+	25, // 35: pocketci.driver.v1.Driver.GetContainer:output_type -> pocketci.driver.v1.RunContainerResponse
+	28, // 36: pocketci.driver.v1.Driver.Status:output_type -> pocketci.driver.v1.StatusResponse
+	31, // 37: pocketci.driver.v1.Driver.Cleanup:output_type -> pocketci.driver.v1.CleanupResponse
+	33, // 38: pocketci.driver.v1.Driver.CreateVolume:output_type -> pocketci.driver.v1.VolumeRef
+	31, // 39: pocketci.driver.v1.Driver.CleanupVolume:output_type -> pocketci.driver.v1.CleanupResponse
+	14, // 40: pocketci.driver.v1.Driver.StartSandbox:output_type -> pocketci.driver.v1.SandboxRef
+	31, // 41: pocketci.driver.v1.Driver.CleanupSandbox:output_type -> pocketci.driver.v1.CleanupResponse
+	5,  // 42: pocketci.driver.v1.Driver.Detach:output_type -> pocketci.driver.v1.DetachResponse
+	7,  // 43: pocketci.driver.v1.Driver.Attach:output_type -> pocketci.driver.v1.AttachResponse
+	31, // [31:44] is the sub-list for method output_type
+	18, // [18:31] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_driverv1_driver_proto_init() }
@@ -2149,6 +2522,9 @@ func file_proto_driverv1_driver_proto_init() {
 		(*BulkRequest_Run)(nil),
 		(*BulkRequest_StdinFramedToken)(nil),
 		(*BulkRequest_Stdin)(nil),
+		(*BulkRequest_VolumeIn)(nil),
+		(*BulkRequest_VolumeOut)(nil),
+		(*BulkRequest_Exec)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2156,7 +2532,7 @@ func file_proto_driverv1_driver_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_driverv1_driver_proto_rawDesc), len(file_proto_driverv1_driver_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

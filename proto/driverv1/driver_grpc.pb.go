@@ -35,17 +35,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Driver_Info_FullMethodName          = "/pocketci.driver.v1.Driver/Info"
-	Driver_CheckConfig_FullMethodName   = "/pocketci.driver.v1.Driver/CheckConfig"
-	Driver_Open_FullMethodName          = "/pocketci.driver.v1.Driver/Open"
-	Driver_Close_FullMethodName         = "/pocketci.driver.v1.Driver/Close"
-	Driver_GetContainer_FullMethodName  = "/pocketci.driver.v1.Driver/GetContainer"
-	Driver_Status_FullMethodName        = "/pocketci.driver.v1.Driver/Status"
-	Driver_Cleanup_FullMethodName       = "/pocketci.driver.v1.Driver/Cleanup"
-	Driver_CreateVolume_FullMethodName  = "/pocketci.driver.v1.Driver/CreateVolume"
-	Driver_CleanupVolume_FullMethodName = "/pocketci.driver.v1.Driver/CleanupVolume"
-	Driver_Detach_FullMethodName        = "/pocketci.driver.v1.Driver/Detach"
-	Driver_Attach_FullMethodName        = "/pocketci.driver.v1.Driver/Attach"
+	Driver_Info_FullMethodName           = "/pocketci.driver.v1.Driver/Info"
+	Driver_CheckConfig_FullMethodName    = "/pocketci.driver.v1.Driver/CheckConfig"
+	Driver_Open_FullMethodName           = "/pocketci.driver.v1.Driver/Open"
+	Driver_Close_FullMethodName          = "/pocketci.driver.v1.Driver/Close"
+	Driver_GetContainer_FullMethodName   = "/pocketci.driver.v1.Driver/GetContainer"
+	Driver_Status_FullMethodName         = "/pocketci.driver.v1.Driver/Status"
+	Driver_Cleanup_FullMethodName        = "/pocketci.driver.v1.Driver/Cleanup"
+	Driver_CreateVolume_FullMethodName   = "/pocketci.driver.v1.Driver/CreateVolume"
+	Driver_CleanupVolume_FullMethodName  = "/pocketci.driver.v1.Driver/CleanupVolume"
+	Driver_StartSandbox_FullMethodName   = "/pocketci.driver.v1.Driver/StartSandbox"
+	Driver_CleanupSandbox_FullMethodName = "/pocketci.driver.v1.Driver/CleanupSandbox"
+	Driver_Detach_FullMethodName         = "/pocketci.driver.v1.Driver/Detach"
+	Driver_Attach_FullMethodName         = "/pocketci.driver.v1.Driver/Attach"
 )
 
 // DriverClient is the client API for Driver service.
@@ -76,6 +78,13 @@ type DriverClient interface {
 	CreateVolume(ctx context.Context, in *CreateVolumeRequest, opts ...grpc.CallOption) (*VolumeRef, error)
 	// CleanupVolume removes a volume: orchestra.Volume.Cleanup.
 	CleanupVolume(ctx context.Context, in *VolumeRef, opts ...grpc.CallOption) (*CleanupResponse, error)
+	// StartSandbox starts a long-lived container for a task, in which
+	// commands run by exec connections on the bulk socket:
+	// orchestra.SandboxDriver.StartSandbox. Only for a driver whose Open
+	// listed "SandboxDriver".
+	StartSandbox(ctx context.Context, in *StartSandboxRequest, opts ...grpc.CallOption) (*SandboxRef, error)
+	// CleanupSandbox removes a sandbox: orchestra.Sandbox.Cleanup.
+	CleanupSandbox(ctx context.Context, in *SandboxRef, opts ...grpc.CallOption) (*CleanupResponse, error)
 	// Detach tells the plugin that its host exits on purpose and will come
 	// back: the plugin stops watching the host, keeps its drivers open, and
 	// waits for an Attach. Capability "detach".
@@ -183,6 +192,26 @@ func (c *driverClient) CleanupVolume(ctx context.Context, in *VolumeRef, opts ..
 	return out, nil
 }
 
+func (c *driverClient) StartSandbox(ctx context.Context, in *StartSandboxRequest, opts ...grpc.CallOption) (*SandboxRef, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SandboxRef)
+	err := c.cc.Invoke(ctx, Driver_StartSandbox_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *driverClient) CleanupSandbox(ctx context.Context, in *SandboxRef, opts ...grpc.CallOption) (*CleanupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CleanupResponse)
+	err := c.cc.Invoke(ctx, Driver_CleanupSandbox_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *driverClient) Detach(ctx context.Context, in *DetachRequest, opts ...grpc.CallOption) (*DetachResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DetachResponse)
@@ -231,6 +260,13 @@ type DriverServer interface {
 	CreateVolume(context.Context, *CreateVolumeRequest) (*VolumeRef, error)
 	// CleanupVolume removes a volume: orchestra.Volume.Cleanup.
 	CleanupVolume(context.Context, *VolumeRef) (*CleanupResponse, error)
+	// StartSandbox starts a long-lived container for a task, in which
+	// commands run by exec connections on the bulk socket:
+	// orchestra.SandboxDriver.StartSandbox. Only for a driver whose Open
+	// listed "SandboxDriver".
+	StartSandbox(context.Context, *StartSandboxRequest) (*SandboxRef, error)
+	// CleanupSandbox removes a sandbox: orchestra.Sandbox.Cleanup.
+	CleanupSandbox(context.Context, *SandboxRef) (*CleanupResponse, error)
 	// Detach tells the plugin that its host exits on purpose and will come
 	// back: the plugin stops watching the host, keeps its drivers open, and
 	// waits for an Attach. Capability "detach".
@@ -274,6 +310,12 @@ func (UnimplementedDriverServer) CreateVolume(context.Context, *CreateVolumeRequ
 }
 func (UnimplementedDriverServer) CleanupVolume(context.Context, *VolumeRef) (*CleanupResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CleanupVolume not implemented")
+}
+func (UnimplementedDriverServer) StartSandbox(context.Context, *StartSandboxRequest) (*SandboxRef, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartSandbox not implemented")
+}
+func (UnimplementedDriverServer) CleanupSandbox(context.Context, *SandboxRef) (*CleanupResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CleanupSandbox not implemented")
 }
 func (UnimplementedDriverServer) Detach(context.Context, *DetachRequest) (*DetachResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Detach not implemented")
@@ -464,6 +506,42 @@ func _Driver_CleanupVolume_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Driver_StartSandbox_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartSandboxRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DriverServer).StartSandbox(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Driver_StartSandbox_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DriverServer).StartSandbox(ctx, req.(*StartSandboxRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Driver_CleanupSandbox_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SandboxRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DriverServer).CleanupSandbox(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Driver_CleanupSandbox_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DriverServer).CleanupSandbox(ctx, req.(*SandboxRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Driver_Detach_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DetachRequest)
 	if err := dec(in); err != nil {
@@ -542,6 +620,14 @@ var Driver_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CleanupVolume",
 			Handler:    _Driver_CleanupVolume_Handler,
+		},
+		{
+			MethodName: "StartSandbox",
+			Handler:    _Driver_StartSandbox_Handler,
+		},
+		{
+			MethodName: "CleanupSandbox",
+			Handler:    _Driver_CleanupSandbox_Handler,
 		},
 		{
 			MethodName: "Detach",
