@@ -53,6 +53,12 @@ func Cases() []Case {
 		{Name: "nested mounts", Fn: caseNestedMounts},
 		{Name: "command not found", Fn: caseCommandNotFound},
 		{Name: "size and cpu kind hints", Fn: caseTaskHints},
+		{Name: "volume data round trip", Fn: caseVolumeDataRoundTrip},
+		{Name: "volume data refuses escapes", Fn: caseVolumeDataRefusesEscapes},
+		{Name: "sandbox keeps state", Fn: caseSandboxState},
+		{Name: "sandbox exit codes and stdin", Fn: caseSandboxExitCodes},
+		{Name: "sandbox concurrent and cancel", Fn: caseSandboxConcurrentCancel},
+		{Name: "sandbox cleanup", Fn: caseSandboxCleanup},
 	}
 }
 
