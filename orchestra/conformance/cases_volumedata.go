@@ -145,7 +145,7 @@ func caseVolumeDataRefusesEscapes(ctx context.Context, env *Env) error {
 	}
 	for entry, archive := range hostile {
 		err := vd.CopyToVolume(ctx, "vhostile", bytes.NewReader(archive))
-		if err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(strings.SplitN(entry, "/", 2)[0], ".txt")) {
+		if err == nil || !strings.Contains(err.Error(), entry) {
 			return fmt.Errorf("CopyToVolume of an archive with %q: %v; want a refusal naming the entry", entry, err)
 		}
 	}
