@@ -5,6 +5,8 @@
 //	orchestra run [--driver native] [flags] -- CMD ARGS...
 //	orchestra conformance (--driver NAME | --plugin PATH) [--json] [--run REGEX]
 //	orchestra clean --driver NAME NAMESPACE
+//	orchestra volume (put|get) [--driver NAME] NAMESPACE VOLUME [PATH...]
+//	orchestra sandbox [--driver NAME] [--image IMG] [-e K=V]... [-w DIR] < COMMANDS
 //
 // Every command takes --plugin-dir (repeatable) and --log-level.
 package main
@@ -36,6 +38,8 @@ Usage:
   orchestra run          [flags] -- CMD [ARGS...]     run one task, print its output, exit with its code
   orchestra conformance  (--driver NAME | --plugin PATH) [flags]   run the conformance suite
   orchestra clean        [--driver NAME] NAMESPACE    remove a namespace kept with run --namespace
+  orchestra volume       (put|get) NAMESPACE VOLUME [PATH...]   a volume's files as a tar on stdin or stdout
+  orchestra sandbox      [--image IMG] [-e K=V]... [-w DIR]     run each line of stdin in one sandbox
 
 Every command takes:
   --plugin-dir DIR   a plugin directory, searched before ORCHESTRA_PLUGIN_PATH, the
@@ -114,6 +118,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdConformance(ctx, args, stdout, stderr)
 	case "clean":
 		return cmdClean(ctx, args, stderr)
+	case "volume":
+		return cmdVolume(ctx, args, stdin, stdout, stderr)
+	case "sandbox":
+		return cmdSandbox(ctx, args, stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -60,12 +60,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if *memory < 0 || *cpu < 0 {
 		return fmt.Errorf("run: --memory and --cpu must not be negative (got %d, %d)", *memory, *cpu)
 	}
-	for _, e := range envs {
-		k, v, ok := strings.Cut(e, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("run: -e %q: want KEY=VALUE", e)
-		}
-		task.Env[k] = v
+	if task.Env, err = parseEnv(envs); err != nil {
+		return fmt.Errorf("run: %w", err)
 	}
 	for _, v := range volumes {
 		m, err := parseVolume(v)
