@@ -168,7 +168,7 @@ func TestDriversThroughPlugins(t *testing.T) {
 			t.Errorf("host close: %v", err)
 		}
 	})
-	h.Register()
+	registry := h.Registry()
 
 	for _, p := range h.Plugins() {
 		t.Run(p.Name, func(t *testing.T) {
@@ -182,9 +182,8 @@ func TestDriversThroughPlugins(t *testing.T) {
 				}
 				t.Skipf("%v (set ORCHESTRA_REQUIRE_%s=1 to fail instead)", err, strings.ToUpper(p.Name))
 			}
-			init, ok := orchestra.Get(p.Name)
-			if !ok {
-				t.Fatalf("plugin %s is not registered with orchestra", p.Name)
+			if _, ok := registry.Provider(p.Name); !ok {
+				t.Fatalf("plugin %s is not in the host's driver registry: %v", p.Name, p.Err())
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -194,7 +193,9 @@ func TestDriversThroughPlugins(t *testing.T) {
 			}
 			t.Logf("%s: version %s, protocol %s, sdk %s", p.Name, info.PluginVersion, info.ProtocolVersion, info.SDKVersion)
 			conformance.Run(t, conformance.Options{
-				New:     func(ns string) (orchestra.Driver, error) { return init(ns, logger) },
+				New: func(ns string) (orchestra.Driver, error) {
+					return registry.CreateDriver(context.Background(), p.Name, ns, nil, logger)
+				},
 				Image:   "busybox",
 				Timeout: plat.timeout,
 				Leaks:   plat.leaks,

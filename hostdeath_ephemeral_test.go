@@ -16,7 +16,7 @@ import (
 // plugin has exited.
 func TestDockerEphemeralNamespaceGoesWithItsHost(t *testing.T) {
 	namespace := fmt.Sprintf("hostdeath-eph-%d", time.Now().UnixNano())
-	cmd, pluginPID := startDockerHelperHost(t, namespace, "DRIVERS_TEST_DOCKER_EPHEMERAL=1")
+	cmd, pluginPID, _ := startDockerHelperHost(t, namespace, "DRIVERS_TEST_DOCKER_EPHEMERAL=1")
 	if out, err := exec.Command("docker", "ps", "-q", "--filter", "label=pocketci.namespace="+namespace).Output(); err != nil || len(strings.Fields(string(out))) != 1 {
 		t.Fatalf("before the host's death, want the task's container running, docker ps says %q (%v)", out, err)
 	}

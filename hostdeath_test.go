@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 
 // dockerHelperHost is a host process for TestDockerContainersOutliveTheirHost:
 // it starts a long task through the docker plugin, prints the plugin's PID
-// once the task runs, and waits to be killed.
+// and the container's ID once the task runs, and waits to be killed.
 func dockerHelperHost(namespace string) {
 	bin, _ := filepath.Abs("bin")
 	h, err := host.New(host.Config{Dirs: []string{bin}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -51,7 +51,7 @@ func dockerHelperHost(namespace string) {
 	}
 	for {
 		var out bytes.Buffer
-		if err := c.Logs(context.Background(), &out, io.Discard); err != nil {
+		if err := c.Logs(context.Background(), &out, io.Discard, false); err != nil {
 			panic(err)
 		}
 		if out.String() == "started\n" {
@@ -59,16 +59,16 @@ func dockerHelperHost(namespace string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	fmt.Println(p.PID())
+	fmt.Println(p.PID(), c.ID())
 	select {}
 }
 
 // TestDockerContainersOutliveTheirHost kills the host with SIGKILL: the docker
 // plugin exits within 5 s and leaves the container to the engine, and a new
-// host finds it again in the same namespace.
+// host finds it again in the same namespace by the ID the first host had.
 func TestDockerContainersOutliveTheirHost(t *testing.T) {
 	namespace := fmt.Sprintf("hostdeath-%d", time.Now().UnixNano())
-	cmd, pluginPID := startDockerHelperHost(t, namespace)
+	cmd, pluginPID, containerID := startDockerHelperHost(t, namespace)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestDockerContainersOutliveTheirHost(t *testing.T) {
 		t.Fatalf("want the task's container still running in the engine, docker ps says %q (%v)", out, err)
 	}
 
-	// A new host finds the container again by task ID.
+	// A new host finds the container again by its ID.
 	bin, _ := filepath.Abs("bin")
 	h, err := host.New(host.Config{Dirs: []string{bin}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -90,20 +90,23 @@ func TestDockerContainersOutliveTheirHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := p.NewDriver(namespace, nil)
+	d, err := p.Open(context.Background(), namespace, host.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := d.(orchestra.ContainerFinder).GetContainer(context.Background(), "survivor")
+	c, err := d.GetContainer(context.Background(), containerID)
 	if err != nil {
-		t.Fatalf("a new host cannot find the container: %v", err)
+		t.Fatalf("a new host cannot find the container %q: %v", containerID, err)
+	}
+	if c.ID() != containerID {
+		t.Fatalf("found container's ID = %q, want %q", c.ID(), containerID)
 	}
 	st, err := c.Status(context.Background())
 	if err != nil || st.IsDone() {
 		t.Fatalf("found container: done=%v, %v; want it still running", st != nil && st.IsDone(), err)
 	}
 	var logs bytes.Buffer
-	if err := c.Logs(context.Background(), &logs, io.Discard); err != nil || logs.String() != "started\n" {
+	if err := c.Logs(context.Background(), &logs, io.Discard, false); err != nil || logs.String() != "started\n" {
 		t.Fatalf("found container's logs = %q, %v", logs.String(), err)
 	}
 	if err := d.Close(); err != nil {
@@ -122,9 +125,10 @@ func zombie(pid int) bool {
 
 // startDockerHelperHost starts this test binary as a helper host that runs
 // a task through the docker plugin in namespace (env adds to its
-// environment), and returns it with its plugin's PID. The namespace's
-// containers and volumes are removed when the test ends.
-func startDockerHelperHost(t *testing.T, namespace string, env ...string) (*exec.Cmd, int) {
+// environment), and returns it with its plugin's PID and the task's
+// container ID. The namespace's containers and volumes are removed when the
+// test ends.
+func startDockerHelperHost(t *testing.T, namespace string, env ...string) (*exec.Cmd, int, string) {
 	t.Helper()
 	if err := platforms["docker"].available(); err != nil {
 		if os.Getenv("ORCHESTRA_REQUIRE_DOCKER") == "1" {
@@ -149,16 +153,17 @@ func startDockerHelperHost(t *testing.T, namespace string, env ...string) (*exec
 		t.Fatal(err)
 	}
 	var pluginPID int
-	if _, err := fmt.Fscan(stdout, &pluginPID); err != nil {
+	var containerID string
+	if _, err := fmt.Fscan(stdout, &pluginPID, &containerID); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("read the plugin PID from the helper host: %v", err)
+		t.Fatalf("read the plugin PID and container ID from the helper host: %v", err)
 	}
 	t.Cleanup(func() {
 		exec.Command("sh", "-c", "docker rm -f $(docker ps -aq --filter label=pocketci.namespace="+namespace+") 2>/dev/null; "+
 			"docker volume rm $(docker volume ls -q --filter label=pocketci.namespace="+namespace+") 2>/dev/null").Run()
 	})
-	return cmd, pluginPID
+	return cmd, pluginPID, containerID
 }
 
 // waitPluginExit waits up to limit for the plugin process pid to exit (or

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance"
 	"github.com/jtarchie/pocketci/plugins/native"
 )
 
@@ -40,20 +41,15 @@ func runOutcome(ctx context.Context, d orchestra.Driver, task orchestra.Task) ou
 	if err != nil {
 		return outcome{err: err}
 	}
-	for {
-		st, err := c.Status(ctx)
-		if err != nil {
-			return outcome{err: fmt.Errorf("status: %w", err)}
-		}
-		if st.IsDone() {
-			var out, errb bytes.Buffer
-			if err := c.Logs(ctx, &out, &errb); err != nil {
-				return outcome{err: fmt.Errorf("logs: %w", err)}
-			}
-			return outcome{code: st.ExitCode(), stdout: out.String(), stderr: errb.String()}
-		}
-		time.Sleep(10 * time.Millisecond)
+	st, err := conformance.WaitDone(ctx, c)
+	if err != nil {
+		return outcome{err: err}
 	}
+	var out, errb bytes.Buffer
+	if err := c.Logs(ctx, &out, &errb, false); err != nil {
+		return outcome{err: fmt.Errorf("logs: %w", err)}
+	}
+	return outcome{code: st.ExitCode(), stdout: out.String(), stderr: errb.String()}
 }
 
 // TestParityInProcessAndPlugin runs each task of the table on native in
@@ -86,9 +82,9 @@ func TestParityInProcessAndPlugin(t *testing.T) {
 		ns := "parity-" + side + "-" + suffix
 		var d orchestra.Driver
 		if side == "plugin" {
-			d, err = p.NewDriver(ns, nil)
+			d, err = p.Open(t.Context(), ns, host.OpenOptions{})
 		} else {
-			d, err = native.New(ns, logger)
+			d, err = native.Provider().NewDriver(t.Context(), ns, nil, logger)
 		}
 		if err != nil {
 			t.Fatalf("%s: new driver: %v", side, err)
@@ -112,31 +108,39 @@ func TestParityInProcessAndPlugin(t *testing.T) {
 		name   string
 		task   orchestra.Task
 		refuse error // the sentinel a refusal must wrap; nil: accepted
+		code   int   // the exit code of an accepted task
 	}{
-		{"nanoid with leading underscore", task("_V1StGXR8_Z5jdHi6B-myT"), nil},
-		{"nanoid with leading dash", task("-V1StGXR8_Z5jdHi6B-myT"), nil},
-		{"spaces", task("build job / unit tests"), nil},
-		{"unicode", task("ünïcødé-日本語-✓"), nil},
-		{"over 200 bytes", task(strings.Repeat("long-id-", 30)), nil},
-		{"dot names", task(".."), nil},
-		{"relative mount", task("relative", orchestra.Mount{Name: "vol", Path: "repo/out"}), nil},
-		{"absolute mount", task("absolute", orchestra.Mount{Name: "vol", Path: "/data"}), nil},
-		{"env with empty value", orchestra.Task{ID: "env", Command: []string{"sh", "-c", "echo \"[$E]\""}, Env: map[string]string{"E": ""}}, nil},
-		{"empty ID", task(""), orchestra.ErrInvalidTask},
-		{"NUL in ID", task("a\x00b"), orchestra.ErrInvalidTask},
-		{"dot-dot mount", task("dotdot", orchestra.Mount{Name: "vol", Path: "a/../../etc"}), orchestra.ErrInvalidTask},
-		{"root mount", task("root", orchestra.Mount{Name: "vol", Path: "/"}), orchestra.ErrInvalidTask},
-		{"empty mount path", task("nopath", orchestra.Mount{Name: "vol", Path: ""}), orchestra.ErrInvalidTask},
-		{"empty volume name", task("novol", orchestra.Mount{Name: "", Path: "/v"}), orchestra.ErrInvalidTask},
-		{"same mount twice", task("twice", orchestra.Mount{Name: "a", Path: "/v"}, orchestra.Mount{Name: "b", Path: "/v/"}), orchestra.ErrInvalidTask},
-		{"nested mounts (native cannot)", task("nested", orchestra.Mount{Name: "a", Path: "/a"}, orchestra.Mount{Name: "b", Path: "/a/b"}), orchestra.ErrInvalidTask},
-		{"empty command", orchestra.Task{ID: "nocmd"}, orchestra.ErrInvalidTask},
-		{"empty first argument", orchestra.Task{ID: "noarg", Command: []string{""}}, orchestra.ErrInvalidTask},
-		{"NUL in argument", orchestra.Task{ID: "nularg", Command: []string{"echo", "a\x00b"}}, orchestra.ErrInvalidTask},
-		{"= in env key", orchestra.Task{ID: "envkey", Command: list, Env: map[string]string{"A=B": "c"}}, orchestra.ErrInvalidTask},
-		{"empty env key", orchestra.Task{ID: "envempty", Command: list, Env: map[string]string{"": "c"}}, orchestra.ErrInvalidTask},
-		{"negative memory", orchestra.Task{ID: "mem", Command: list, ContainerLimits: orchestra.ContainerLimits{Memory: -1}}, orchestra.ErrInvalidTask},
-		{"unknown user", orchestra.Task{ID: "user", Command: list, User: "no-such-user-here"}, orchestra.ErrInvalidTask},
+		{"nanoid with leading underscore", task("_V1StGXR8_Z5jdHi6B-myT"), nil, 0},
+		{"nanoid with leading dash", task("-V1StGXR8_Z5jdHi6B-myT"), nil, 0},
+		{"spaces", task("build job / unit tests"), nil, 0},
+		{"unicode", task("ünïcødé-日本語-✓"), nil, 0},
+		{"over 200 bytes", task(strings.Repeat("long-id-", 30)), nil, 0},
+		{"dot names", task(".."), nil, 0},
+		{"relative mount", task("relative", orchestra.Mount{Name: "vol", Path: "repo/out"}), nil, 0},
+		{"absolute mount", task("absolute", orchestra.Mount{Name: "vol", Path: "/data"}), nil, 0},
+		{"env with empty value", orchestra.Task{ID: "env", Command: []string{"sh", "-c", "echo \"[$E]\""}, Env: map[string]string{"E": ""}}, nil, 0},
+		{"empty ID", task(""), orchestra.ErrInvalidTask, 0},
+		{"NUL in ID", task("a\x00b"), orchestra.ErrInvalidTask, 0},
+		{"dot-dot mount", task("dotdot", orchestra.Mount{Name: "vol", Path: "a/../../etc"}), orchestra.ErrInvalidTask, 0},
+		{"root mount", task("root", orchestra.Mount{Name: "vol", Path: "/"}), orchestra.ErrInvalidTask, 0},
+		{"empty mount path", task("nopath", orchestra.Mount{Name: "vol", Path: ""}), orchestra.ErrInvalidTask, 0},
+		{"empty volume name", task("novol", orchestra.Mount{Name: "", Path: "/v"}), orchestra.ErrInvalidTask, 0},
+		{"same mount twice", task("twice", orchestra.Mount{Name: "a", Path: "/v"}, orchestra.Mount{Name: "b", Path: "/v/"}), orchestra.ErrInvalidTask, 0},
+		{"nested mounts", task("nested", orchestra.Mount{Name: "a", Path: "/a"}, orchestra.Mount{Name: "b", Path: "/a/b"}), nil, 0},
+		{"workdir in a relative mount", orchestra.Task{ID: "workdir", Command: list, WorkDir: "repo", Mounts: orchestra.Mounts{{Name: "vol", Path: "repo"}}}, nil, 0},
+		{"size and cpu kind hints", orchestra.Task{ID: "hints", Command: list, Mounts: orchestra.Mounts{{Name: "sized", Path: "out", SizeGB: 1}},
+			ContainerLimits: orchestra.ContainerLimits{CPUKind: "performance"}}, nil, 0},
+		{"command not found", orchestra.Task{ID: "nocommand", Command: []string{"no-such-command-here"}}, nil, 127},
+		{"empty command", orchestra.Task{ID: "nocmd"}, orchestra.ErrInvalidTask, 0},
+		{"empty first argument", orchestra.Task{ID: "noarg", Command: []string{""}}, orchestra.ErrInvalidTask, 0},
+		{"NUL in argument", orchestra.Task{ID: "nularg", Command: []string{"echo", "a\x00b"}}, orchestra.ErrInvalidTask, 0},
+		{"= in env key", orchestra.Task{ID: "envkey", Command: list, Env: map[string]string{"A=B": "c"}}, orchestra.ErrInvalidTask, 0},
+		{"empty env key", orchestra.Task{ID: "envempty", Command: list, Env: map[string]string{"": "c"}}, orchestra.ErrInvalidTask, 0},
+		{"dot-dot workdir", orchestra.Task{ID: "workdirdotdot", Command: list, WorkDir: "a/../.."}, orchestra.ErrInvalidTask, 0},
+		{"negative size", task("size", orchestra.Mount{Name: "vol", Path: "/v", SizeGB: -1}), orchestra.ErrInvalidTask, 0},
+		{"cpu kind with a space", orchestra.Task{ID: "cpukind", Command: list, ContainerLimits: orchestra.ContainerLimits{CPUKind: "a b"}}, orchestra.ErrInvalidTask, 0},
+		{"negative memory", orchestra.Task{ID: "mem", Command: list, ContainerLimits: orchestra.ContainerLimits{Memory: -1}}, orchestra.ErrInvalidTask, 0},
+		{"unknown user", orchestra.Task{ID: "user", Command: list, User: "no-such-user-here"}, orchestra.ErrInvalidTask, 0},
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -150,7 +154,7 @@ func TestParityInProcessAndPlugin(t *testing.T) {
 				if in.err != nil || pl.err != nil {
 					t.Fatalf("expected both sides to accept the task; in process %s; plugin %s", in, pl)
 				}
-				if in != pl || in.code != 0 {
+				if in != pl || in.code != tt.code {
 					t.Fatalf("the two sides differ (or failed): in process %s; plugin %s", in, pl)
 				}
 				return

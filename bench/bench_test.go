@@ -17,7 +17,7 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
 	"github.com/jtarchie/pocketci/pluginsdk"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // Every benchmark here measures "baseline" and "plugin" in the same process:
@@ -65,15 +65,16 @@ func BenchmarkColdStart(b *testing.B) {
 }
 
 // BenchmarkNewDriver: opening a driver on a running plugin. Baseline: one
-// unary call (Info) to the same plugin binary. plugin-mem: NewDriver on the
-// in-memory fixture plugin, whose init does nothing (the boundary's share).
-// native-open-inprocess: the plugin side of Open for the native driver (the
-// SDK server and native.New, which creates the namespace directory) called
-// in process, without gRPC (the driver's share).
+// unary call (Info) to the same plugin binary. plugin: Open on the native
+// plugin; plugin-mem: Open on the in-memory fixture plugin, whose driver
+// does nothing (the boundary's share). native-open-inprocess: the plugin
+// side of Open for the native driver (the SDK server, the config decoded and
+// the native provider's NewDriver, which creates the namespace directory)
+// called in process, without gRPC (the driver's share).
 func BenchmarkNewDriver(b *testing.B) {
 	ctx := context.Background()
 	b.Run("interleaved", func(b *testing.B) {
-		rpc := startSDK(b, pluginDir+"/pocketci-driver-native")
+		rpc, _, _ := startPlugin(b, pluginDir+"/pocketci-driver-native")
 		h := newHost(b)
 		var drivers []orchestra.Driver
 		b.Cleanup(func() {
@@ -90,7 +91,7 @@ func BenchmarkNewDriver(b *testing.B) {
 				b.Fatal(err)
 			}
 			return step{"plugin", func() (func(), error) {
-				d, err := p.NewDriver(name+"-"+strconv.Itoa(len(drivers)), quiet)
+				d, err := p.Open(ctx, name+"-"+strconv.Itoa(len(drivers)), host.OpenOptions{})
 				if err == nil {
 					drivers = append(drivers, d)
 				}
@@ -99,7 +100,7 @@ func BenchmarkNewDriver(b *testing.B) {
 		}
 		mem := open("mem")
 		mem.name = "plugin-mem"
-		srv := wire.NewServer("native", native.New, slog.New(pluginsdk.NewLogHandler(io.Discard, slog.LevelInfo)))
+		srv := wire.NewServer(native.Provider(), slog.New(pluginsdk.NewLogHandler(io.Discard, slog.LevelInfo)))
 		var handles []uint64
 		b.Cleanup(func() {
 			for _, id := range handles {
@@ -114,7 +115,9 @@ func BenchmarkNewDriver(b *testing.B) {
 			open("native"),
 			mem,
 			step{"native-open-inprocess", func() (func(), error) {
-				resp, err := srv.Open(ctx, &driverv1.OpenRequest{Namespace: "ndi-" + strconv.Itoa(len(handles))})
+				resp, err := srv.Open(ctx, &driverv1.OpenRequest{
+					Namespace: "ndi-" + strconv.Itoa(len(handles)), HostProtocolVersion: wire.ProtocolVersion,
+				})
 				if err == nil {
 					handles = append(handles, resp.GetDriver())
 				}
@@ -132,7 +135,7 @@ func startDone(b *testing.B, d orchestra.Driver) orchestra.Container {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &counter{}, &counter{}); err != nil {
+	if err := c.Logs(ctx, &counter{}, &counter{}, true); err != nil {
 		b.Fatal(err)
 	}
 	return c
@@ -228,7 +231,7 @@ func BenchmarkLogs256MiB(b *testing.B) {
 			step{"grpc-ceiling", func() (func(), error) { return nil, grpcSource(ctx, conn, streamSize) }},
 			step{"plugin", func() (func(), error) {
 				var out, errb counter
-				if err := c.Logs(ctx, &out, &errb); err != nil {
+				if err := c.Logs(ctx, &out, &errb, false); err != nil {
 					return nil, err
 				}
 				if out.n != streamSize {
@@ -273,7 +276,7 @@ func BenchmarkStdin256MiB(b *testing.B) {
 				if err != nil {
 					return nil, err
 				}
-				if err := c.(orchestra.LogFollower).FollowLogs(ctx, &counter{}, &counter{}); err != nil {
+				if err := c.Logs(ctx, &counter{}, &counter{}, true); err != nil {
 					return nil, err
 				}
 				st, err := c.Status(ctx)
@@ -317,7 +320,7 @@ func BenchmarkEchoDocker(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		d, err := p.NewDriver(fmt.Sprintf("bench-%d", os.Getpid()), quiet)
+		d, err := p.Open(context.Background(), fmt.Sprintf("bench-%d", os.Getpid()), host.OpenOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -10,8 +10,8 @@ import (
 
 // TestNativePluginConformance runs the conformance suite through the native
 // plugin built from this tree, so that the protocol's fast paths (logs and
-// stdin decoded in place, the exit code in the FollowLogs trailer) are held
-// to the contract end to end.
+// stdin on the bulk socket, the exit code in a followed Logs' exit frame)
+// are held to the contract end to end.
 func TestNativePluginConformance(t *testing.T) {
 	h, err := host.New(host.Config{Dirs: []string{pluginDir}, Logger: quiet})
 	if err != nil {
@@ -23,6 +23,6 @@ func TestNativePluginConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	conformance.Run(t, conformance.Options{
-		New: func(ns string) (orchestra.Driver, error) { return p.NewDriver(ns, quiet) },
+		New: func(ns string) (orchestra.Driver, error) { return p.Open(t.Context(), ns, host.OpenOptions{}) },
 	})
 }

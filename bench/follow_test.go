@@ -11,8 +11,8 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// TestFollowMatchesLogs: FollowLogs through the native plugin (each write
-// sent at once) and Logs afterwards (writes coalesced into chunks) give the
+// TestFollowMatchesLogs: Logs with follow through the native plugin (each
+// write sent at once) and without it afterwards (writes coalesced) give the
 // same bytes, stdout and stderr apart, for many small writes and for output
 // larger than a chunk.
 func TestFollowMatchesLogs(t *testing.T) {
@@ -26,7 +26,7 @@ func TestFollowMatchesLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := p.NewDriver("follow", quiet)
+	d, err := p.Open(ctx, "follow", host.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +37,11 @@ func TestFollowMatchesLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fout, ferr bytes.Buffer
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &fout, &ferr); err != nil {
+	if err := c.Logs(ctx, &fout, &ferr, true); err != nil {
 		t.Fatal(err)
 	}
 	var lout, lerr bytes.Buffer
-	if err := c.Logs(ctx, &lout, &lerr); err != nil {
+	if err := c.Logs(ctx, &lout, &lerr, false); err != nil {
 		t.Fatal(err)
 	}
 	var wantOut, wantErr strings.Builder
@@ -53,7 +53,7 @@ func TestFollowMatchesLogs(t *testing.T) {
 	for _, got := range []struct {
 		name     string
 		out, err string
-	}{{"FollowLogs", fout.String(), ferr.String()}, {"Logs", lout.String(), lerr.String()}} {
+	}{{"Logs follow", fout.String(), ferr.String()}, {"Logs", lout.String(), lerr.String()}} {
 		if got.out != wantOut.String() {
 			t.Errorf("%s stdout: %d bytes, want %d (first difference at %d)", got.name, len(got.out), wantOut.Len(), firstDiff(got.out, wantOut.String()))
 		}

@@ -1,12 +1,15 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/jtarchie/pocketci/host"
 )
 
 // requireK8s returns the k8s plugin's path and the kubectl to compare it
@@ -55,7 +58,7 @@ func BenchmarkEchoK8s(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		d, err := p.NewDriver(fmt.Sprintf("bench-%d", os.Getpid()), quiet)
+		d, err := p.Open(context.Background(), fmt.Sprintf("bench-%d", os.Getpid()), host.OpenOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}

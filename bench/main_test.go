@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -26,7 +25,7 @@ import (
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // Fixtures built once by TestMain.
@@ -97,7 +96,7 @@ func pluginDriver(b *testing.B, h *host.Host, name, namespace string) (*host.Plu
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := p.NewDriver(namespace, quiet)
+	d, err := p.Open(context.Background(), namespace, host.OpenOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -106,7 +105,7 @@ func pluginDriver(b *testing.B, h *host.Host, name, namespace string) (*host.Plu
 
 func nativeDriver(b *testing.B, namespace string) orchestra.Driver {
 	b.Helper()
-	d, err := native.New(namespace, quiet)
+	d, err := native.Provider().NewDriver(context.Background(), namespace, nil, quiet)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -165,18 +164,25 @@ func ping(ctx context.Context, conn *grpc.ClientConn) error {
 	return conn.Invoke(ctx, "/bench.Min/Ping", &emptypb.Empty{}, &emptypb.Empty{})
 }
 
-// startSDK starts a pluginsdk plugin binary straight through go-plugin and
-// returns its raw driver client, for calls the host does not expose.
-func startSDK(b *testing.B, path string) driverv1.DriverClient {
-	return startSDKT(b, path)
-}
-
-func startSDKT(b testing.TB, path string) driverv1.DriverClient {
+// startPlugin starts a pluginsdk plugin binary straight through go-plugin,
+// with its private socket directory, for calls the host does not expose,
+// and returns its raw driver client, that directory and its PID.
+func startPlugin(b testing.TB, path string) (rpc driverv1.DriverClient, dir string, pid int) {
 	b.Helper()
+	dir, err := os.MkdirTemp(socketBase(), "pocketci-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	// go-plugin names the plugin's socket directory only to a RunnerFunc;
+	// with Cmd the plugin is told here, and puts its sockets, the bulk one
+	// included, in dir.
+	cmd := exec.Command(path)
+	cmd.Env = []string{"PLUGIN_UNIX_SOCKET_DIR=" + dir}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  wire.HandshakeConfig(),
 		VersionedPlugins: wire.ClientPlugins(),
-		Cmd:              exec.Command(path),
+		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclogQuiet,
 	})
@@ -189,36 +195,46 @@ func startSDKT(b testing.TB, path string) driverv1.DriverClient {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return raw.(driverv1.DriverClient)
+	return raw.(driverv1.DriverClient), dir, client.ReattachConfig().Pid
+}
+
+// socketBase is where startPlugin makes its socket directory: /tmp when
+// the temporary directory is so long that a socket path two levels below
+// it would pass the 108-byte limit (as host does).
+func socketBase() string {
+	if base := os.TempDir(); len(base) <= 40 {
+		return base
+	}
+	return "/tmp"
+}
+
+// wireClient is the host's client over rpc, a plugin started by
+// startPlugin in dir, once it accepted the plugin's Info (bulk socket
+// included).
+func wireClient(b testing.TB, name string, rpc driverv1.DriverClient, dir string) *wire.Client {
+	b.Helper()
+	c := wire.NewClient(name, rpc)
+	info, err := c.Info(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Accept(info, dir); err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
 // runEcho runs `echo hello` as task id to the end the way a CI host does:
-// RunContainer, follow the output until exit (or poll Status when the
-// driver cannot follow), Status, check the output, Cleanup.
+// RunContainer, follow the output until exit, Status, check the output,
+// Cleanup.
 func runEcho(ctx context.Context, d orchestra.Driver, id, image string) error {
 	c, err := d.RunContainer(ctx, orchestra.Task{ID: id, Image: image, Command: []string{"echo", "hello"}})
 	if err != nil {
 		return err
 	}
 	var out, errb bytes.Buffer
-	if f, ok := c.(orchestra.LogFollower); ok {
-		if err := f.FollowLogs(ctx, &out, &errb); err != nil {
-			return err
-		}
-	} else {
-		for {
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if st.IsDone() {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-		if err := c.Logs(ctx, &out, &errb); err != nil {
-			return err
-		}
+	if err := c.Logs(ctx, &out, &errb, true); err != nil {
+		return err
 	}
 	st, err := c.Status(ctx)
 	if err != nil {

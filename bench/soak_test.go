@@ -4,21 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
-
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
 )
 
 // Soak sizes: tasks after the warm-up, the warm-up, and tasks at a time.
@@ -33,24 +28,17 @@ const (
 // how much the plugin grew: its RSS (VmRSS) and its goroutines (from Info)
 // after the warm-up and at the end. A plugin that keeps nothing per finished
 // task stays flat. BENCH_SOAK_PLUGIN names another plugin binary to soak
-// (for a before/after figure; goroutines then read 0 on a plugin older than
-// protocol 1.3).
+// (for a before/after figure; it must speak a protocol this host serves,
+// 1.3 or later).
 func BenchmarkSoak(b *testing.B) {
 	path := os.Getenv("BENCH_SOAK_PLUGIN")
 	if path == "" {
 		path = filepath.Join(pluginDir, "pocketci-driver-native")
 	}
-	rpc, pid := startPlugin(b, path)
-	c := wire.NewClient("native", rpc)
+	rpc, dir, pid := startPlugin(b, path)
+	c := wireClient(b, "native", rpc, dir)
 	ctx := context.Background()
-	info, err := c.Info(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if info.BulkAddr != "" && slices.Contains(info.Capabilities, wire.CapabilityBulk) {
-		c.UseBulk(info.BulkAddr)
-	}
-	d, err := c.Open(ctx, fmt.Sprintf("soak-%d", os.Getpid()))
+	d, err := c.Open(ctx, fmt.Sprintf("soak-%d", os.Getpid()), wire.OpenOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -141,28 +129,4 @@ func pluginFootprint(b *testing.B, c *wire.Client, pid int) (float64, int64) {
 	}
 	b.Fatalf("no VmRSS for plugin %d", pid)
 	return 0, 0
-}
-
-// startPlugin starts a pluginsdk plugin binary through go-plugin, with its
-// private socket directory, and returns its driver client and PID.
-func startPlugin(b testing.TB, path string) (driverv1.DriverClient, int) {
-	b.Helper()
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  wire.HandshakeConfig(),
-		VersionedPlugins: wire.ClientPlugins(),
-		Cmd:              exec.Command(path),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           hclogQuiet,
-		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: b.TempDir()},
-	})
-	b.Cleanup(client.Kill)
-	proto, err := client.Client()
-	if err != nil {
-		b.Fatal(err)
-	}
-	raw, err := proto.Dispense(wire.PluginKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return raw.(driverv1.DriverClient), client.ReattachConfig().Pid
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/pluginsdk/proto/driverv1"
+	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // countingClient counts the Status RPCs that reach the plugin.
@@ -23,12 +23,14 @@ func (c *countingClient) Status(ctx context.Context, in *driverv1.ContainerRef, 
 	return c.DriverClient.Status(ctx, in, opts...)
 }
 
-// TestFollowLogsCachesStatus: after FollowLogs returns, Status answers from
-// the exit code the stream's trailer carried, without an RPC.
-func TestFollowLogsCachesStatus(t *testing.T) {
+// TestFollowedLogsCacheStatus: after Logs with follow returns, Status
+// answers from the exit code that the logs stream's exit frame carried,
+// without an RPC.
+func TestFollowedLogsCacheStatus(t *testing.T) {
 	ctx := context.Background()
-	rpc := &countingClient{DriverClient: startSDKT(t, pluginDir+"/pocketci-driver-mem")}
-	d, err := wire.NewClient("mem", rpc).Open(ctx, "trailer")
+	raw, dir, _ := startPlugin(t, pluginDir+"/pocketci-driver-mem")
+	rpc := &countingClient{DriverClient: raw}
+	d, err := wireClient(t, "mem", rpc, dir).Open(ctx, "trailer", wire.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func TestFollowLogsCachesStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.(orchestra.LogFollower).FollowLogs(ctx, &counter{}, &counter{}); err != nil {
+	if err := c.Logs(ctx, &counter{}, &counter{}, true); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -51,6 +53,6 @@ func TestFollowLogsCachesStatus(t *testing.T) {
 		}
 	}
 	if n := rpc.status.Load(); n != 0 {
-		t.Fatalf("%d Status RPCs after FollowLogs, want 0", n)
+		t.Fatalf("%d Status RPCs after a followed Logs, want 0", n)
 	}
 }

@@ -1,6 +1,9 @@
 // Command memplugin is the throughput fixture: pluginsdk.Serve with a tiny
 // in-memory driver, so the log and stdin benchmarks measure the protocol and
 // not a disk. It reports the name from its file name (pocketci-driver-<name>).
+// Its config is an empty JSON object. A container's ID is its task ID, found
+// again by any driver of the same namespace in the process; volumes hold
+// nothing and are at no path on this machine.
 //
 // A task's Command picks what its container does:
 //
@@ -18,7 +21,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,30 +42,68 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	name := strings.TrimPrefix(filepath.Base(os.Args[0]), "pocketci-driver-")
-	pluginsdk.Serve(name, newDriver)
+	name = strings.TrimPrefix(filepath.Base(os.Args[0]), "pocketci-driver-")
+	pluginsdk.Serve(orchestra.NewProvider[config](name, newDriver))
 }
+
+// name is the plugin's name, from its file name.
+var name = "mem"
+
+// config is the driver's config: it has no settings.
+type config struct{}
+
+func (config) DriverName() string { return name }
+
+// namespaces holds the containers of every namespace of the process, so
+// that a second driver of a namespace finds the first one's.
+var namespaces = struct {
+	sync.Mutex
+	m map[string]map[string]*container
+}{m: map[string]map[string]*container{}}
 
 type driver struct {
-	mu         sync.Mutex
-	containers map[string]*container
+	namespace string
 }
 
-func newDriver(string, *slog.Logger) (orchestra.Driver, error) {
-	return &driver{containers: map[string]*container{}}, nil
+func newDriver(_ context.Context, namespace string, _ config, _ *slog.Logger) (orchestra.Driver, error) {
+	return &driver{namespace: namespace}, nil
 }
 
-func (d *driver) Name() string { return "mem" }
-func (d *driver) Close() error { return nil }
+func (d *driver) Name() string { return name }
 
-func (d *driver) CreateVolume(context.Context, string, int) (orchestra.Volume, error) {
-	return nil, errors.New("memplugin: no volumes")
+// Close forgets the namespace's containers.
+func (d *driver) Close() error {
+	namespaces.Lock()
+	delete(namespaces.m, d.namespace)
+	namespaces.Unlock()
+	return nil
+}
+
+func (d *driver) CreateVolume(_ context.Context, volume string, _ int) (orchestra.Volume, error) {
+	return memVolume(volume), nil
+}
+
+func (d *driver) GetContainer(_ context.Context, id string) (orchestra.Container, error) {
+	namespaces.Lock()
+	defer namespaces.Unlock()
+	if c, ok := namespaces.m[d.namespace][id]; ok {
+		return c, nil
+	}
+	return nil, fmt.Errorf("memplugin: container %q in namespace %q: %w", id, d.namespace, orchestra.ErrContainerNotFound)
 }
 
 func (d *driver) RunContainer(_ context.Context, task orchestra.Task) (orchestra.Container, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.containers[task.ID]; ok {
+	if err := orchestra.ValidateTask(task); err != nil {
+		return nil, fmt.Errorf("memplugin: %w", err)
+	}
+	namespaces.Lock()
+	defer namespaces.Unlock()
+	containers := namespaces.m[d.namespace]
+	if containers == nil {
+		containers = map[string]*container{}
+		namespaces.m[d.namespace] = containers
+	}
+	if c, ok := containers[task.ID]; ok {
 		return c, nil
 	}
 	if len(task.Command) < 2 {
@@ -73,9 +113,12 @@ func (d *driver) RunContainer(_ context.Context, task orchestra.Task) (orchestra
 	if err != nil {
 		return nil, fmt.Errorf("memplugin: size: %w", err)
 	}
-	c := &container{n: n, done: make(chan struct{})}
+	c := &container{id: task.ID, n: n, done: make(chan struct{})}
 	switch task.Command[0] {
 	case "logs":
+		if len(task.Command) < 3 {
+			return nil, fmt.Errorf("memplugin: command %q: want logs N W", task.Command)
+		}
 		w, err := strconv.Atoi(task.Command[2])
 		if err != nil {
 			return nil, fmt.Errorf("memplugin: write size: %w", err)
@@ -87,11 +130,19 @@ func (d *driver) RunContainer(_ context.Context, task orchestra.Task) (orchestra
 	default:
 		return nil, fmt.Errorf("memplugin: unknown mode %q", task.Command[0])
 	}
-	d.containers[task.ID] = c
+	containers[task.ID] = c
 	return c, nil
 }
 
+// memVolume is a volume that holds nothing.
+type memVolume string
+
+func (v memVolume) Name() string                  { return string(v) }
+func (v memVolume) Path() string                  { return "memplugin:" + string(v) }
+func (v memVolume) Cleanup(context.Context) error { return nil }
+
 type container struct {
+	id   string
 	n    int64
 	buf  []byte
 	done chan struct{}
@@ -130,7 +181,18 @@ func (c *container) Status(context.Context) (orchestra.ContainerStatus, error) {
 	}
 }
 
-func (c *container) Logs(_ context.Context, stdout, _ io.Writer) error {
+func (c *container) ID() string { return c.id }
+
+// Logs writes the task's output; with follow, once the task is done (a
+// logs task is done at once, a stdin task writes nothing).
+func (c *container) Logs(ctx context.Context, stdout, _ io.Writer, follow bool) error {
+	if follow {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if c.buf == nil {
 		return nil
 	}
@@ -142,15 +204,6 @@ func (c *container) Logs(_ context.Context, stdout, _ io.Writer) error {
 		left -= int64(len(p))
 	}
 	return nil
-}
-
-func (c *container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return c.Logs(ctx, stdout, stderr)
 }
 
 func (c *container) Cleanup(context.Context) error { return nil }
