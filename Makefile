@@ -69,6 +69,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateTask$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateNamespace$$' -fuzztime $(FUZZTIME) ./orchestra
 	$(GO) test -run '^$$' -fuzz '^FuzzSafeName$$' -fuzztime $(FUZZTIME) ./orchestra
+	$(GO) test -run '^$$' -fuzz '^FuzzExtract$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./orchestra/volumetar
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./orchestra/volumetar
 	$(GO) test -run '^$$' -fuzz '^FuzzClientReplies$$' -fuzztime $(FUZZTIME) ./internal/wire
 	cd plugins/docker && $(GO) test -run '^$$' -fuzz '^FuzzDockerName$$' -fuzztime $(FUZZTIME) .
 	cd plugins/qemu && $(GO) test -run '^$$' -fuzz '^FuzzTaskNames$$' -fuzztime $(FUZZTIME) .

@@ -204,6 +204,9 @@ func randomHex(n int) string {
 // joinErr adds a clean-up failure to err. An exit code from the task stays
 // the result; the failure is still reported.
 func joinErr(err, cerr error) error {
+	if cerr == nil {
+		return err
+	}
 	var exit exitError
 	if err == nil || errors.As(err, &exit) {
 		if err != nil {

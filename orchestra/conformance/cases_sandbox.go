@@ -51,7 +51,7 @@ func caseSandboxState(ctx context.Context, env *Env) error {
 		dir, want string
 	}{
 		{[]string{"sh", "-c", "echo kept > /tmp/ct-sandbox-file && echo $GREET && pwd"}, map[string]string{"GREET": "hey"}, "/tmp", "hey\n/tmp\n"},
-		{[]string{"sh", "-c", "cat /tmp/ct-sandbox-file; echo \"[$GREET]\""}, nil, "", "kept\n[]\n"},
+		{[]string{"sh", "-c", "cat /tmp/ct-sandbox-file; echo \"[$GREET]\"; rm /tmp/ct-sandbox-file"}, nil, "", "kept\n[]\n"},
 	}
 	for _, s := range steps {
 		code, out, errOut, err := execOut(ctx, sb, nil, s.env, s.dir, s.cmd...)

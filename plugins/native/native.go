@@ -78,6 +78,7 @@ type Driver struct {
 	closed     bool
 	containers map[string]*Container
 	volumes    map[string]*Volume
+	sandboxes  map[*Sandbox]struct{}
 }
 
 var _ orchestra.Driver = (*Driver)(nil)
@@ -108,6 +109,7 @@ func New(_ context.Context, namespace string, cfg Config, logger *slog.Logger) (
 		logger:     logger.With("driver", DriverName, "namespace", namespace),
 		containers: map[string]*Container{},
 		volumes:    map[string]*Volume{},
+		sandboxes:  map[*Sandbox]struct{}{},
 	}, nil
 }
 
@@ -135,7 +137,7 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	if err := orchestra.ValidateVolumeName(name); err != nil {
 		return nil, fmt.Errorf("native: create volume: %w", err)
 	}
-	dir := filepath.Join(d.dir, "volumes", orchestra.SafeName(orchestra.PathNameRule, name))
+	dir := d.volumeDir(name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: create volume %q: %w", name, err)
 	}
@@ -146,6 +148,11 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	d.volumes[name] = v
 	d.logger.Debug("volume created", "volume", name, "dir", dir)
 	return v, nil
+}
+
+// volumeDir is the directory of volume name.
+func (d *Driver) volumeDir(name string) string {
+	return filepath.Join(d.dir, "volumes", orchestra.SafeName(orchestra.PathNameRule, name))
 }
 
 // GetContainer returns the container whose ID (its task ID) is taskID: the
@@ -174,9 +181,10 @@ func (d *Driver) GetContainer(_ context.Context, taskID string) (orchestra.Conta
 }
 
 // Close kills every task of the namespace, its own and those another driver
-// instance runs (through their recorded shim pid), waits for them, and
-// removes the namespace directory with all tasks and volumes. It is
-// idempotent and continues past failures, returning them joined.
+// instance runs (through their recorded shim pid), and every command of its
+// sandboxes, waits for them, and removes the namespace directory with all
+// tasks, sandboxes and volumes. It is idempotent and continues past
+// failures, returning them joined.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	d.closed = true
@@ -184,8 +192,13 @@ func (d *Driver) Close() error {
 	for _, c := range d.containers {
 		containers = append(containers, c)
 	}
+	sandboxes := make([]*Sandbox, 0, len(d.sandboxes))
+	for s := range d.sandboxes {
+		sandboxes = append(sandboxes, s)
+	}
 	clear(d.containers)
 	clear(d.volumes)
+	clear(d.sandboxes)
 	d.mu.Unlock()
 	containers = append(containers, d.othersOnDisk(containers)...)
 
@@ -193,7 +206,16 @@ func (d *Driver) Close() error {
 	for _, c := range containers {
 		c.kill()
 	}
+	for _, s := range sandboxes {
+		s.killAll()
+	}
 	var errs []error
+	for _, s := range sandboxes {
+		if err := s.remove(context.Background()); err != nil {
+			d.logger.Warn("close: remove sandbox", "sandbox", s.id, "err", err)
+			errs = append(errs, err)
+		}
+	}
 	for _, c := range containers {
 		if err := c.remove(context.Background()); err != nil {
 			d.logger.Warn("close: remove container", "task", c.id, "err", err)
