@@ -15,7 +15,7 @@ import (
 
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/plugins/native"
 )
 
@@ -41,7 +41,7 @@ func runOutcome(ctx context.Context, d orchestra.Driver, task orchestra.Task) ou
 	if err != nil {
 		return outcome{err: err}
 	}
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		return outcome{err: err}
 	}

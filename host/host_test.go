@@ -20,7 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/plugins/native"
 )
 
@@ -407,7 +407,7 @@ func waitStatus(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}

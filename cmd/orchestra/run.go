@@ -15,7 +15,7 @@ import (
 
 	"github.com/jtarchie/pocketci/host"
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // cleanupTimeout bounds the clean-up after a task, also after Ctrl-C.
@@ -151,7 +151,7 @@ func wait(ctx context.Context, container orchestra.Container, stdout, stderr io.
 	if err := container.Logs(ctx, stdout, stderr, true); err != nil {
 		return 0, err
 	}
-	st, err := conformance.WaitDone(ctx, container)
+	st, err := testkit.WaitDone(ctx, container)
 	if err != nil {
 		return 0, err
 	}

@@ -11,12 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
 )
 
@@ -30,10 +30,6 @@ func setup(t *testing.T) {
 	t.Setenv(RootEnv, t.TempDir())
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 func newDriver(t *testing.T, namespace string) *Driver {
 	t.Helper()
 	return newDriverWith(t, namespace, Config{})
@@ -41,7 +37,7 @@ func newDriver(t *testing.T, namespace string) *Driver {
 
 func newDriverWith(t *testing.T, namespace string, cfg Config) *Driver {
 	t.Helper()
-	d, err := New(t.Context(), namespace, cfg, testLogger(t))
+	d, err := New(t.Context(), namespace, cfg, testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatalf("New(%q): %v", namespace, err)
 	}
@@ -60,18 +56,7 @@ func run(t *testing.T, d orchestra.Driver, task orchestra.Task) (c orchestra.Con
 	if err != nil {
 		t.Fatalf("RunContainer(%q): %v", task.ID, err)
 	}
-	return c, waitDone(t, c), logs(t, c, "stdout"), logs(t, c, "stderr")
-}
-
-func waitDone(t *testing.T, c orchestra.Container) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	st, err := conformance.WaitDone(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.ExitCode()
+	return c, testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(), logs(t, c, "stdout"), logs(t, c, "stderr")
 }
 
 func logs(t *testing.T, c orchestra.Container, which string) string {
@@ -112,7 +97,9 @@ func TestConformance(t *testing.T) {
 	t.Run("in process", func(t *testing.T) {
 		p := Provider()
 		conformance.Run(t, conformance.Options{
-			New:   func(ns string) (orchestra.Driver, error) { return p.NewDriver(t.Context(), ns, nil, testLogger(t)) },
+			New: func(ns string) (orchestra.Driver, error) {
+				return p.NewDriver(t.Context(), ns, nil, testkit.Logger(t, slog.LevelWarn))
+			},
 			Leaks: Leaks,
 		})
 	})
@@ -178,7 +165,7 @@ func TestCleanupKillsRunningTask(t *testing.T) {
 	if err := c.Cleanup(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if code := waitDone(t, c); code != 128+9 {
+	if code := testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(); code != 128+9 {
 		t.Fatalf("exit code of a task killed by SIGKILL: expected 137, got %d", code)
 	}
 	if left := processesLeft(t, "kill"); len(left) > 0 {
@@ -188,7 +175,7 @@ func TestCleanupKillsRunningTask(t *testing.T) {
 
 func TestCloseKillsRunningTasks(t *testing.T) {
 	setup(t)
-	d, err := New(t.Context(), "close-running", Config{}, testLogger(t))
+	d, err := New(t.Context(), "close-running", Config{}, testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +260,7 @@ func TestDriverProcessDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := waitDone(t, c); code != 137 {
+	if code := testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(); code != 137 {
 		t.Fatalf("a task whose driver process died: expected exit 137, got %d", code)
 	}
 }
@@ -293,7 +280,7 @@ func TestGetContainerFinished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := waitDone(t, found); code != 7 || logs(t, found, "stdout") != "out\n" {
+	if code := testkit.MustWaitDone(t, found, 30*time.Second).ExitCode(); code != 7 || logs(t, found, "stdout") != "out\n" {
 		t.Fatalf("found container: expected exit 7 and %q, got %d %q", "out\n", code, logs(t, found, "stdout"))
 	}
 	if again, err := second.RunContainer(t.Context(), task); err != nil || again != found {
@@ -336,7 +323,7 @@ func TestGetContainerRunning(t *testing.T) {
 	if again, err := second.RunContainer(t.Context(), orchestra.Task{ID: "long", Command: []string{"false"}}); err != nil || again != found {
 		t.Fatalf("RunContainer of a running ID in a second instance: expected the found container, got %v %v", again, err)
 	}
-	var out syncBuffer
+	var out testkit.SafeBuffer
 	followed := make(chan error, 1)
 	go func() { followed <- found.Logs(t.Context(), &out, io.Discard, true) }()
 	for deadline := time.Now().Add(10 * time.Second); out.String() != "started\n"; time.Sleep(10 * time.Millisecond) {
@@ -353,7 +340,7 @@ func TestGetContainerRunning(t *testing.T) {
 	if err := <-followed; err != nil && !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Fatalf("follow of a task cleaned up: %v", err)
 	}
-	if code := waitDone(t, c); code != 137 {
+	if code := testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(); code != 137 {
 		t.Fatalf("the first instance's handle after the second's Cleanup: expected exit 137, got %d", code)
 	}
 	if left := processesLeft(t, "running"); len(left) > 0 {
@@ -370,7 +357,7 @@ func TestFollowLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out, errb syncBuffer
+	var out, errb testkit.SafeBuffer
 	followed := make(chan error, 1)
 	go func() { followed <- c.Logs(t.Context(), &out, &errb, true) }()
 	for deadline := time.Now().Add(10 * time.Second); out.String() != "first\n"; time.Sleep(10 * time.Millisecond) {
@@ -531,22 +518,4 @@ func TestUser(t *testing.T) {
 	if code != 0 || out != "65534\n" {
 		t.Fatalf("expected exit 0 and uid 65534, got %d %q (stderr %q)", code, out, errOut)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

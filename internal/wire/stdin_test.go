@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"io"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,7 @@ import (
 
 func catOutput(t *testing.T, c orchestra.Container) string {
 	t.Helper()
-	waitDone(t, c)
+	testkit.MustWaitDone(t, c, 30*time.Second)
 	var out bytes.Buffer
 	if err := c.Logs(context.Background(), &out, io.Discard, false); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // connect serves the fake driver through the harness (the real gRPC
@@ -69,17 +69,6 @@ func open(t testing.TB, c *Client) orchestra.Driver {
 	return d
 }
 
-func waitDone(t testing.TB, c orchestra.Container) orchestra.ContainerStatus {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := conformance.WaitDone(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 func TestInfo(t *testing.T) {
 	info, err := connect(t).Info(context.Background())
 	if err != nil {
@@ -115,7 +104,7 @@ func TestLogsLargeOutputInChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := waitDone(t, c); st.ExitCode() != 2 {
+	if st := testkit.MustWaitDone(t, c, 30*time.Second); st.ExitCode() != 2 {
 		t.Fatalf("exit code = %d, want 2", st.ExitCode())
 	}
 	var want bytes.Buffer
@@ -186,7 +175,7 @@ func TestStdinStreamsAfterRunContainerAndItsContextEnd(t *testing.T) {
 		_, err := io.Copy(io.MultiWriter(pw, h), &patternReader{left: size})
 		pw.CloseWithError(err)
 	}()
-	waitDone(t, c)
+	testkit.MustWaitDone(t, c, 30*time.Second)
 	<-written
 	var out bytes.Buffer
 	if err := c.Logs(context.Background(), &out, io.Discard, false); err != nil {
@@ -204,7 +193,7 @@ func TestSameTaskIDClosesTheSecondStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, c1)
+	testkit.MustWaitDone(t, c1, 30*time.Second)
 	// A second stdin for the same task must not block forever: nothing reads it.
 	c2, err := d.RunContainer(context.Background(), orchestra.Task{ID: "once", Command: []string{"cat"}, Stdin: &patternReader{left: 8 << 20}})
 	if err != nil {
@@ -290,7 +279,7 @@ func TestPanicBecomesAnError(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the plugin should live on after a panic: %v", err)
 	}
-	waitDone(t, c)
+	testkit.MustWaitDone(t, c, 30*time.Second)
 }
 
 func TestFinishedStatusIsCachedOnTheHost(t *testing.T) {
@@ -299,7 +288,7 @@ func TestFinishedStatusIsCachedOnTheHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, c)
+	testkit.MustWaitDone(t, c, 30*time.Second)
 	// Close the driver in the plugin: a cached status needs no RPC.
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
@@ -325,7 +314,7 @@ func TestContainerIDFindsItAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, found)
+	testkit.MustWaitDone(t, found, 30*time.Second)
 	var out bytes.Buffer
 	if err := found.Logs(ctx, &out, io.Discard, false); err != nil || out.Len() != 3 {
 		t.Fatalf("Logs of the found container: %q, %v", out.String(), err)

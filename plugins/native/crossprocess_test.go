@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,7 +104,7 @@ func TestSecondHostAndDriverDeath(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = other.Wait()
-	if st := waitDone(t, c); st.ExitCode() == 0 {
+	if st := testkit.MustWaitDone(t, c, 30*time.Second); st.ExitCode() == 0 {
 		t.Fatal("a task whose host died reports exit 0")
 	}
 	deadline := time.Now().Add(5 * time.Second)

@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +55,9 @@ func TestDescendantsDieWithTask(t *testing.T) {
 		tail string // after the escapees started
 		end  func(t *testing.T, d orchestra.Driver, c orchestra.Container)
 	}{
-		{"main exits", "sleep 1.5; exit 0", func(t *testing.T, _ orchestra.Driver, c orchestra.Container) { waitDone(t, c) }},
+		{"main exits", "sleep 1.5; exit 0", func(t *testing.T, _ orchestra.Driver, c orchestra.Container) {
+			testkit.MustWaitDone(t, c, 30*time.Second)
+		}},
 		{"cleanup", "sleep 1000", func(t *testing.T, _ orchestra.Driver, c orchestra.Container) {
 			if err := c.Cleanup(t.Context()); err != nil {
 				t.Fatal(err)
@@ -124,7 +128,7 @@ func TestFullDiskFailsTheTask(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := waitDone(t, c)
+			st := testkit.MustWaitDone(t, c, 30*time.Second)
 			if st.ExitCode() == 0 {
 				t.Fatal("a task whose output did not fit on the disk reported exit code 0")
 			}
@@ -155,7 +159,7 @@ func TestStdinFailureFailsTheTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := waitDone(t, c)
+	st := testkit.MustWaitDone(t, c, 30*time.Second)
 	var out bytes.Buffer
 	err = c.Logs(t.Context(), &out, io.Discard, false)
 	if st.ExitCode() == 0 || strings.Contains(out.String(), "cat-saw-eof") {
@@ -204,14 +208,14 @@ func TestSecondInstanceAttaches(t *testing.T) {
 	if err := os.WriteFile(fifo, []byte("go\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if st1, st2 := waitDone(t, c1), waitDone(t, c2); st1.ExitCode() != 5 || st2.ExitCode() != 5 {
+	if st1, st2 := testkit.MustWaitDone(t, c1, 30*time.Second), testkit.MustWaitDone(t, c2, 30*time.Second); st1.ExitCode() != 5 || st2.ExitCode() != 5 {
 		t.Fatalf("exit codes: expected 5 on both instances, got %d and %d", st1.ExitCode(), st2.ExitCode())
 	}
 	rd, err := second.RunContainer(t.Context(), orchestra.Task{ID: "read", Command: []string{"cat", "data/count"}, Mounts: task.Mounts})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, rd)
+	testkit.MustWaitDone(t, rd, 30*time.Second)
 	if out, _ := logsOf(t, rd); out != "x\n" {
 		t.Fatalf("the command ran %q times, expected once", out)
 	}
@@ -229,7 +233,7 @@ func TestSecondInstanceAttaches(t *testing.T) {
 	if err := l2.Cleanup(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if st := waitDone(t, l1); st.ExitCode() != 137 {
+	if st := testkit.MustWaitDone(t, l1, 30*time.Second); st.ExitCode() != 137 {
 		t.Fatalf("after the second instance's Cleanup: expected the task killed (137), got %d", st.ExitCode())
 	}
 }
@@ -244,7 +248,7 @@ func TestMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := waitDone(t, w).ExitCode(); code != 0 {
+	if code := testkit.MustWaitDone(t, w, 30*time.Second).ExitCode(); code != 0 {
 		_, e := logsOf(t, w)
 		t.Fatalf("writer exit %d: %s", code, e)
 	}
@@ -255,13 +259,13 @@ func TestMounts(t *testing.T) {
 	}
 	// The command has an absolute path argument: native does not
 	// remap it, so read through the working directory instead.
-	waitDone(t, r)
+	testkit.MustWaitDone(t, r, 30*time.Second)
 	r2, err := d.RunContainer(t.Context(), orchestra.Task{ID: "r2", Command: []string{"cat", "x/f", "y/f"},
 		Mounts: orchestra.Mounts{{Name: "v1", Path: "/x"}, {Name: "v2", Path: "y"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, r2)
+	testkit.MustWaitDone(t, r2, 30*time.Second)
 	if out, _ := logsOf(t, r2); out != "hi\nyo\n" {
 		t.Fatalf("reader: expected %q, got %q", "hi\nyo\n", out)
 	}
@@ -285,7 +289,7 @@ func TestNestedMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := waitDone(t, w)
+	st := testkit.MustWaitDone(t, w, 30*time.Second)
 	out, errOut := logsOf(t, w)
 	if st.ExitCode() != 0 || !strings.HasSuffix(out, "/work/a/b/c/sub\n") {
 		t.Fatalf("writer: exit %d, stdout %q, stderr %q; want 0 and the logical working directory", st.ExitCode(), out, errOut)
@@ -304,7 +308,7 @@ func TestNestedMounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitDone(t, c)
+		testkit.MustWaitDone(t, c, 30*time.Second)
 		if out, _ := logsOf(t, c); !strings.HasSuffix(out, "\t0000000000000000\n") {
 			t.Errorf("the task of a non-root driver with nested mounts has capabilities: %q", out)
 		}
@@ -338,7 +342,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 // removes the namespace cleanly.
 func TestLookupsCreateNothing(t *testing.T) {
 	useRoot(t)
-	a, err := open("lookups", testLogger(t))
+	a, err := open("lookups", testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +352,7 @@ func TestLookupsCreateNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitDone(t, c)
+		testkit.MustWaitDone(t, c, 30*time.Second)
 	}
 	stop := make(chan struct{})
 	looked := make(chan int)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // useRoot points the driver at a private root for the test.
@@ -30,10 +31,6 @@ func useRoot(t *testing.T) string {
 	return root
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // open is a driver of namespace with the default config, as the provider
 // builds it.
 func open(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
@@ -42,7 +39,7 @@ func open(namespace string, logger *slog.Logger) (orchestra.Driver, error) {
 
 func newDriver(t *testing.T, namespace string) orchestra.Driver {
 	t.Helper()
-	d, err := open(namespace, testLogger(t))
+	d, err := open(namespace, testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatalf("open(%q): %v", namespace, err)
 	}
@@ -59,7 +56,7 @@ func newDriver(t *testing.T, namespace string) orchestra.Driver {
 func TestConformance(t *testing.T) {
 	useRoot(t)
 	conformance.Run(t, conformance.Options{
-		New:   func(ns string) (orchestra.Driver, error) { return open(ns, testLogger(t)) },
+		New:   func(ns string) (orchestra.Driver, error) { return open(ns, testkit.Logger(t, slog.LevelWarn)) },
 		Leaks: Leaks,
 	})
 }
@@ -114,14 +111,14 @@ func TestConformanceCatchesFaults(t *testing.T) {
 			results := conformance.RunAll(t.Context(), conformance.Options{
 				New: func(ns string) (orchestra.Driver, error) {
 					namespaces = append(namespaces, ns)
-					d, err := open(ns, testLogger(t))
+					d, err := open(ns, testkit.Logger(t, slog.LevelWarn))
 					return &brokenDriver{Driver: d, fault: tt.fault}, err
 				},
 				Leaks: Leaks,
 				Run:   regexp.MustCompile(tt.cases),
 			}, nil)
 			for _, ns := range namespaces {
-				d, _ := open(ns, testLogger(t))
+				d, _ := open(ns, testkit.Logger(t, slog.LevelWarn))
 				_ = d.Close()
 			}
 			if len(results) != 1 {
@@ -132,17 +129,6 @@ func TestConformanceCatchesFaults(t *testing.T) {
 			}
 		})
 	}
-}
-
-func waitDone(t *testing.T, c orchestra.Container) orchestra.ContainerStatus {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	st, err := conformance.WaitDone(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
 }
 
 func logsOf(t *testing.T, c orchestra.Container) (string, string) {
@@ -172,7 +158,7 @@ func TestExitCodeOfSignal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := waitDone(t, c).ExitCode(); got != tt.want {
+			if got := testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(); got != tt.want {
 				t.Fatalf("exit code: expected %d, got %d", tt.want, got)
 			}
 		})
@@ -187,7 +173,7 @@ func alive(pid int) bool {
 
 func TestCloseKillsRunningTasks(t *testing.T) {
 	root := useRoot(t)
-	d, err := open("close-kills", testLogger(t))
+	d, err := open("close-kills", testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +226,7 @@ func TestCloseKillsRunningTasks(t *testing.T) {
 
 func TestCloseRacesRunContainer(t *testing.T) {
 	useRoot(t)
-	d, err := open("close-race", testLogger(t))
+	d, err := open("close-race", testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +284,7 @@ func TestBackgroundChildrenDieWithTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := waitDone(t, c).ExitCode(); code != 0 {
+	if code := testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(); code != 0 {
 		t.Fatalf("exit code: expected 0, got %d", code)
 	}
 	procs, err := processesUnder(filepath.Join(Root(), "background"))
@@ -325,7 +311,7 @@ func TestStdinFlowsAfterContextCancelled(t *testing.T) {
 		t.Fatalf("write stdin: %v", err)
 	}
 	_ = pw.Close()
-	if code := waitDone(t, c).ExitCode(); code != 0 {
+	if code := testkit.MustWaitDone(t, c, 30*time.Second).ExitCode(); code != 0 {
 		t.Fatalf("exit code: expected 0, got %d", code)
 	}
 	if out, _ := logsOf(t, c); out != "written after cancel\n" {
@@ -415,7 +401,7 @@ func TestGetContainer(t *testing.T) {
 	if _, err := finder.GetContainer(t.Context(), "unknown"); !errors.Is(err, orchestra.ErrContainerNotFound) {
 		t.Fatalf("GetContainer(unknown): expected ErrContainerNotFound, got %v", err)
 	}
-	waitDone(t, c)
+	testkit.MustWaitDone(t, c, 30*time.Second)
 	if err := c.Cleanup(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +412,7 @@ func TestGetContainer(t *testing.T) {
 
 func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	useRoot(t)
-	first, err := open("reattach", testLogger(t))
+	first, err := open("reattach", testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +425,7 @@ func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, c)
+	testkit.MustWaitDone(t, c, 30*time.Second)
 	// The first instance is abandoned (as when a plugin dies); a new one
 	// of the same namespace takes over.
 	second := newDriver(t, "reattach")
@@ -465,7 +451,7 @@ func TestFinishedTaskFoundByAnotherInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, rd)
+	testkit.MustWaitDone(t, rd, 30*time.Second)
 	if out, _ := logsOf(t, rd); out != "x\n" {
 		t.Fatalf("counter: expected the command to have run once (%q), got %q", "x\n", out)
 	}
@@ -521,7 +507,7 @@ func TestTwoRootsSideBySide(t *testing.T) {
 	rootA, rootB := t.TempDir(), t.TempDir()
 	var drivers []orchestra.Driver
 	for _, root := range []string{rootA, rootB} {
-		d, err := Provider().NewDriver(t.Context(), "side", Config{Root: root}, testLogger(t))
+		d, err := Provider().NewDriver(t.Context(), "side", Config{Root: root}, testkit.Logger(t, slog.LevelWarn))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -534,7 +520,7 @@ func TestTwoRootsSideBySide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitDone(t, c)
+		testkit.MustWaitDone(t, c, 30*time.Second)
 		if out, _ := logsOf(t, c); out != fmt.Sprint(i, "\n") {
 			t.Fatalf("driver %d: expected its own run, got %q", i, out)
 		}
@@ -566,7 +552,7 @@ func TestNamespaceNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitDone(t, c)
+			testkit.MustWaitDone(t, c, 30*time.Second)
 			entries, _ := filepath.Glob(filepath.Join(root, "*", "tasks", "*", "exit"))
 			if len(entries) != 1 {
 				t.Fatalf("expected one task under one namespace directory of %s, got %v", root, entries)
@@ -625,7 +611,7 @@ func TestUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := waitDone(t, c)
+	st := testkit.MustWaitDone(t, c, 30*time.Second)
 	out, errOut := logsOf(t, c)
 	if st.ExitCode() != 0 || out != "65534\n" {
 		t.Fatalf("expected exit 0 and uid 65534, got exit %d stdout %q stderr %q", st.ExitCode(), out, errOut)
@@ -655,7 +641,7 @@ func TestCommandNotStarted(t *testing.T) {
 			if err != nil {
 				t.Fatalf("RunContainer: %v", err)
 			}
-			st := waitDone(t, c)
+			st := testkit.MustWaitDone(t, c, 30*time.Second)
 			out, errOut := logsOf(t, c)
 			if st.ExitCode() != tt.code || out != "" || errOut != tt.stderr {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want %d and stderr %q", st.ExitCode(), out, errOut, tt.code, tt.stderr)
@@ -706,7 +692,7 @@ func TestWorkDir(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := waitDone(t, c)
+			st := testkit.MustWaitDone(t, c, 30*time.Second)
 			out, errOut := logsOf(t, c)
 			if st.ExitCode() != 0 || !strings.HasSuffix(out, tt.wantOut) {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and stdout ending in %q", st.ExitCode(), out, errOut, tt.wantOut)

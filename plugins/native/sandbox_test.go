@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,7 +216,7 @@ func TestSandboxStreamFailures(t *testing.T) {
 // commands and leave nothing, and that Exec afterwards is an error.
 func TestSandboxCleanupAndClose(t *testing.T) {
 	useRoot(t)
-	d, err := open("sandbox-close", testLogger(t))
+	d, err := open("sandbox-close", testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,3 +122,25 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }
+
+// MustWaitDone is WaitDone that ends the test on an error, within timeout.
+func MustWaitDone(t testing.TB, c orchestra.Container, timeout time.Duration) orchestra.ContainerStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	st, err := WaitDone(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// MustRunToEnd is RunToEnd that ends the test on an error.
+func MustRunToEnd(t testing.TB, ctx context.Context, d orchestra.Driver, task orchestra.Task) Result {
+	t.Helper()
+	r, err := RunToEnd(ctx, d, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/pluginsdk"
 	"github.com/jtarchie/pocketci/pluginsdk/internal/ctxdriver"
 	"github.com/jtarchie/pocketci/pluginsdk/sdktest"
@@ -216,7 +217,7 @@ func waitFor(t *testing.T, c orchestra.Container, limit time.Duration) orchestra
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
