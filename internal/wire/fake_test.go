@@ -120,14 +120,23 @@ var fakeProvider = orchestra.NewProvider("fake", func(_ context.Context, ns stri
 })
 
 // fakeVolumes keeps each volume's archive as it was copied in. A volume
-// "broken" fails its archive after some bytes; CopyToVolume reads to the
-// end and reports what the reader said.
+// "broken" fails its archive after some bytes; "gen-N" is N bytes made as
+// they are read; "sink" counts what is copied in and keeps nothing.
+// CopyToVolume reads to the end and reports what the reader said.
 type fakeVolumes struct {
 	mu   sync.Mutex
 	data map[string][]byte
+	sunk int64
 }
 
 func (f *fakeVolumes) CopyToVolume(_ context.Context, volume string, r io.Reader) error {
+	if volume == "sink" { // streams: counts what it got, keeps nothing
+		n, err := io.Copy(io.Discard, r)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.sunk = n
+		return err
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", volume, err)
@@ -143,6 +152,9 @@ func (f *fakeVolumes) CopyFromVolume(_ context.Context, volume string) (io.ReadC
 	defer f.mu.Unlock()
 	b, ok := f.data[volume]
 	switch {
+	case strings.HasPrefix(volume, "gen-"): // gen-N: N bytes, made as they are read
+		n, _ := strconv.ParseInt(strings.TrimPrefix(volume, "gen-"), 10, 64)
+		return io.NopCloser(&patternReader{left: int(n)}), nil
 	case volume == "broken":
 		return io.NopCloser(io.MultiReader(strings.NewReader(strings.Repeat("x", 3<<20)), iotest.ErrReader(errors.New("disk fell off")))), nil
 	case !ok:
