@@ -42,7 +42,8 @@ type Container struct {
 	// of this one, when another instance claimed the task first.
 	replacement *Container
 	task        orchestra.Task
-	image       *image // nil: the guest's own userland
+	image       *image   // nil: the guest's own userland
+	sandbox     *Sandbox // a command Exec'd in a sandbox, else nil
 	name        string
 	hostDir     string // <share>/tasks/<name>
 	guestDir    string
@@ -111,7 +112,7 @@ func (c *Container) start(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(c.hostDir, "work"), 0o755); err != nil {
 		return fmt.Errorf("create task directory: %w", err)
 	}
-	if c.task.Image != "" {
+	if c.task.Image != "" && c.image == nil {
 		im, err := resolveImage(ctx, c.vm.images, c.task.Image, d.logger)
 		if err != nil {
 			return err
@@ -156,6 +157,9 @@ func (c *Container) startMessage() (*guestproto.Start, error) {
 	start := &guestproto.Start{Dir: c.guestDir, Slot: c.slot, User: c.task.User, Privileged: c.task.Privileged,
 		Stdin: c.task.Stdin != nil, Argv: c.task.Command}
 	vars, defaultDir := c.task.Env, c.guestDir+"/work"
+	if c.sandbox != nil {
+		start.Sandbox, defaultDir = c.sandbox.name, c.sandbox.guestDir+"/work"
+	}
 	if c.image != nil {
 		vars = c.image.env(c.task.Env)
 		start.Root, defaultDir = c.image.guestRoot(), c.image.config.WorkingDir

@@ -257,8 +257,8 @@ func (d *Driver) volume(name string) (*Volume, error) {
 	}
 	vol, ok := d.volumes[name]
 	if !ok {
-		dir := orchestra.SafeName(orchestra.PathNameRule, name)
-		vol = &Volume{driver: d, name: name, hostDir: filepath.Join(d.share, "volumes", dir), guestDir: guestShare + "/volumes/" + dir}
+		dir := d.volumeDir(name)
+		vol = &Volume{driver: d, name: name, hostDir: dir, guestDir: guestShare + "/volumes/" + filepath.Base(dir)}
 	}
 	if err := os.MkdirAll(vol.hostDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create volume %q: %w", name, err)

@@ -8,7 +8,7 @@ package guestproto
 
 // Version changes whenever a message changes meaning. The host refuses a
 // daemon that answers its hello with another version.
-const Version = 2
+const Version = 3
 
 // PortName is the virtio-serial port the daemon listens on.
 const PortName = "org.pocketci.guestd.0"
@@ -27,6 +27,9 @@ const (
 	// OpKill kills the task with ID and everything it started (its
 	// cgroup). Its EvExit follows as usual; an unknown ID is ignored.
 	OpKill = "kill"
+	// OpDrop unmounts and removes the sandbox root named Sandbox (its
+	// commands were killed first). An unknown name is ignored.
+	OpDrop = "drop"
 )
 
 // Event kinds.
@@ -41,6 +44,8 @@ type Request struct {
 	ID    uint64 `json:"id,omitempty"`
 	Nonce string `json:"nonce,omitempty"`
 	Start *Start `json:"start,omitempty"`
+	// Sandbox names the sandbox root OpDrop removes.
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 // Start describes one task.
@@ -65,6 +70,11 @@ type Start struct {
 	// WorkDir is the command's working directory, inside Root when there is
 	// one; made when missing. Empty: Dir/work (without Root) or "/".
 	WorkDir string `json:"workdir,omitempty"`
+	// Sandbox, with Root, names a root kept between tasks (letters, digits,
+	// '-'): the first task that names it mounts it (over Root, with Binds
+	// and Privileged) and it stays until OpDrop; every task naming it runs
+	// there, so files written by one are seen by the next.
+	Sandbox string `json:"sandbox,omitempty"`
 	// Binds are volumes bound for the task, in order (an outer path before
 	// one inside it): inside Root, or, without Root, in a mount namespace
 	// of the task's own.

@@ -99,6 +99,9 @@ type daemon struct {
 	// task's namespace holds a copy of it.
 	mountMu sync.Mutex
 
+	// sandboxes are the roots kept between tasks, by name (under mountMu).
+	sandboxes map[string]*taskRoot
+
 	// slots are the cgroups of task slots, by path (under mu).
 	slots map[string]*slot
 }
@@ -168,6 +171,8 @@ func (d *daemon) handle(line []byte) {
 		if t != nil {
 			t.kill()
 		}
+	case guestproto.OpDrop:
+		d.dropSandbox(req.Sandbox)
 	default:
 		log.Printf("unknown op %q", req.Op)
 	}

@@ -26,11 +26,16 @@ type taskRoot struct {
 }
 
 // mountRoot mounts the task's root over its image s.Root.
-func mountRoot(id uint64, s *guestproto.Start) (_ *taskRoot, err error) {
+func mountRoot(id uint64, s *guestproto.Start) (*taskRoot, error) {
+	return mountRootAt("/run/pocketci-root/"+strconv.FormatUint(id, 10), s)
+}
+
+// mountRootAt mounts a root over the image s.Root at base.
+func mountRootAt(base string, s *guestproto.Start) (_ *taskRoot, err error) {
 	if err := loadOverlay(); err != nil {
 		return nil, err
 	}
-	r := &taskRoot{base: "/run/pocketci-root/" + strconv.FormatUint(id, 10)}
+	r := &taskRoot{base: base}
 	r.merged = r.base + "/m"
 	if err := os.MkdirAll(r.base, 0o755); err != nil {
 		return nil, fmt.Errorf("task root: %w", err)

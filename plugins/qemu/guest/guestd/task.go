@@ -209,7 +209,22 @@ func (t *task) fork(d *daemon, cgroupFD int, files []*os.File) (int, error) {
 		}
 	}
 	rootPath := "/"
-	if s.Root != "" {
+	if s.Root != "" && s.Sandbox != "" {
+		// A sandbox's root stays mounted here between its tasks; each
+		// task gets a copy of this namespace, chrooted there.
+		d.mountMu.Lock()
+		defer d.mountMu.Unlock()
+		r, err := d.sandboxRoot(s)
+		if err != nil {
+			return 0, err
+		}
+		rootPath = r.merged
+		if s.WorkDir == "" {
+			dir = "/"
+		}
+		attr.Chroot = r.merged
+		attr.Cloneflags = syscall.CLONE_NEWNS
+	} else if s.Root != "" {
 		// The task's root is mounted here, copied into the task's own
 		// mount namespace by the fork, and detached here at once: it
 		// vanishes with the task, and no other task's namespace holds it.
