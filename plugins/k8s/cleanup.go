@@ -23,9 +23,10 @@ func removeNamespace(ctx context.Context, client kubernetes.Interface, kns, name
 	grace := int64(1)
 	pods := client.CoreV1().Pods(kns)
 	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &grace}, sel); err != nil {
+		// Nothing was deleted (an unreachable cluster, no permission):
+		// waiting for the pods to go would only last until the timeout.
 		errs = append(errs, fmt.Errorf("k8s: delete pods of namespace %q: %w", namespace, err))
-	}
-	if err := waitGone(ctx, "pods", func() ([]string, error) { return podsOf(ctx, client, kns, namespace) }); err != nil {
+	} else if err := waitGone(ctx, "pods", func() ([]string, error) { return podsOf(ctx, client, kns, namespace) }); err != nil {
 		errs = append(errs, err)
 	}
 	claims := client.CoreV1().PersistentVolumeClaims(kns)
@@ -141,16 +142,18 @@ func deletablePVsOf(ctx context.Context, client kubernetes.Interface, uids []str
 // Leaks asks the cluster (not any driver's memory) for every pod and PVC
 // labelled with namespace, and every PV still bound to a claim of the
 // namespace's name prefix, and describes each one. Empty means nothing of
-// the namespace is left. cfg names the cluster (ConfigFromEnv).
+// the namespace is left. cfg names the cluster and the Kubernetes
+// namespace, as for New.
 func Leaks(ctx context.Context, cfg Config, namespace string) ([]string, error) {
-	client, err := kubernetes.NewForConfig(cfg.Rest)
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("k8s: leaks: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(s.rest)
 	if err != nil {
 		return nil, fmt.Errorf("k8s: client: %w", err)
 	}
-	kns := cfg.Namespace
-	if kns == "" {
-		kns = "default"
-	}
+	kns := s.k8sNamespace
 	left, err := podsOf(ctx, client, kns, namespace)
 	if err != nil {
 		return nil, err

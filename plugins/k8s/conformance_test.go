@@ -15,10 +15,7 @@ func TestConformance(t *testing.T) {
 	cfg := requireCluster(t)
 	conformance.Run(t, conformance.Options{
 		New: func(namespace string) (orchestra.Driver, error) {
-			if testing.Verbose() {
-				return NewWithConfig(namespace, testLogger(t), cfg)
-			}
-			return NewWithConfig(namespace, nil, cfg)
+			return Provider().NewDriver(context.Background(), namespace, nil, verboseLogger(t))
 		},
 		Image:   testImage,
 		Timeout: 3 * time.Minute,

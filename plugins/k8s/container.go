@@ -16,8 +16,7 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// Container is a task's pod. It implements orchestra.Container and
-// orchestra.LogFollower.
+// Container is a task's pod. It implements orchestra.Container.
 type Container struct {
 	d      *Driver
 	name   string // pod name
@@ -30,10 +29,7 @@ type Container struct {
 	stdinErr error   // the task's stdin failed: the task was stopped
 }
 
-var (
-	_ orchestra.Container   = (*Container)(nil)
-	_ orchestra.LogFollower = (*Container)(nil)
-)
+var _ orchestra.Container = (*Container)(nil)
 
 func (d *Driver) newContainer(name, taskID, image string) *Container {
 	return &Container{d: d, name: name, taskID: taskID, image: image}
@@ -66,7 +62,7 @@ func (c *Container) Status(ctx context.Context) (orchestra.ContainerStatus, erro
 			return status{}, nil
 		}
 		// Seen, then gone from the watch: ask once whether it still exists.
-		got, err := c.d.client.CoreV1().Pods(c.d.cfg.Namespace).Get(ctx, c.name, metav1.GetOptions{})
+		got, err := c.d.client.CoreV1().Pods(c.d.cfg.k8sNamespace).Get(ctx, c.name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("k8s: status of task %q (pod %s): %w", c.taskID, c.name, orchestra.ErrContainerNotFound)
 		}
@@ -115,39 +111,65 @@ func (c *Container) waitStarted(ctx context.Context) error {
 	})
 }
 
-// Logs writes the task's output so far, stdout and stderr apart, through
-// the split-streams log query (stream=Stdout|Stderr). After exit it is the
-// complete output, the final partial line included.
-func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer) error {
+// Logs writes the task's output, stdout and stderr apart, through the
+// split-streams log query (stream=Stdout|Stderr). Without follow it is the
+// output so far; after exit, the complete output, the final partial line
+// included. With follow it waits for the container to start, then streams
+// its output as it is written until the task exits and all of it was
+// written, or ctx ends. When the runtime could not run the command at all
+// (it does not exist), the runtime's message is written to stderr.
+func (c *Container) Logs(ctx context.Context, stdout, stderr io.Writer, follow bool) error {
+	if stderr == nil {
+		stderr = io.Discard
+	}
 	if err := c.d.watch.start(ctx); err != nil {
 		return fmt.Errorf("k8s: logs of task %q: %w", c.taskID, err)
 	}
-	if p, ok := c.d.watch.get(c.name); ok && !started(p) {
+	if follow {
+		if err := c.waitStarted(ctx); err != nil {
+			return fmt.Errorf("k8s: follow logs of task %q (pod %s): %w", c.taskID, c.name, err)
+		}
+	} else if p, ok := c.d.watch.get(c.name); ok && !started(p) {
 		if _, err := taskState(p, c.image); err != nil {
 			return fmt.Errorf("k8s: logs of task %q (pod %s): %w", c.taskID, c.name, err)
 		}
 		return nil // nothing written yet
 	}
-	if err := c.streams(ctx, false, stdout, stderr); err != nil {
+	if err := c.streams(ctx, follow, stdout, stderr); err != nil {
 		return fmt.Errorf("k8s: logs of task %q (pod %s): %w", c.taskID, c.name, err)
+	}
+	if msg := c.notRun(); msg != "" {
+		if _, err := fmt.Fprintf(stderr, "%s: %s\n", notRunPrefix, msg); err != nil {
+			return fmt.Errorf("k8s: logs of task %q (pod %s): %w", c.taskID, c.name, err)
+		}
 	}
 	return nil
 }
 
-// FollowLogs waits for the container to start, then streams its output as
-// it is written until the task exits and all of it was written, or ctx ends.
-func (c *Container) FollowLogs(ctx context.Context, stdout, stderr io.Writer) error {
-	if err := c.d.watch.start(ctx); err != nil {
-		return fmt.Errorf("k8s: follow logs of task %q: %w", c.taskID, err)
+// notRunPrefix begins the line Logs writes to stderr for a command the
+// runtime could not run.
+const notRunPrefix = "pocketci-driver-k8s: the container runtime could not run the command"
+
+// notRun is the runtime's message when the container terminated without
+// running the task's command, else "".
+func (c *Container) notRun() string {
+	c.mu.Lock()
+	final := c.final
+	c.mu.Unlock()
+	if final != nil {
+		return final.notRun
 	}
-	if err := c.waitStarted(ctx); err != nil {
-		return fmt.Errorf("k8s: follow logs of task %q (pod %s): %w", c.taskID, c.name, err)
+	p, ok := c.d.watch.get(c.name)
+	if !ok {
+		return ""
 	}
-	if err := c.streams(ctx, true, stdout, stderr); err != nil {
-		return fmt.Errorf("k8s: follow logs of task %q (pod %s): %w", c.taskID, c.name, err)
-	}
-	return nil
+	s, _ := taskState(p, c.image)
+	return s.notRun
 }
+
+// ID is the pod's name, which GetContainer of any driver of the namespace
+// finds.
+func (c *Container) ID() string { return c.name }
 
 // streams copies the stdout and the stderr log streams at the same time,
 // each to its writer (one lock between them, in case they are the same).
@@ -176,7 +198,7 @@ func (c *Container) streams(ctx context.Context, follow bool, stdout, stderr io.
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		if errors.Is(err, errSplitUnsupported) && c.d.cfg.CombinedLogs {
+		if errors.Is(err, errSplitUnsupported) && c.d.cfg.combinedLogs {
 			c.d.logger.Warn("cluster cannot split log streams: writing all output to stdout", "task", c.taskID)
 			return c.stream(context.WithoutCancel(ctx), corev1.LogStreamAll, follow, stdout)
 		}
@@ -186,14 +208,14 @@ func (c *Container) streams(ctx context.Context, follow bool, stdout, stderr io.
 }
 
 // errSplitUnsupported means the cluster refused the stream parameter.
-var errSplitUnsupported = errors.New("the cluster cannot return stdout and stderr apart: enable the PodLogsQuerySplitStreams feature gate on kube-apiserver and kubelet, or set " + EnvCombinedLogs + "=1 to accept all output on stdout")
+var errSplitUnsupported = errors.New("the cluster cannot return stdout and stderr apart: enable the PodLogsQuerySplitStreams feature gate on kube-apiserver and kubelet, or set combined_logs (or " + EnvCombinedLogs + "=1) to accept all output on stdout")
 
 func (c *Container) stream(ctx context.Context, which string, follow bool, w io.Writer) error {
 	opts := &corev1.PodLogOptions{Container: containerName, Follow: follow}
 	if which != corev1.LogStreamAll {
 		opts.Stream = &which
 	}
-	rc, err := c.d.client.CoreV1().Pods(c.d.cfg.Namespace).GetLogs(c.name, opts).Stream(ctx)
+	rc, err := c.d.client.CoreV1().Pods(c.d.cfg.k8sNamespace).GetLogs(c.name, opts).Stream(ctx)
 	if err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
@@ -255,7 +277,7 @@ func (c *Container) Cleanup(ctx context.Context) error {
 // removes it only after its containers were stopped.
 func (d *Driver) waitPodGone(ctx context.Context, name string) error {
 	for {
-		_, err := d.client.CoreV1().Pods(d.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+		_, err := d.client.CoreV1().Pods(d.cfg.k8sNamespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -272,7 +294,7 @@ func (d *Driver) waitPodGone(ctx context.Context, name string) error {
 
 // deletePod deletes a pod; an absent one is not an error.
 func (d *Driver) deletePod(ctx context.Context, name string, grace int64) error {
-	err := d.client.CoreV1().Pods(d.cfg.Namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+	err := d.client.CoreV1().Pods(d.cfg.k8sNamespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete pod %q: %w", name, err)
 	}

@@ -108,11 +108,11 @@ func TestFollowLogsLive(t *testing.T) {
 	out := &liveWriter{first: make(chan struct{})}
 	var errb bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- c.(orchestra.LogFollower).FollowLogs(ctx, out, &errb) }()
+	go func() { done <- c.Logs(ctx, out, &errb, true) }()
 	select {
 	case <-out.first:
 	case err := <-done:
-		t.Fatalf("FollowLogs returned %v before any output", err)
+		t.Fatalf("Logs (follow) returned %v before any output", err)
 	case <-ctx.Done():
 		t.Fatal("no output while the task runs")
 	}
@@ -124,7 +124,7 @@ func TestFollowLogsLive(t *testing.T) {
 		t.Fatal("the first output arrived only after the task was done: not live")
 	}
 	if err := <-done; err != nil {
-		t.Fatalf("FollowLogs: %v", err)
+		t.Fatalf("Logs (follow): %v", err)
 	}
 	if out.String() != "first\nlast" || errb.String() != "e1\n" {
 		t.Fatalf("followed stdout %q stderr %q; want %q %q", out.String(), errb.String(), "first\nlast", "e1\n")
@@ -156,7 +156,7 @@ func TestFailingStdinIsNotEOF(t *testing.T) {
 		}
 		if st.IsDone() {
 			var out bytes.Buffer
-			_ = c.Logs(ctx, &out, io.Discard)
+			_ = c.Logs(ctx, &out, io.Discard, false)
 			t.Fatalf("the task finished (exit %d, stdout %q) on a stdin that failed", st.ExitCode(), out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -185,12 +185,13 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // TestSameIDAcrossDrivers: a second driver instance (as another host would
-// make) finds the first one's pod by task ID and does not run it again.
+// make) returns the first one's pod for the same task ID without running
+// it again, and finds it by its container ID.
 func TestSameIDAcrossDrivers(t *testing.T) {
 	ctx := testContext(t)
 	ns := newNamespace("twohosts")
 	a := newTestDriver(t, ns)
-	b, err := NewWithConfig(ns, nil, a.cfg)
+	b, err := New(ns, Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +202,15 @@ func TestSameIDAcrossDrivers(t *testing.T) {
 	if first.stdout != second.stdout || !strings.HasSuffix(first.stdout, "-ran\n") {
 		t.Fatalf("second driver ran the task again or lost it: %q vs %q", first.stdout, second.stdout)
 	}
-	found, err := b.GetContainer(ctx, task.ID)
+	if first.container.ID() != second.container.ID() {
+		t.Fatalf("the two drivers' containers have IDs %q and %q", first.container.ID(), second.container.ID())
+	}
+	found, err := b.GetContainer(ctx, first.container.ID())
 	if err != nil {
 		t.Fatalf("GetContainer from the second driver: %v", err)
 	}
 	var out bytes.Buffer
-	if err := found.Logs(ctx, &out, io.Discard); err != nil || out.String() != first.stdout {
+	if err := found.Logs(ctx, &out, io.Discard, false); err != nil || out.String() != first.stdout {
 		t.Fatalf("found container logs %q, %v", out.String(), err)
 	}
 	if _, err := b.GetContainer(ctx, "never-ran"); !errors.Is(err, orchestra.ErrContainerNotFound) {
@@ -227,8 +231,8 @@ func TestNamesAndLabels(t *testing.T) {
 			t.Fatalf("task %q: stdout %q", id, r.stdout)
 		}
 	}
-	client := kubernetes.NewForConfigOrDie(d.cfg.Rest)
-	pods, err := client.CoreV1().Pods(d.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: namespaceSelector(ns)})
+	client := kubernetes.NewForConfigOrDie(d.cfg.rest)
+	pods, err := client.CoreV1().Pods(d.cfg.k8sNamespace).List(ctx, metav1.ListOptions{LabelSelector: namespaceSelector(ns)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,19 +22,21 @@ const testImage = "busybox"
 
 // requireCluster skips (or fails, when ORCHESTRA_REQUIRE_K8S=1) a test when
 // no cluster answers or its node lacks the offline busybox image. It
-// returns the configuration from the environment.
+// returns the configuration that takes everything from the environment
+// (the zero Config).
 func requireCluster(tb testing.TB) Config {
 	tb.Helper()
 	miss := tb.Skipf
 	if os.Getenv("ORCHESTRA_REQUIRE_K8S") == "1" {
 		miss = tb.Fatalf
 	}
-	cfg, err := ConfigFromEnv()
+	var cfg Config
+	s, err := cfg.resolve()
 	if err != nil {
 		miss("no cluster configured (run make cluster and export KUBECONFIG; ORCHESTRA_REQUIRE_K8S=1 fails instead of skipping): %v", err)
 		return Config{}
 	}
-	client, err := kubernetes.NewForConfig(cfg.Rest)
+	client, err := kubernetes.NewForConfig(s.rest)
 	if err != nil {
 		miss("client: %v", err)
 		return Config{}
@@ -43,7 +45,7 @@ func requireCluster(tb testing.TB) Config {
 	defer cancel()
 	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		miss("the cluster at %s does not answer (run make cluster): %v", cfg.Rest.Host, err)
+		miss("the cluster at %s does not answer (run make cluster): %v", s.rest.Host, err)
 		return Config{}
 	}
 	for _, n := range nodes.Items {
@@ -55,8 +57,16 @@ func requireCluster(tb testing.TB) Config {
 			}
 		}
 	}
-	miss("no node of the cluster at %s has docker.io/library/busybox:latest (make cluster imports it)", cfg.Rest.Host)
+	miss("no node of the cluster at %s has docker.io/library/busybox:latest (make cluster imports it)", s.rest.Host)
 	return Config{}
+}
+
+// verboseLogger is the test's log when -v is on, else nil (discard).
+func verboseLogger(tb testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return testLogger(tb)
+	}
+	return nil
 }
 
 // testLogger writes the driver's log into the test's log.
@@ -78,19 +88,20 @@ func newNamespace(prefix string) string {
 	return "kt-" + prefix + "-" + hex.EncodeToString(buf[:])
 }
 
-// newTestDriver returns a driver in a fresh namespace; at the end of the
-// test it is closed and the cluster is asked that nothing of the namespace
-// is left.
+// newTestDriver returns a driver in a fresh namespace configured from the
+// environment; at the end of the test it is closed and the cluster is
+// asked that nothing of the namespace is left.
 func newTestDriver(tb testing.TB, ns string) *Driver {
 	tb.Helper()
-	cfg := requireCluster(tb)
-	var logger *slog.Logger
-	if testing.Verbose() {
-		logger = testLogger(tb)
-	}
-	d, err := NewWithConfig(ns, logger, cfg)
+	return newTestDriverWith(tb, ns, requireCluster(tb))
+}
+
+// newTestDriverWith is newTestDriver with cfg.
+func newTestDriverWith(tb testing.TB, ns string, cfg Config) *Driver {
+	tb.Helper()
+	d, err := New(ns, cfg, verboseLogger(tb))
 	if err != nil {
-		tb.Fatalf("NewWithConfig: %v", err)
+		tb.Fatalf("New: %v", err)
 	}
 	tb.Cleanup(func() {
 		if err := d.Close(); err != nil {
@@ -140,7 +151,7 @@ func runToEnd(ctx context.Context, tb testing.TB, d orchestra.Driver, task orche
 	}
 	st := waitDone(ctx, tb, c)
 	var out, errb bytes.Buffer
-	if err := c.Logs(ctx, &out, &errb); err != nil {
+	if err := c.Logs(ctx, &out, &errb, false); err != nil {
 		tb.Fatalf("Logs(%q): %v", task.ID, err)
 	}
 	return runResult{container: c, exitCode: st.ExitCode(), stdout: out.String(), stderr: errb.String()}

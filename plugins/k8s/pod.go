@@ -13,9 +13,10 @@ import (
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
-// workDir is the task's working directory: "/", so that ./<mount path>
-// reaches an absolute mount and a relative mount path lands under it, as on
-// the other drivers (orchestra.MountPath).
+// workDir is the task's default working directory: "/", so that
+// ./<mount path> reaches an absolute mount and a relative mount path lands
+// under it, as on the other drivers (orchestra.MountPath). Task.WorkDir
+// moves the command elsewhere (orchestra.WorkingDir); mounts stay put.
 const workDir = "/"
 
 // podSpec maps task onto a pod in the driver's namespace. The task was
@@ -32,7 +33,7 @@ func (d *Driver) podSpec(task orchestra.Task) (*corev1.Pod, error) {
 		Image:                    task.Image,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 		Env:                      envList(task.Env),
-		WorkingDir:               workDir,
+		WorkingDir:               orchestra.WorkingDir(workDir, task),
 		SecurityContext:          sc,
 		Resources:                resources(task.ContainerLimits),
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
@@ -59,7 +60,7 @@ func (d *Driver) podSpec(task orchestra.Task) (*corev1.Pod, error) {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      podName(d.namespace, task.ID),
-			Namespace: d.cfg.Namespace,
+			Namespace: d.cfg.k8sNamespace,
 			Labels: map[string]string{
 				LabelNamespace: labelValue(d.namespace),
 				LabelTaskID:    labelValue(task.ID),

@@ -13,6 +13,10 @@ import (
 type status struct {
 	done bool
 	code int
+	// notRun is the runtime's message when the container could not run
+	// the task's command at all (a command that does not exist): the task
+	// wrote nothing, so Logs writes this to its stderr.
+	notRun string
 }
 
 func (s status) IsDone() bool  { return s.done }
@@ -46,7 +50,7 @@ func taskState(p *corev1.Pod, image string) (status, error) {
 			continue
 		}
 		if t := cs.State.Terminated; t != nil {
-			return status{done: true, code: exitCode(t)}, nil
+			return terminated(t), nil
 		}
 		if w := cs.State.Waiting; w != nil {
 			if imageMissing[w.Reason] {
@@ -64,24 +68,29 @@ func taskState(p *corev1.Pod, image string) (status, error) {
 	return status{}, nil
 }
 
-// exitCode is the task's exit code: the container's, 137 when the kernel
-// killed it for memory, and 127/126 like a shell when the runtime could
-// not execute the command (containerd reports 128 for both).
-func exitCode(t *corev1.ContainerStateTerminated) int {
-	code := int(t.ExitCode)
-	switch {
-	case t.Reason == "OOMKilled":
-		return 137
-	case t.Reason == "StartError" || t.Reason == "ContainerCannotRun":
+// terminated is the state of a task whose container terminated: the
+// container's exit code, 137 when the kernel killed it for memory, and
+// 127/126 like a shell when the runtime could not execute the command
+// (containerd reports 128 for both), with the runtime's message.
+func terminated(t *corev1.ContainerStateTerminated) status {
+	s := status{done: true, code: int(t.ExitCode)}
+	switch t.Reason {
+	case "OOMKilled":
+		s.code = 137
+	case "StartError", "ContainerCannotRun":
+		s.notRun = strings.TrimSpace(t.Message)
+		if s.notRun == "" {
+			s.notRun = t.Reason
+		}
 		msg := strings.ToLower(t.Message)
 		switch {
 		case strings.Contains(msg, "executable file not found") || strings.Contains(msg, "no such file or directory"):
-			return 127
+			s.code = 127
 		case strings.Contains(msg, "permission denied"):
-			return 126
+			s.code = 126
 		}
 	}
-	return code
+	return s
 }
 
 // started reports whether the task's container has run (running now or

@@ -32,7 +32,7 @@ func (c *Container) attachStdin(r io.Reader) {
 		return
 	}
 	req := c.d.client.CoreV1().RESTClient().Post().Resource("pods").
-		Namespace(c.d.cfg.Namespace).Name(c.name).SubResource("attach").
+		Namespace(c.d.cfg.k8sNamespace).Name(c.name).SubResource("attach").
 		VersionedParams(&corev1.PodAttachOptions{Container: containerName, Stdin: true}, scheme.ParameterCodec)
 	exec, err := newExecutor(c.d, req.URL())
 	if err != nil {
@@ -61,11 +61,11 @@ func (c *Container) attachStdin(r io.Reader) {
 }
 
 func newExecutor(d *Driver, u *url.URL) (remotecommand.Executor, error) {
-	ws, err := remotecommand.NewWebSocketExecutor(d.cfg.Rest, "GET", u.String())
+	ws, err := remotecommand.NewWebSocketExecutor(d.cfg.rest, "GET", u.String())
 	if err != nil {
 		return nil, fmt.Errorf("websocket executor: %w", err)
 	}
-	spdy, err := remotecommand.NewSPDYExecutor(d.cfg.Rest, "POST", u)
+	spdy, err := remotecommand.NewSPDYExecutor(d.cfg.rest, "POST", u)
 	if err != nil {
 		return nil, fmt.Errorf("spdy executor: %w", err)
 	}

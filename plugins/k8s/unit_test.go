@@ -66,3 +66,37 @@ func TestParseUser(t *testing.T) {
 		}
 	}
 }
+
+// TestPodSpecWorkDirAndMounts: WorkDir sets the container's working
+// directory (relative under "/", absolute as is) without moving the mounts;
+// nested mounts are separate claims at nested paths.
+func TestPodSpecWorkDirAndMounts(t *testing.T) {
+	d := &Driver{namespace: "ns", cfg: settings{k8sNamespace: "default"}}
+	mounts := orchestra.Mounts{{Name: "repo", Path: "repo"}, {Name: "cache", Path: "repo/cache"}}
+	tests := []struct {
+		workDir string
+		want    string
+	}{
+		{"", "/"},
+		{"repo", "/repo"},
+		{"repo/sub", "/repo/sub"},
+		{"/tmp", "/tmp"},
+	}
+	for _, tc := range tests {
+		pod, err := d.podSpec(orchestra.Task{ID: "t", Image: "busybox", WorkDir: tc.workDir, Mounts: mounts, Command: []string{"pwd"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := pod.Spec.Containers[0]
+		if c.WorkingDir != tc.want {
+			t.Errorf("WorkDir %q: workingDir %q, want %q", tc.workDir, c.WorkingDir, tc.want)
+		}
+		got := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			got[m.MountPath] = m.Name
+		}
+		if len(got) != 2 || got["/repo"] == "" || got["/repo/cache"] == "" || got["/repo"] == got["/repo/cache"] {
+			t.Errorf("WorkDir %q: mounts %v, want /repo and /repo/cache from two volumes", tc.workDir, got)
+		}
+	}
+}

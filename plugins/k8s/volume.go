@@ -24,10 +24,15 @@ var _ orchestra.Volume = (*Volume)(nil)
 // Name is the volume's name as given to CreateVolume.
 func (v *Volume) Name() string { return v.name }
 
+// Path is where the volume is in the cluster, since its files are not on
+// this machine: "pvc://<Kubernetes namespace>/<claim name>" (kubectl -n
+// <namespace> get pvc <claim name>).
+func (v *Volume) Path() string { return "pvc://" + v.d.cfg.k8sNamespace + "/" + v.claim }
+
 // Cleanup deletes the PVC (the cluster deletes or keeps its PV by the
 // StorageClass's reclaim policy). It is idempotent.
 func (v *Volume) Cleanup(ctx context.Context) error {
-	err := v.d.client.CoreV1().PersistentVolumeClaims(v.d.cfg.Namespace).Delete(ctx, v.claim, metav1.DeleteOptions{})
+	err := v.d.client.CoreV1().PersistentVolumeClaims(v.d.cfg.k8sNamespace).Delete(ctx, v.claim, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("k8s: cleanup of volume %q (pvc %s): %w", v.name, v.claim, err)
 	}
@@ -36,49 +41,51 @@ func (v *Volume) Cleanup(ctx context.Context) error {
 
 // CreateVolume creates, or returns the existing, PVC "{namespace}-{name}"
 // (sanitized) in the configured StorageClass, ReadWriteOnce. size is in MiB;
-// 0 asks for the configured default (POCKETCI_K8S_VOLUME_SIZE, 1Gi).
+// 0 asks for the configured default (volume_size, POCKETCI_K8S_VOLUME_SIZE,
+// 1Gi). An existing claim keeps its size.
 func (d *Driver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
 	if err := orchestra.ValidateVolumeName(name); err != nil {
 		return nil, fmt.Errorf("k8s: create volume: %w", err)
 	}
-	if size < 0 {
-		return nil, fmt.Errorf("k8s: create volume %q: %w: size %d is negative", name, orchestra.ErrInvalidTask, size)
+	if size < 0 || size > maxSizeGB<<10 {
+		return nil, fmt.Errorf("k8s: create volume %q: %w: size %d MiB is negative or over 1 PiB", name, orchestra.ErrInvalidTask, size)
 	}
 	d.lifecycle.RLock()
 	defer d.lifecycle.RUnlock()
 	if d.closed {
 		return nil, fmt.Errorf("k8s: create volume %q: %w", name, orchestra.ErrClosed)
 	}
-	v, err := d.createVolume(ctx, name, size)
+	v, err := d.createVolume(ctx, name, int64(size)<<20)
 	if err != nil {
 		return nil, fmt.Errorf("k8s: %w", err)
 	}
 	return v, nil
 }
 
-// createVolume does CreateVolume's work; the caller holds lifecycle.
-func (d *Driver) createVolume(ctx context.Context, name string, size int) (*Volume, error) {
+// createVolume does CreateVolume's work with a size in bytes (0: the
+// default); the caller holds lifecycle.
+func (d *Driver) createVolume(ctx context.Context, name string, sizeBytes int64) (*Volume, error) {
 	claim := claimName(d.namespace, name)
-	q := d.cfg.VolumeSize
-	if size > 0 {
-		q = *resource.NewQuantity(int64(size)<<20, resource.BinarySI)
+	q := d.cfg.volumeSize
+	if sizeBytes > 0 {
+		q = *resource.NewQuantity(sizeBytes, resource.BinarySI)
 	}
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        claim,
-			Namespace:   d.cfg.Namespace,
+			Namespace:   d.cfg.k8sNamespace,
 			Labels:      map[string]string{LabelNamespace: labelValue(d.namespace), LabelVolume: labelValue(name)},
 			Annotations: map[string]string{LabelNamespace: d.namespace, LabelVolume: name},
 		},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			StorageClassName: d.cfg.StorageClass,
+			StorageClassName: d.cfg.storageClass,
 			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: q}},
 		},
 	}
-	_, err := d.client.CoreV1().PersistentVolumeClaims(d.cfg.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
+	_, err := d.client.CoreV1().PersistentVolumeClaims(d.cfg.k8sNamespace).Create(ctx, pvc, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		got, gerr := d.client.CoreV1().PersistentVolumeClaims(d.cfg.Namespace).Get(ctx, claim, metav1.GetOptions{})
+		got, gerr := d.client.CoreV1().PersistentVolumeClaims(d.cfg.k8sNamespace).Get(ctx, claim, metav1.GetOptions{})
 		if gerr != nil {
 			return nil, fmt.Errorf("get volume %q (pvc %s): %w", name, claim, gerr)
 		}

@@ -2,7 +2,7 @@
 // plugin. The host starts it; it is not meant to be run by hand.
 //
 // The cluster owns the pods: when the host dies, the plugin exits and leaves
-// them running, for a new host to find again by task ID.
+// them running, for a new host to find again by container ID.
 package main
 
 import (
@@ -10,4 +10,4 @@ import (
 	"github.com/jtarchie/pocketci/pluginsdk"
 )
 
-func main() { pluginsdk.Serve("k8s", k8s.New, pluginsdk.KeepOnHostExit()) }
+func main() { pluginsdk.Serve(k8s.Provider(), pluginsdk.KeepOnHostExit()) }
