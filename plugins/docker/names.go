@@ -10,6 +10,12 @@ const (
 	LabelTaskID = "pocketci.task-id"
 	// LabelVolume holds the volume name as given to CreateVolume or a Mount.
 	LabelVolume = "pocketci.volume"
+	// LabelSandbox holds the task ID a sandbox container was started for
+	// (a sandbox has no LabelTaskID: it is not a task's container).
+	LabelSandbox = "pocketci.sandbox"
+	// LabelHelper marks a throwaway container the driver uses for its own
+	// work ("volume-data": moving a volume's files).
+	LabelHelper = "pocketci.helper"
 )
 
 // workDir is every container's working directory: relative mount paths are
