@@ -62,10 +62,6 @@ func Cases() []Case {
 	}
 }
 
-// WaitDone polls c's Status until it reports done or ctx ends, and returns
-// the final status: testkit.WaitDone.
-var WaitDone = testkit.WaitDone
-
 // logs returns everything c wrote to stdout and stderr.
 func logs(ctx context.Context, c orchestra.Container) (stdout, stderr []byte, err error) {
 	var out, errb bytes.Buffer
@@ -247,11 +243,11 @@ func caseSameTaskIDRunsOnce(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("second RunContainer (same ID, while the first may run): %w", err)
 	}
-	st1, err := WaitDone(ctx, first)
+	st1, err := testkit.WaitDone(ctx, first)
 	if err != nil {
 		return fmt.Errorf("first handle: %w", err)
 	}
-	st2, err := WaitDone(ctx, second)
+	st2, err := testkit.WaitDone(ctx, second)
 	if err != nil {
 		return fmt.Errorf("second handle: %w", err)
 	}
@@ -259,7 +255,7 @@ func caseSameTaskIDRunsOnce(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("third RunContainer (same ID, after done): %w", err)
 	}
-	st3, err := WaitDone(ctx, third)
+	st3, err := testkit.WaitDone(ctx, third)
 	if err != nil {
 		return fmt.Errorf("third handle: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // caseContainerID checks that a container's ID finds it again: from the same
@@ -43,7 +44,7 @@ func expectFound(ctx context.Context, via string, d orchestra.Driver, id, stdout
 	if got := c.ID(); got != id {
 		return fmt.Errorf("GetContainer(%q) through %s: the container's ID is %q", id, via, got)
 	}
-	st, err := WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		return fmt.Errorf("container %q found through %s: %w", id, via, err)
 	}

@@ -48,7 +48,7 @@ func caseFailingStdin(ctx context.Context, env *Env) error {
 		}
 		return fmt.Errorf("task %q: run container: the error does not name stdin: %w", t.ID, err)
 	}
-	st, err := WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		if strings.Contains(err.Error(), "stdin") {
 			return nil

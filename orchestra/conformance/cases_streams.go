@@ -42,7 +42,7 @@ func follow(ctx context.Context, env *Env, t orchestra.Task) (stdout, stderr []b
 	if err := c.Logs(ctx, &out, &errb, true); err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: Logs(follow): %w", t.ID, err)
 	}
-	st, err := WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("task %q: %w", t.ID, err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 const testImage = "busybox"
@@ -107,7 +107,7 @@ func maybeTestLogger(tb testing.TB) *slog.Logger {
 // waitDone polls c until done.
 func waitDone(ctx context.Context, tb testing.TB, c orchestra.Container) orchestra.ContainerStatus {
 	tb.Helper()
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func runToEnd(ctx context.Context, tb testing.TB, d orchestra.Driver, task orche
 // logsWhenDone waits for c and returns its exit code and logs; it may run
 // in any goroutine.
 func logsWhenDone(ctx context.Context, c orchestra.Container) (runResult, error) {
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		return runResult{}, err
 	}

@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 const testImage = "busybox"
@@ -128,7 +128,7 @@ func expectNoLeaks(tb testing.TB, cfg Config, ns string) {
 // waitDone polls c until done.
 func waitDone(ctx context.Context, tb testing.TB, c orchestra.Container) orchestra.ContainerStatus {
 	tb.Helper()
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
-	"github.com/jtarchie/pocketci/orchestra/conformance"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // requireQEMU skips the test when qemu or the guest image is missing, or
@@ -90,7 +90,7 @@ func runTask(t testing.TB, ctx context.Context, d orchestra.Driver, task orchest
 
 func waitDone(t testing.TB, ctx context.Context, c orchestra.Container) orchestra.ContainerStatus {
 	t.Helper()
-	st, err := conformance.WaitDone(ctx, c)
+	st, err := testkit.WaitDone(ctx, c)
 	if err != nil {
 		t.Fatalf("waiting for the task: %v", err)
 	}
