@@ -3,8 +3,6 @@
 package native
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,14 +19,6 @@ import (
 // volume's directory and refuses unsafe entries by name; Archive streams.
 
 var _ orchestra.VolumeDataAccessor = (*Driver)(nil)
-
-// emptyArchive is a tar archive without entries: its end marker, two zero
-// blocks.
-var emptyArchive [1024]byte
-
-// archiveBuffer is how much of an outgoing archive is read ahead of the
-// caller.
-const archiveBuffer = 32 << 10
 
 // CopyToVolume extracts the tar archive read from reader into the volume,
 // creating the volume when it does not exist (as pocketci's native does). An
@@ -56,7 +46,7 @@ func (d *Driver) CopyFromVolume(ctx context.Context, volumeName string) (io.Read
 	if err != nil {
 		return nil, fmt.Errorf("native: copy from volume: %w", err)
 	}
-	rc, err := streamArchive(ctx, dir)
+	rc, err := volumetar.Open(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("native: copy from volume %q: %w", volumeName, err)
 	}
@@ -75,9 +65,9 @@ func (d *Driver) ReadFilesFromVolume(ctx context.Context, volumeName string, fil
 	if len(filePaths) == 0 {
 		// No files asked for: an empty archive (volumetar.Archive would
 		// take the whole volume), as pocketci's native answers.
-		return io.NopCloser(bytes.NewReader(emptyArchive[:])), nil
+		return volumetar.Empty(), nil
 	}
-	rc, err := streamArchive(ctx, dir, filePaths...)
+	rc, err := volumetar.Open(ctx, dir, filePaths...)
 	if err != nil {
 		return nil, fmt.Errorf("native: read files from volume %q: %w", volumeName, err)
 	}
@@ -108,32 +98,3 @@ func (d *Driver) existingVolume(name string) (string, error) {
 	}
 	return dir, nil
 }
-
-// streamArchive runs volumetar.Archive of root (or of paths in it) in a
-// goroutine writing into a pipe, so that memory stays bounded whatever the
-// volume's size. It waits for the first bytes: Archive checks every path
-// before it writes, so a refused or missing path is this call's error, not
-// a broken stream later. Closing the reader stops the goroutine.
-func streamArchive(ctx context.Context, root string, paths ...string) (io.ReadCloser, error) {
-	pr, pw := io.Pipe()
-	go func() {
-		// nil closes the pipe cleanly: the reader sees EOF.
-		pw.CloseWithError(volumetar.Archive(ctx, pw, root, paths...))
-	}()
-	br := bufio.NewReaderSize(pr, archiveBuffer)
-	// A good archive is never empty (its end marker is 1024 bytes).
-	if _, err := br.Peek(1); err != nil {
-		_ = pr.Close()
-		return nil, err
-	}
-	return &archiveReader{Reader: br, pipe: pr}, nil
-}
-
-// archiveReader is an archive being streamed out of a volume.
-type archiveReader struct {
-	*bufio.Reader
-	pipe *io.PipeReader
-}
-
-// Close stops the archive: its writer's next write fails and it returns.
-func (a *archiveReader) Close() error { return a.pipe.Close() }

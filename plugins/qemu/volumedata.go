@@ -1,8 +1,6 @@
 package qemu
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,13 +20,6 @@ import (
 // a task wrote.
 
 var _ orchestra.VolumeDataAccessor = (*Driver)(nil)
-
-// emptyArchive is a tar archive without entries: its end marker.
-var emptyArchive [1024]byte
-
-// archiveBuffer is how much of an outgoing archive is read ahead of the
-// caller.
-const archiveBuffer = 32 << 10
 
 // CopyToVolume extracts the tar archive read from reader into the volume,
 // creating the volume when it does not exist. An unsafe entry (absolute,
@@ -57,7 +48,7 @@ func (d *Driver) CopyFromVolume(ctx context.Context, volumeName string) (io.Read
 	if err != nil {
 		return nil, fmt.Errorf("qemu: copy from volume: %w", err)
 	}
-	rc, err := streamArchive(ctx, dir)
+	rc, err := volumetar.Open(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: copy from volume %q: %w", volumeName, err)
 	}
@@ -75,9 +66,9 @@ func (d *Driver) ReadFilesFromVolume(ctx context.Context, volumeName string, fil
 		return nil, fmt.Errorf("qemu: read files from volume: %w", err)
 	}
 	if len(filePaths) == 0 { // volumetar.Archive would take the whole volume
-		return io.NopCloser(bytes.NewReader(emptyArchive[:])), nil
+		return volumetar.Empty(), nil
 	}
-	rc, err := streamArchive(ctx, dir, filePaths...)
+	rc, err := volumetar.Open(ctx, dir, filePaths...)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: read files from volume %q: %w", volumeName, err)
 	}
@@ -113,30 +104,3 @@ func (d *Driver) existingVolume(name string) (string, error) {
 func (d *Driver) volumeDir(name string) string {
 	return filepath.Join(d.share, "volumes", orchestra.SafeName(orchestra.PathNameRule, name))
 }
-
-// streamArchive runs volumetar.Archive of root (or of paths in it) in a
-// goroutine writing into a pipe, so memory stays bounded whatever the
-// volume's size. It waits for the first byte: Archive checks every path
-// before it writes, so a refused or missing path is this call's error, not
-// a broken stream later. Closing the reader stops the goroutine.
-func streamArchive(ctx context.Context, root string, paths ...string) (io.ReadCloser, error) {
-	pr, pw := io.Pipe()
-	go func() {
-		pw.CloseWithError(volumetar.Archive(ctx, pw, root, paths...)) // nil: EOF
-	}()
-	br := bufio.NewReaderSize(pr, archiveBuffer)
-	if _, err := br.Peek(1); err != nil { // a good archive is never empty
-		_ = pr.Close()
-		return nil, err
-	}
-	return &archiveReader{Reader: br, pipe: pr}, nil
-}
-
-// archiveReader is an archive being streamed out of a volume.
-type archiveReader struct {
-	*bufio.Reader
-	pipe *io.PipeReader
-}
-
-// Close stops the archive: its writer's next write fails and it returns.
-func (a *archiveReader) Close() error { return a.pipe.Close() }
