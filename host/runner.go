@@ -211,10 +211,12 @@ func (r *pluginRunner) watch() {
 		r.disarm()
 	}
 	r.waitErr = r.cmd.Wait()
-	close(r.done)
+	// Reported before done closes: whoever sees the process gone (State)
+	// finds its death logged.
 	if r.exited != nil {
 		r.exited(r.waitErr)
 	}
+	close(r.done)
 	deadline := time.Now().Add(pipeDrain)
 	r.stderr.drain(deadline)
 	r.rawOut.drain(deadline)
