@@ -39,7 +39,12 @@ type openArchive struct {
 // Close stops the archive: its writer's next write fails and it returns.
 func (a *openArchive) Close() error { return a.pipe.Close() }
 
-// Empty is an archive without entries (its end marker): what
-// ReadFilesFromVolume answers when asked for no paths, as pocketci's native
-// driver does, where Open would take the whole volume.
-func Empty() io.ReadCloser { return io.NopCloser(bytes.NewReader(make([]byte, 1024))) }
+// ReadFiles is Open of the given paths in root, for ReadFilesFromVolume: no
+// paths is an archive without entries (its end marker), as pocketci's native
+// driver answers, where Open would take the whole volume.
+func ReadFiles(ctx context.Context, root string, paths ...string) (io.ReadCloser, error) {
+	if len(paths) == 0 {
+		return io.NopCloser(bytes.NewReader(make([]byte, 1024))), nil
+	}
+	return Open(ctx, root, paths...)
+}

@@ -62,12 +62,7 @@ func (d *Driver) ReadFilesFromVolume(ctx context.Context, volumeName string, fil
 	if err != nil {
 		return nil, fmt.Errorf("native: read files from volume: %w", err)
 	}
-	if len(filePaths) == 0 {
-		// No files asked for: an empty archive (volumetar.Archive would
-		// take the whole volume), as pocketci's native answers.
-		return volumetar.Empty(), nil
-	}
-	rc, err := volumetar.Open(ctx, dir, filePaths...)
+	rc, err := volumetar.ReadFiles(ctx, dir, filePaths...)
 	if err != nil {
 		return nil, fmt.Errorf("native: read files from volume %q: %w", volumeName, err)
 	}

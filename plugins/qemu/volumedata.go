@@ -65,10 +65,7 @@ func (d *Driver) ReadFilesFromVolume(ctx context.Context, volumeName string, fil
 	if err != nil {
 		return nil, fmt.Errorf("qemu: read files from volume: %w", err)
 	}
-	if len(filePaths) == 0 { // volumetar.Archive would take the whole volume
-		return volumetar.Empty(), nil
-	}
-	rc, err := volumetar.Open(ctx, dir, filePaths...)
+	rc, err := volumetar.ReadFiles(ctx, dir, filePaths...)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: read files from volume %q: %w", volumeName, err)
 	}
