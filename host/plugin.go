@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -319,7 +320,7 @@ func (p *Plugin) launch(ctx context.Context) (*wire.Client, uint64, error) {
 			_ = proc.Kill(context.Background())
 		}
 		killClient(client, proc, p.host.shutdownTimeout)
-		return nil, 0, err
+		return nil, 0, p.explainStart(err)
 	}
 	p.commit(client, proc, proc.pid, rpc, info)
 	logger.Debug("plugin started", "path", p.Path, "version", info.PluginVersion, "protocol", info.ProtocolVersion, "pid", proc.pid, "generation", p.gen)
@@ -343,20 +344,20 @@ func (p *Plugin) command(exe *os.File, spec *exec.Cmd) *exec.Cmd {
 }
 
 // connectStarted waits for the started plugin's handshake, checks its Info
-// and returns its client; the error says why it could not be used, with the
-// plugin's last stderr lines.
+// and returns its client; the error says why it could not be used. A
+// failure its stderr may explain is a startFailure.
 func (p *Plugin) connectStarted(ctx context.Context, client *plugin.Client, proc func() *pluginRunner) (*wire.Client, wire.Info, error) {
 	start := time.Now()
 	proto, err := connect(ctx, client, proc)
 	switch {
 	case err != nil && ctx.Err() != nil:
-		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): start: gave up waiting for its handshake after %s: %w%s", p.Name, p.Path,
-			time.Since(start).Round(time.Millisecond), ctx.Err(), lazy(p.lastStderr))
+		return nil, wire.Info{}, startFailure{fmt.Errorf("plugin %s (%s): start: gave up waiting for its handshake after %s: %w", p.Name, p.Path,
+			time.Since(start).Round(time.Millisecond), ctx.Err())}
 	case err != nil && strings.Contains(strings.ToLower(err.Error()), "incompatible api version"):
 		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s) speaks another protocol: %w (this host speaks protocol %s, SDK %s); rebuild the plugin against a compatible pluginsdk",
 			p.Name, p.Path, err, wire.ProtocolVersion, pluginsdk.SDKVersion)
 	case err != nil:
-		return nil, wire.Info{}, fmt.Errorf("plugin %s (%s): start: %w%s", p.Name, p.Path, err, lazy(p.lastStderr))
+		return nil, wire.Info{}, startFailure{fmt.Errorf("plugin %s (%s): start: %w", p.Name, p.Path, err)}
 	}
 	rpc, info, err := p.handshake(ctx, proto)
 	if err == nil {
@@ -431,10 +432,22 @@ func (p *Plugin) exited(err error) {
 		"err", err, "stderr", strings.Join(p.secrets.redactAll(p.stderr.Lines()), "\n"))
 }
 
-// lazy is a string computed when it is formatted.
-type lazy func() string
+// startFailure is a failed start that the plugin's last stderr lines may
+// explain. They are added by explainStart once the process is gone and
+// go-plugin has read all of its stderr: quoted at once, the lines written
+// just before it died could still be in the pipe.
+type startFailure struct{ error }
 
-func (l lazy) String() string { return l() }
+func (e startFailure) Unwrap() error { return e.error }
+
+// explainStart adds the plugin's last stderr lines to a startFailure.
+func (p *Plugin) explainStart(err error) error {
+	var sf startFailure
+	if !errors.As(err, &sf) {
+		return err
+	}
+	return fmt.Errorf("%w%s", sf.error, p.lastStderr())
+}
 
 func (p *Plugin) lastStderr() string {
 	lines := p.secrets.redactAll(p.stderr.Lines())
