@@ -70,7 +70,8 @@ func readTar(rc io.ReadCloser) (map[string]string, error) {
 }
 
 // caseVolumeDataRoundTrip checks that an archive copied into a volume is
-// what tasks see there and what comes back out, whole or by path.
+// what tasks see there and what comes back out, whole or by path, and that
+// asking for a path the volume lacks is an error naming it.
 func caseVolumeDataRoundTrip(ctx context.Context, env *Env) error {
 	vd, err := volumeData(env)
 	if err != nil {
@@ -103,6 +104,12 @@ func caseVolumeDataRoundTrip(ctx context.Context, env *Env) error {
 		if err := expectFiles(c.what, c.open, c.files); err != nil {
 			return err
 		}
+	}
+	if rc, err := vd.ReadFilesFromVolume(ctx, "vdata", "a.txt", "not-there.txt"); err == nil || !strings.Contains(err.Error(), "not-there.txt") {
+		if rc != nil {
+			rc.Close()
+		}
+		return fmt.Errorf("ReadFilesFromVolume of a missing path: %v; want an error naming it", err)
 	}
 	return nil
 }

@@ -56,6 +56,23 @@ func Archive(ctx context.Context, w io.Writer, root string, paths ...string) err
 	return nil
 }
 
+// CleanPath cleans a path relative to a volume's root, refusing, with an
+// error wrapping ErrUnsafePath, one that is empty, holds a NUL, is absolute
+// or climbs out with "..". It says nothing of symlinks: a driver that cannot
+// open the root with os.Root checks those where the files are.
+func CleanPath(p string) (string, error) {
+	name := path.Clean(p)
+	switch {
+	case p == "" || strings.IndexByte(p, 0) >= 0:
+		return "", fmt.Errorf("%w %q: empty or NUL", ErrUnsafePath, p)
+	case strings.HasPrefix(p, "/"):
+		return "", fmt.Errorf("%w %q: absolute", ErrUnsafePath, p)
+	case name == ".." || strings.HasPrefix(name, "../"):
+		return "", fmt.Errorf("%w %q: climbs out of the root", ErrUnsafePath, p)
+	}
+	return name, nil
+}
+
 // selectPaths cleans and checks the requested paths ("." for the whole root
 // when there are none).
 func selectPaths(root *os.Root, paths []string) ([]string, error) {
@@ -64,14 +81,9 @@ func selectPaths(root *os.Root, paths []string) ([]string, error) {
 	}
 	names := make([]string, 0, len(paths))
 	for _, p := range paths {
-		name := path.Clean(p)
-		switch {
-		case p == "" || strings.IndexByte(p, 0) >= 0:
-			return nil, fmt.Errorf("%w %q: empty or NUL", ErrUnsafePath, p)
-		case strings.HasPrefix(p, "/"):
-			return nil, fmt.Errorf("%w %q: absolute", ErrUnsafePath, p)
-		case name == ".." || strings.HasPrefix(name, "../"):
-			return nil, fmt.Errorf("%w %q: climbs out of the root", ErrUnsafePath, p)
+		name, err := CleanPath(p)
+		if err != nil {
+			return nil, err
 		}
 		if dir := path.Dir(name); dir != "." {
 			err := walkParents(root, dir, false)

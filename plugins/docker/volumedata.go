@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -144,13 +145,14 @@ func (d *Driver) CopyFromVolume(ctx context.Context, volumeName string) (io.Read
 // as the caller reads it. A path that is absolute, climbs out with "..",
 // or goes through a symlink leading outside the volume is refused
 // (volumetar.ErrUnsafePath) before any byte. A path that does not exist is
-// left out of the archive, as pocketci's docker driver does (its `tar`
-// reports it on a stderr nobody reads and archives the others). No paths
-// give an empty archive.
+// an error wrapping fs.ErrNotExist, before any byte, as in pocketci's native
+// driver and ours (pocketci's docker driver leaves it out silently; the
+// drivers here agree with each other instead). No paths give an empty
+// archive.
 func (d *Driver) ReadFilesFromVolume(ctx context.Context, volumeName string, filePaths ...string) (io.ReadCloser, error) {
 	names := make([]string, 0, len(filePaths))
 	for _, p := range filePaths {
-		name, err := volumePath(p)
+		name, err := volumetar.CleanPath(p)
 		if err != nil {
 			return nil, fmt.Errorf("docker: read files from volume %q: %w", volumeName, err)
 		}
@@ -163,21 +165,6 @@ func (d *Driver) ReadFilesFromVolume(ctx context.Context, volumeName string, fil
 	return rc, nil
 }
 
-// volumePath cleans a path relative to a volume's root, refusing one that
-// is empty, absolute or climbs out (the rules of volumetar.Archive).
-func volumePath(p string) (string, error) {
-	name := path.Clean(p)
-	switch {
-	case p == "" || strings.IndexByte(p, 0) >= 0:
-		return "", fmt.Errorf("%w %q: empty or NUL", volumetar.ErrUnsafePath, p)
-	case strings.HasPrefix(p, "/"):
-		return "", fmt.Errorf("%w %q: absolute", volumetar.ErrUnsafePath, p)
-	case name == ".." || strings.HasPrefix(name, "../"):
-		return "", fmt.Errorf("%w %q: climbs out of the volume", volumetar.ErrUnsafePath, p)
-	}
-	return name, nil
-}
-
 // readVolume checks the cleaned names (see ReadFilesFromVolume; "." is the
 // whole volume) on a read-only helper, then streams their archives as one.
 func (d *Driver) readVolume(ctx context.Context, volumeName string, names []string) (io.ReadCloser, error) {
@@ -188,8 +175,7 @@ func (d *Driver) readVolume(ctx context.Context, volumeName string, names []stri
 	if err != nil {
 		return nil, err
 	}
-	present, err := d.presentPaths(ctx, id, names)
-	if err != nil {
+	if err := d.checkPaths(ctx, id, names); err != nil {
 		d.removeHelper(id)
 		return nil, err
 	}
@@ -202,7 +188,7 @@ func (d *Driver) readVolume(ctx context.Context, volumeName string, names []stri
 	go func() {
 		defer close(done)
 		defer stop()
-		pw.CloseWithError(d.writeArchive(sctx, id, present, pw)) // nil: EOF
+		pw.CloseWithError(d.writeArchive(sctx, id, names, pw)) // nil: EOF
 		d.removeHelper(id)
 	}()
 	return &volumeReader{PipeReader: pr, cancel: cancel, done: done}, nil
@@ -223,22 +209,19 @@ func (v *volumeReader) Close() error {
 	return nil
 }
 
-// presentPaths returns the names that exist in the helper's volume,
-// refusing one that goes through a symlink leading outside it.
-func (d *Driver) presentPaths(ctx context.Context, id string, names []string) ([]string, error) {
-	present := make([]string, 0, len(names))
+// checkPaths refuses a name that does not exist in the helper's volume or
+// goes through a symlink leading outside it.
+func (d *Driver) checkPaths(ctx context.Context, id string, names []string) error {
 	for _, name := range names {
 		ok, err := d.checkVolumePath(ctx, id, name)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if ok {
-			present = append(present, name)
-		} else {
-			d.logger.Debug("volume path does not exist: left out of the archive", "path", name)
+		if !ok {
+			return fmt.Errorf("volume path %q: %w", name, fs.ErrNotExist)
 		}
 	}
-	return present, nil
+	return nil
 }
 
 // checkVolumePath reports whether name exists in the helper's volume. Each

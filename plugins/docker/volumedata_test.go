@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sort"
 	"strings"
 	"testing"
@@ -239,8 +240,6 @@ func TestVolumeDataArchives(t *testing.T) {
 		{"file", []string{"a.txt"}, "a.txt=A"},
 		{"nested dir", []string{"sub/deeper"}, "sub/deeper/ sub/deeper/b.txt=B sub/deeper/hl => sub/deeper/b.txt"},
 		{"dir", []string{"./sub/"}, "sub/ sub/deeper/ sub/deeper/b.txt=B sub/deeper/hl => sub/deeper/b.txt"},
-		{"missing path left out", []string{"missing", "a.txt"}, "a.txt=A"},
-		{"only missing", []string{"nope/nothing"}, ""},
 		{"none", nil, ""},
 		{"long name", []string{long}, long + "=L"},
 	}
@@ -257,6 +256,11 @@ func TestVolumeDataArchives(t *testing.T) {
 	want := "a.txt=A empty/ " + strings.Repeat("n", 120) + "/ " + long + "=L sub/ sub/deeper/ sub/deeper/b.txt=B sub/deeper/hl => sub/deeper/b.txt"
 	if got != want {
 		t.Fatalf("CopyFromVolume: %q\nwant %q", got, want)
+	}
+	for _, paths := range [][]string{{"missing", "a.txt"}, {"nope/nothing"}} {
+		if _, err := d.ReadFilesFromVolume(ctx, "arch", paths...); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), paths[0]) {
+			t.Errorf("ReadFilesFromVolume %q: %v; want fs.ErrNotExist naming %q", paths, err, paths[0])
+		}
 	}
 	for _, p := range []string{"../x", "/etc", "a/../../x", ""} {
 		if _, err := d.ReadFilesFromVolume(ctx, "arch", p); !errors.Is(err, volumetar.ErrUnsafePath) {
