@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/volumetar"
 )
 
 // DriverName is the name of native's provider.
@@ -70,6 +71,9 @@ func Root() string {
 // Driver runs the tasks of one namespace as local processes. It implements
 // orchestra.Driver.
 type Driver struct {
+	// HostDirs serves orchestra.VolumeDataAccessor: volumes are directories.
+	volumetar.HostDirs
+
 	namespace string
 	dir       string // <root>/<namespace>
 	logger    *slog.Logger
@@ -81,7 +85,10 @@ type Driver struct {
 	sandboxes  map[*Sandbox]struct{}
 }
 
-var _ orchestra.Driver = (*Driver)(nil)
+var (
+	_ orchestra.Driver             = (*Driver)(nil)
+	_ orchestra.VolumeDataAccessor = (*Driver)(nil)
+)
 
 // New creates a native driver for namespace with cfg; Provider builds its
 // drivers with it. Two drivers with different roots work side by side.
@@ -103,14 +110,16 @@ func New(_ context.Context, namespace string, cfg Config, logger *slog.Logger) (
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("native: create namespace directory %q: %w", dir, err)
 	}
-	return &Driver{
+	d := &Driver{
 		namespace:  namespace,
 		dir:        dir,
 		logger:     logger.With("driver", DriverName, "namespace", namespace),
 		containers: map[string]*Container{},
 		volumes:    map[string]*Volume{},
 		sandboxes:  map[*Sandbox]struct{}{},
-	}, nil
+	}
+	d.HostDirs = volumetar.HostDirs{Driver: DriverName, Namespace: namespace, Dir: d.volumeDir, Create: d.createVolumeDir, Closed: d.isClosed}
+	return d, nil
 }
 
 // namespaceDir is the directory of namespace under root: one path element
@@ -148,6 +157,24 @@ func (d *Driver) volumeLocked(name string) (*Volume, error) {
 	d.volumes[name] = v
 	d.logger.Debug("volume created", "volume", name, "dir", dir)
 	return v, nil
+}
+
+// createVolumeDir makes volume name and returns its directory.
+func (d *Driver) createVolumeDir(name string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, err := d.volumeLocked(name)
+	if err != nil {
+		return "", err
+	}
+	return v.dir, nil
+}
+
+// isClosed reports whether Close has been called.
+func (d *Driver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
 }
 
 // volumeDir is the directory of volume name.

@@ -3,7 +3,6 @@
 package native
 
 import (
-	"archive/tar"
 	"bytes"
 	"errors"
 	"io"
@@ -16,43 +15,9 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/orchestra/volumetar"
 )
-
-func tarOf(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for name, body := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func entries(t *testing.T, rc io.ReadCloser) []string {
-	t.Helper()
-	defer rc.Close()
-	var names []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return names
-		}
-		if err != nil {
-			t.Fatalf("read archive: %v", err)
-		}
-		names = append(names, h.Name)
-	}
-}
 
 // TestVolumeDataErrors checks the errors of the volume data calls, each
 // returned by the call itself (before any byte of an archive).
@@ -60,7 +25,7 @@ func TestVolumeDataErrors(t *testing.T) {
 	useRoot(t)
 	d := newDriver(t, "vdata-errors")
 	vd := d.(orchestra.VolumeDataAccessor)
-	if err := vd.CopyToVolume(t.Context(), "v", bytes.NewReader(tarOf(t, map[string]string{"a.txt": "a"}))); err != nil {
+	if err := vd.CopyToVolume(t.Context(), "v", bytes.NewReader(testkit.TarOf(t, map[string]string{"a.txt": "a"}))); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -87,7 +52,7 @@ func TestVolumeDataErrors(t *testing.T) {
 			}
 		})
 	}
-	err := vd.CopyToVolume(t.Context(), "v", bytes.NewReader(tarOf(t, map[string]string{"../out.txt": "x"})))
+	err := vd.CopyToVolume(t.Context(), "v", bytes.NewReader(testkit.TarOf(t, map[string]string{"../out.txt": "x"})))
 	if !errors.Is(err, volumetar.ErrUnsafeEntry) || !strings.Contains(err.Error(), "../out.txt") {
 		t.Fatalf("CopyToVolume of ../out.txt: %v; want ErrUnsafeEntry naming it", err)
 	}
@@ -98,7 +63,7 @@ func TestVolumeDataErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if names := entries(t, rc); len(names) != 0 {
+	if names := testkit.TarNames(t, rc); names != "" {
 		t.Fatalf("ReadFilesFromVolume without paths: %q; want an empty archive", names)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/volumetar"
 )
 
 // driverName is the name the driver registers under.
@@ -34,6 +35,12 @@ func Provider() orchestra.DriverProvider {
 // Tasks' files and volumes live in the namespace's directory on the host
 // (see README.md), which every driver instance of the namespace shares.
 type Driver struct {
+	// HostDirs serves orchestra.VolumeDataAccessor on the host: volumes are
+	// directories the guest mounts over 9p (with cache=none, so a task sees
+	// at once what was extracted, and the host what a task wrote). No VM is
+	// booted for it.
+	volumetar.HostDirs
+
 	namespace string
 	cfg       Config
 	logger    *slog.Logger
@@ -55,7 +62,10 @@ type Driver struct {
 	bg         sync.WaitGroup        // the ends of started tasks
 }
 
-var _ orchestra.Driver = (*Driver)(nil)
+var (
+	_ orchestra.Driver             = (*Driver)(nil)
+	_ orchestra.VolumeDataAccessor = (*Driver)(nil)
+)
 
 // New creates a driver for namespace with cfg (its empty fields from the
 // environment). It boots nothing: the VM starts on the first RunContainer.
@@ -70,7 +80,7 @@ func New(namespace string, cfg Config, logger *slog.Logger) (*Driver, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	closing, closeCancel := context.WithCancel(context.Background())
-	return &Driver{
+	d := &Driver{
 		closing:     closing,
 		closeCancel: closeCancel,
 		namespace:   namespace,
@@ -80,7 +90,28 @@ func New(namespace string, cfg Config, logger *slog.Logger) (*Driver, error) {
 		bootSem:     make(chan struct{}, 1),
 		containers:  map[string]*Container{},
 		volumes:     map[string]*Volume{},
-	}, nil
+	}
+	d.HostDirs = volumetar.HostDirs{Driver: driverName, Namespace: namespace, Dir: d.volumeDir, Create: d.createVolumeDir, Closed: d.isClosed}
+	return d, nil
+}
+
+// createVolumeDir makes volume name and returns its host directory.
+func (d *Driver) createVolumeDir(name string) (string, error) {
+	if err := orchestra.ValidateVolumeName(name); err != nil {
+		return "", err
+	}
+	v, err := d.volume(name)
+	if err != nil {
+		return "", err
+	}
+	return v.hostDir, nil
+}
+
+// isClosed reports whether Close has been called.
+func (d *Driver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
 }
 
 // namespaceDir is the directory of namespace under root: one path element

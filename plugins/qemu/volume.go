@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -37,4 +38,9 @@ func (v *Volume) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("remove volume %q: %w", v.name, err)
 	}
 	return nil
+}
+
+// volumeDir is the host directory of the volume name.
+func (d *Driver) volumeDir(name string) string {
+	return filepath.Join(d.share, "volumes", orchestra.SafeName(orchestra.PathNameRule, name))
 }

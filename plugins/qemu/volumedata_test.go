@@ -1,67 +1,20 @@
 package qemu
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/orchestra/volumetar"
 )
-
-// tarFiles builds an archive of regular files (name => body).
-func tarFiles(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[n]))}); err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.WriteString(tw, files[n])
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// tarNames lists the regular files of an archive, sorted.
-func tarNames(t *testing.T, rc io.ReadCloser) string {
-	t.Helper()
-	defer rc.Close()
-	var names []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			names = append(names, strings.TrimPrefix(h.Name, "./"))
-		}
-	}
-	sort.Strings(names)
-	return strings.Join(names, " ")
-}
 
 // TestVolumeDataOnTheHost moves files in and out of volumes without a VM
 // (and without qemu): the volume is the host directory a task mounts.
@@ -72,7 +25,7 @@ func TestVolumeDataOnTheHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	archive := tarFiles(t, map[string]string{"a.txt": "A", "sub/b.txt": "B"})
+	archive := testkit.TarOf(t, map[string]string{"a.txt": "A", "sub/b.txt": "B"})
 	if err := d.CopyToVolume(ctx, "made-by-copy", bytes.NewReader(archive)); err != nil {
 		t.Fatalf("CopyToVolume of a volume that does not exist yet: %v", err)
 	}
@@ -97,7 +50,7 @@ func TestVolumeDataOnTheHost(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ReadFilesFromVolume %q: %v", tc.paths, err)
 			}
-			if got := tarNames(t, rc); got != tc.want {
+			if got := testkit.TarNames(t, rc); got != tc.want {
 				t.Errorf("ReadFilesFromVolume %q: %q, want %q", tc.paths, got, tc.want)
 			}
 		}
@@ -105,7 +58,7 @@ func TestVolumeDataOnTheHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := tarNames(t, rc); got != "a.txt sub/b.txt" {
+		if got := testkit.TarNames(t, rc); got != "a.txt sub/b.txt" {
 			t.Errorf("CopyFromVolume: %q", got)
 		}
 	})
@@ -120,7 +73,7 @@ func TestVolumeDataOnTheHost(t *testing.T) {
 			{"a missing path", func() error { _, err := d.ReadFilesFromVolume(ctx, "made-by-copy", "none.txt"); return err }, fs.ErrNotExist},
 			{"an escaping path", func() error { _, err := d.ReadFilesFromVolume(ctx, "made-by-copy", "../x"); return err }, volumetar.ErrUnsafePath},
 			{"an escaping entry", func() error {
-				return d.CopyToVolume(ctx, "made-by-copy", bytes.NewReader(tarFiles(t, map[string]string{"../up.txt": "x"})))
+				return d.CopyToVolume(ctx, "made-by-copy", bytes.NewReader(testkit.TarOf(t, map[string]string{"../up.txt": "x"})))
 			}, volumetar.ErrUnsafeEntry},
 		} {
 			if err := tc.call(); !errors.Is(err, tc.want) {
@@ -157,7 +110,7 @@ func TestVolumeDataWithARunningVM(t *testing.T) {
 		{"3\n", "", "3\n"},                                 // shorter
 	}
 	for i, s := range steps {
-		if err := d.CopyToVolume(ctx, "live", bytes.NewReader(tarFiles(t, map[string]string{"f.txt": s.body}))); err != nil {
+		if err := d.CopyToVolume(ctx, "live", bytes.NewReader(testkit.TarOf(t, map[string]string{"f.txt": s.body}))); err != nil {
 			t.Fatal(err)
 		}
 		code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: fmt.Sprintf("read-%d", i), User: s.user, Mounts: mounts,
@@ -174,7 +127,7 @@ func TestVolumeDataWithARunningVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tarNames(t, rc); got != "out/w.txt" {
+	if got := testkit.TarNames(t, rc); got != "out/w.txt" {
 		t.Fatalf("ReadFilesFromVolume out: %q", got)
 	}
 }
