@@ -59,7 +59,12 @@ Stdin256MiB|stdin throughput, 256 MiB|MB/s|0.6|raw unix-socket copy, same bytes,
 EchoNative|`echo hello` end to end, native plugin|ns/op|1.2|native driver in process
 EchoDocker|`echo hello` end to end, docker plugin|ns/op|<1.0|`docker run --rm --init busybox echo hello` (the driver runs tasks under the same init)
 EchoK8s|`echo hello` pod end to end, k8s plugin|ns/op|1.0|`kubectl run --rm -i --restart=Never busybox echo hello`, same kubectl
-Tasks500|500 tasks, 50 at a time, native plugin|ns/op|1.2|the same in process'
+Tasks500|500 tasks, 50 at a time, native plugin|ns/op|1.2|the same in process
+SandboxExecNative|sandbox Exec of `true`, native plugin|ns/op|1.2|the same Exec in process
+CopyToVolume256MiB|CopyToVolume of a 256 MiB archive, native plugin|MB/s|0.8|the same call in process
+CopyFromVolume256MiB|CopyFromVolume of 256 MiB read to its end, native plugin|MB/s|0.8|the same call in process
+CopyToVolumeDocker|CopyToVolume of a 256 MiB archive, docker plugin|MB/s|0.8|`docker cp - CTR:/data` of the same archive, same volume
+CopyFromVolumeDocker|CopyFromVolume of 256 MiB read to its end, docker plugin|MB/s|0.8|`docker cp CTR:/data -` of the same volume'
 
 table=$(awk -v rows="$rows" '
 function median(key,    n, i, j, t, a) {
