@@ -50,18 +50,7 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer h.Close()
-	var p *host.Plugin
-	if *pluginPath != "" {
-		p, err = h.Load(*pluginPath)
-	} else {
-		p, err = h.Plugin(*driverName)
-	}
-	if err != nil {
-		return err
-	}
-	ictx, cancel := context.WithTimeout(ctx, *timeout)
-	_, err = p.Info(ictx)
-	cancel()
+	p, err := conformancePlugin(ctx, h, *pluginPath, *driverName, *timeout)
 	if err != nil {
 		return err
 	}
@@ -70,44 +59,74 @@ func cmdConformance(ctx context.Context, args []string, stdout, stderr io.Writer
 		defer cancel()
 		return p.Open(octx, namespace, host.OpenOptions{Config: config})
 	}
-
-	report := func(r conformance.Result) {
-		if *asJSON {
-			return
-		}
-		mark := "PASS"
-		switch {
-		case r.Skipped:
-			mark = "SKIP"
-		case !r.Passed:
-			mark = "FAIL"
-		}
-		fmt.Fprintf(stdout, "--- %s  %-32s %8s\n", mark, r.Name, r.Duration.Round(time.Millisecond))
-		if r.Error != "" {
-			fmt.Fprintf(stdout, "      %s\n", escape(r.Error))
-		}
-	}
 	if !*asJSON {
 		fmt.Fprintf(stdout, "conformance: %s (%s)\n", p.Name, p.Path)
 	}
-	results := conformance.RunAll(ctx, opts, report)
-	failed, skippedN := 0, 0
+	results := conformance.RunAll(ctx, opts, func(r conformance.Result) {
+		if !*asJSON {
+			printResult(stdout, r)
+		}
+	})
+	return summarize(stdout, p, results, *asJSON)
+}
+
+// conformancePlugin loads the plugin at path, or the one called name, and
+// starts it within timeout.
+func conformancePlugin(ctx context.Context, h *host.Host, path, name string, timeout time.Duration) (*host.Plugin, error) {
+	var p *host.Plugin
+	var err error
+	if path != "" {
+		p, err = h.Load(path)
+	} else {
+		p, err = h.Plugin(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := p.Info(ictx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// printResult prints one case as it ends.
+func printResult(stdout io.Writer, r conformance.Result) {
+	mark := "PASS"
+	switch {
+	case r.Skipped:
+		mark = "SKIP"
+	case !r.Passed:
+		mark = "FAIL"
+	}
+	fmt.Fprintf(stdout, "--- %s  %-32s %8s\n", mark, r.Name, r.Duration.Round(time.Millisecond))
+	if r.Error != "" {
+		fmt.Fprintf(stdout, "      %s\n", escape(r.Error))
+	}
+}
+
+// summarize prints the counts (or the whole report as JSON); any failed
+// case is exit 1.
+func summarize(stdout io.Writer, p *host.Plugin, results []conformance.Result, asJSON bool) error {
+	failed, skipped := 0, 0
 	for _, r := range results {
 		switch {
 		case r.Skipped:
-			skippedN++
+			skipped++
 		case !r.Passed:
 			failed++
 		}
 	}
-	if *asJSON {
+	passed := len(results) - failed - skipped
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"plugin": p.Name, "path": p.Path, "results": results, "passed": len(results) - failed - skippedN, "failed": failed, "skipped": skippedN}); err != nil {
+		if err := enc.Encode(map[string]any{"plugin": p.Name, "path": p.Path, "results": results, "passed": passed, "failed": failed, "skipped": skipped}); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "%d passed, %d failed, %d skipped\n", len(results)-failed-skippedN, failed, skippedN)
+		fmt.Fprintf(stdout, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	}
 	if failed > 0 {
 		return exitError{1}

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -23,23 +25,7 @@ const cleanupTimeout = 2 * time.Minute
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	fs, c := newFlagSet("run", "run [flags] -- CMD [ARGS...]", stderr)
-	driverName := fs.String("driver", "native", "driver plugin `name`")
-	image := fs.String("image", "busybox", "container `image`")
-	namespace := fs.String("namespace", "", "namespace `name` to share with other runs; its volumes persist until `orchestra clean NAME` (default: a fresh namespace, removed at exit)")
-	id := fs.String("id", "", "task `ID` (default: random)")
-	interactive := fs.Bool("i", false, "forward stdin to the task")
-	user := fs.String("user", "", "`user` to run as")
-	privileged := fs.Bool("privileged", false, "run with elevated privileges")
-	memory := fs.Int64("memory", 0, "memory limit in `bytes` (0: unlimited)")
-	cpu := fs.Int64("cpu", 0, "CPU `shares` (0: unlimited)")
-	cpuKind := fs.String("cpu-kind", "", "CPU `class` (\"shared\", \"performance\"; a hint where the platform has none)")
-	var workdir string
-	fs.StringVar(&workdir, "workdir", "", "working `dir`ectory of the command (relative: below the default working directory)")
-	fs.StringVar(&workdir, "w", "", "short for --workdir")
-	driverConfig := fs.String("driver-config", "", "driver config: a JSON object, or a `file` holding one")
-	var envs, volumes stringList
-	fs.Var(&envs, "e", "environment variable `KEY=VALUE` (repeatable)")
-	fs.Var(&volumes, "v", "volume `NAME:PATH[:SIZE_GB]` (repeatable; a relative PATH is below the working directory)")
+	f := newRunFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,80 +33,101 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fs.Usage()
 		return errors.New("run: no command given: put it after --, as in: orchestra run -- echo hello")
 	}
-	task := orchestra.Task{
-		Command:         fs.Args(),
-		ContainerLimits: orchestra.ContainerLimits{CPU: *cpu, CPUKind: *cpuKind, Memory: *memory},
-		Env:             map[string]string{},
-		ID:              *id,
-		Image:           *image,
-		Privileged:      *privileged,
-		User:            *user,
-		WorkDir:         workdir,
-	}
-	if *memory < 0 || *cpu < 0 {
-		return fmt.Errorf("run: --memory and --cpu must not be negative (got %d, %d)", *memory, *cpu)
-	}
-	if task.Env, err = parseEnv(envs); err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	for _, v := range volumes {
-		m, err := parseVolume(v)
-		if err != nil {
-			return err
-		}
-		task.Mounts = append(task.Mounts, m)
-	}
-	config, err := readDriverConfig(*driverConfig)
+	task, err := f.task(fs.Args(), stdin)
 	if err != nil {
 		return err
+	}
+	config, err := readDriverConfig(f.driverConfig)
+	if err != nil {
+		return err
+	}
+	ns, keep := f.namespace, f.namespace != ""
+	if !keep {
+		ns = "run-" + randomHex(4)
+	}
+	// Should orchestra be killed, the reaper of each plugin cleans up the
+	// throwaway namespace with `orchestra clean`; a plugin that keeps its
+	// resources on host exit must not keep it (Ephemeral).
+	h, driver, err := c.openDriver(ctx, stderr, f.driver, ns, host.Config{OrphanCleanup: c.cleanCommand()},
+		host.OpenOptions{Ephemeral: !keep, Config: config})
+	if err != nil {
+		return err
+	}
+	defer func() { err = joinErr(err, h.Close()) }()
+	if keep {
+		host.Release(driver)
+	} else {
+		defer func() { err = joinErr(err, driver.Close()) }()
+	}
+	return runTask(ctx, driver, task, stdout, stderr)
+}
+
+// runFlags are the flags of `orchestra run`.
+type runFlags struct {
+	driver, image, namespace, id, user, cpuKind, workdir, driverConfig string
+	interactive, privileged                                            bool
+	memory                                                             byteSize
+	cpu                                                                int64
+	envs, volumes                                                      stringList
+}
+
+func newRunFlags(fs *flag.FlagSet) *runFlags {
+	f := &runFlags{}
+	fs.StringVar(&f.driver, "driver", "native", "driver plugin `name`")
+	fs.StringVar(&f.image, "image", "busybox", "container `image`")
+	fs.StringVar(&f.namespace, "namespace", "", "namespace `name` to share with other runs; its volumes persist until `orchestra clean NAME` (default: a fresh namespace, removed at exit)")
+	fs.StringVar(&f.id, "id", "", "task `ID` (default: random)")
+	fs.BoolVar(&f.interactive, "i", false, "forward stdin to the task")
+	fs.StringVar(&f.user, "user", "", "`user` to run as")
+	fs.BoolVar(&f.privileged, "privileged", false, "run with elevated privileges")
+	fs.Var(&f.memory, "memory", "memory limit: bytes, or with a suffix k, m, g (KiB, MiB, GiB), as in 64m (0: unlimited)")
+	fs.Int64Var(&f.cpu, "cpu", 0, "CPU `shares` (0: unlimited)")
+	fs.StringVar(&f.cpuKind, "cpu-kind", "", "CPU `class` (\"shared\", \"performance\"; a hint where the platform has none)")
+	fs.StringVar(&f.workdir, "workdir", "", "working `dir`ectory of the command (relative: below the default working directory)")
+	fs.StringVar(&f.workdir, "w", "", "short for --workdir")
+	fs.StringVar(&f.driverConfig, "driver-config", "", "driver config: a JSON object, or a `file` holding one")
+	fs.Var(&f.envs, "e", "environment variable `KEY=VALUE` (repeatable)")
+	fs.Var(&f.volumes, "v", "volume `NAME:PATH[:SIZE_GB]` (repeatable; a relative PATH is below the working directory)")
+	return f
+}
+
+// task is the task the flags describe, running command.
+func (f *runFlags) task(command []string, stdin io.Reader) (orchestra.Task, error) {
+	if f.cpu < 0 {
+		return orchestra.Task{}, fmt.Errorf("run: --cpu must not be negative (got %d)", f.cpu)
+	}
+	task := orchestra.Task{
+		Command:         command,
+		ContainerLimits: orchestra.ContainerLimits{CPU: f.cpu, CPUKind: f.cpuKind, Memory: int64(f.memory)},
+		ID:              f.id,
+		Image:           f.image,
+		Privileged:      f.privileged,
+		User:            f.user,
+		WorkDir:         f.workdir,
+	}
+	var err error
+	if task.Env, err = parseEnv(f.envs); err != nil {
+		return orchestra.Task{}, fmt.Errorf("run: %w", err)
+	}
+	for _, v := range f.volumes {
+		m, err := parseVolume(v)
+		if err != nil {
+			return orchestra.Task{}, err
+		}
+		task.Mounts = append(task.Mounts, m)
 	}
 	if task.ID == "" {
 		task.ID = "task-" + randomHex(4)
 	}
-	if *interactive {
+	if f.interactive {
 		task.Stdin = stdin
 	}
-	ns := *namespace
-	keep := ns != ""
-	if !keep {
-		ns = "run-" + randomHex(4)
-	}
+	return task, nil
+}
 
-	// Should orchestra be killed, the reaper of each plugin cleans up the
-	// throwaway namespace with `orchestra clean`.
-	h, err := c.host(ctx, stderr, host.Config{OrphanCleanup: c.cleanCommand()})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := h.Close(); cerr != nil {
-			err = joinErr(err, cerr)
-		}
-	}()
-	p, err := h.Plugin(*driverName)
-	if err != nil {
-		return err
-	}
-	// Started under ctx, so that Ctrl-C ends a slow start.
-	if _, err := p.Info(ctx); err != nil {
-		return err
-	}
-	// A throwaway namespace dies with orchestra, also when it is killed:
-	// a plugin that keeps its resources on host exit must not keep it.
-	driver, err := p.Open(ctx, ns, host.OpenOptions{Ephemeral: !keep, Config: config})
-	if err != nil {
-		return err
-	}
-	if keep {
-		host.Release(driver)
-	} else {
-		defer func() {
-			if cerr := driver.Close(); cerr != nil {
-				err = joinErr(err, cerr)
-			}
-		}()
-	}
-
+// runTask runs task on driver, prints its output live and cleans it up.
+// A task that fails is an exitError with its code; Ctrl-C is exit 130.
+func runTask(ctx context.Context, driver orchestra.Driver, task orchestra.Task, stdout, stderr io.Writer) (err error) {
 	container, err := driver.RunContainer(ctx, task)
 	if err != nil {
 		return err
@@ -132,17 +139,47 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			err = joinErr(err, fmt.Errorf("clean up task %q: %w", task.ID, cerr))
 		}
 	}()
-
 	code, err := wait(ctx, container, stdout, stderr)
-	if err != nil {
-		if ctx.Err() != nil {
-			return exitError{130}
-		}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return exitError{130}
+	case err != nil:
 		return err
-	}
-	if code != 0 {
+	case code != 0:
 		return exitError{code}
 	}
+	return nil
+}
+
+// byteSize is a size flag: bytes, or a number with a suffix k, m or g
+// (KiB, MiB, GiB; upper case too, a trailing "b" allowed), as docker reads
+// --memory.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(v string) error {
+	s := strings.ToLower(strings.TrimSpace(v))
+	s = strings.TrimSuffix(s, "b")
+	shift := 0
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k':
+			shift = 10
+		case 'm':
+			shift = 20
+		case 'g':
+			shift = 30
+		}
+		if shift > 0 {
+			s = s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64>>shift {
+		return fmt.Errorf("%q is not a size: want bytes or a whole number with k, m or g, as in 64m", v)
+	}
+	*b = byteSize(n << shift)
 	return nil
 }
 

@@ -36,7 +36,8 @@ func cmdSandbox(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	h, driver, err := c.openDriver(ctx, stderr, *driverName, "sandbox-"+randomHex(4), host.OpenOptions{Ephemeral: true, Config: config})
+	h, driver, err := c.openDriver(ctx, stderr, *driverName, "sandbox-"+randomHex(4), host.Config{OrphanCleanup: c.cleanCommand()},
+		host.OpenOptions{Ephemeral: true, Config: config})
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func cmdVolume(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	h, driver, err := c.openDriver(ctx, stderr, *driverName, fs.Arg(0), host.OpenOptions{Config: config})
+	h, driver, err := c.openDriver(ctx, stderr, *driverName, fs.Arg(0), host.Config{}, host.OpenOptions{Config: config})
 	if err != nil {
 		return err
 	}
@@ -67,9 +67,10 @@ func copyVolumeOut(ctx context.Context, vd orchestra.VolumeDataAccessor, volume 
 	return nil
 }
 
-// openDriver starts a host and opens namespace in the plugin called name.
-func (c *common) openDriver(ctx context.Context, stderr io.Writer, name, namespace string, opts host.OpenOptions) (*host.Host, orchestra.Driver, error) {
-	h, err := c.host(ctx, stderr, host.Config{})
+// openDriver starts a host and opens namespace in the plugin called name,
+// started under ctx so that Ctrl-C ends a slow start.
+func (c *common) openDriver(ctx context.Context, stderr io.Writer, name, namespace string, cfg host.Config, opts host.OpenOptions) (*host.Host, orchestra.Driver, error) {
+	h, err := c.host(ctx, stderr, cfg)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -212,6 +212,8 @@ var errEarlyExit = errors.New("qemu exited during boot")
 // snapshot file is removed).
 var errSnapshotRestore = errors.New("restore of the boot snapshot failed")
 
+// startVM boots the namespace's VM: restored from the boot snapshot when
+// there is one, else cold (and then saved as the snapshot when cfg asks).
 func startVM(ctx context.Context, namespace, privateDir, share string, logger *slog.Logger, cfg config, accel string) (_ *vm, err error) {
 	start := time.Now()
 	dir, err := os.MkdirTemp(privateDir, "vm")
@@ -219,26 +221,15 @@ func startVM(ctx context.Context, namespace, privateDir, share string, logger *s
 		return nil, fmt.Errorf("create boot directory: %w", err)
 	}
 	v := &vm{logger: logger, dir: dir, share: share, exited: make(chan struct{}),
-		stderr: &tailBuffer{max: 4096}, accel: accel}
+		stderr: &tailBuffer{max: 4096}, accel: accel, images: cfg.images}
 	defer func() {
 		if err != nil {
 			v.stop()
 		}
 	}()
-	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci"), cfg.guestd); err != nil {
-		return v, err
-	}
-	if v.shareInfo, err = os.Stat(v.share); err != nil {
-		return v, fmt.Errorf("the namespace's directory: %w", err)
-	}
-	khz, err := hostTSCkHz()
+	khz, err := v.prepare(cfg)
 	if err != nil {
 		return v, err
-	}
-	images := cfg.images
-	v.images = images
-	if err := os.MkdirAll(images, 0o755); err != nil {
-		return v, fmt.Errorf("image cache: %w", err)
 	}
 	cpu := "max"
 	if accel == "kvm" {
@@ -246,24 +237,7 @@ func startVM(ctx context.Context, namespace, privateDir, share string, logger *s
 	}
 	appendLine := "console=ttyS0 quiet panic=-1 tsc_early_khz=" + strconv.Itoa(khz) +
 		" mitigations=off 8250.nr_uarts=1 pci=off audit=0 cryptomgr.notests random.trust_cpu=on no_timer_check"
-	args := []string{
-		"-name", qemuName(namespace),
-		"-nodefaults", "-no-user-config", "-display", "none",
-		"-M", "microvm,x-option-roms=off", "-accel", accel, "-cpu", cpu,
-		"-smp", strconv.Itoa(cfg.cpus), "-m", strconv.Itoa(cfg.memoryMiB),
-		"-kernel", cfg.kernel, "-initrd", cfg.initrd, "-append", appendLine,
-		"-serial", "file:" + v.consolePath(), "-no-reboot",
-		"-chardev", "socket,id=qga0,path=" + v.qgaPath() + ",server=on,wait=off",
-		"-device", "virtio-serial-device", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-		"-chardev", "socket,id=gd0,path=" + v.guestdPath() + ",server=on,wait=off",
-		"-device", "virtserialport,chardev=gd0,name=" + guestproto.PortName,
-		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
-		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
-		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
-		// Unpacked task images, read-only, mounted by /init at /mnt/images.
-		"-fsdev", "local,id=fs1,path=" + strings.ReplaceAll(images, ",", ",,") + ",security_model=none,readonly=on",
-		"-device", "virtio-9p-device,fsdev=fs1,mount_tag=" + imagesTag,
-	}
+	args := v.qemuArgs(namespace, cfg, cpu, appendLine)
 	snap, restoring := "", false
 	if cfg.snapshot {
 		if snap, err = snapshotPath(ctx, cfg, accel, cpu, appendLine); err != nil {
@@ -274,22 +248,9 @@ func startVM(ctx context.Context, namespace, privateDir, share string, logger *s
 			restoring = true
 		}
 	}
-	v.cmd = exec.Command(cfg.binary, args...)
-	v.cmd.Stdout = v.stderr
-	v.cmd.Stderr = v.stderr
-	v.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	// qemu dies with the plugin (Pdeathsig) and stays out of the plugin's
-	// process group, so a terminal's ^C reaches it only through us.
-	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := v.cmd.Start(); err != nil {
-		return v, fmt.Errorf("start %s: %w", cfg.binary, err)
+	if err := v.launch(cfg.binary, args); err != nil {
+		return v, err
 	}
-	go func() {
-		v.waitErr = v.cmd.Wait()
-		close(v.exited)
-	}()
-	logger.Debug("qemu: started", "pid", v.cmd.Process.Pid, "accel", accel, "dir", dir)
-
 	bootCtx, cancel := context.WithTimeout(ctx, cfg.bootTimeout)
 	defer cancel()
 	// A qemu that exits ends the wait at once.
@@ -301,30 +262,113 @@ func startVM(ctx context.Context, namespace, privateDir, share string, logger *s
 		}
 	}()
 	if restoring {
-		err := v.resume(bootCtx)
-		resumed := time.Since(start)
-		if err == nil {
-			err = v.connectAgent(bootCtx)
-		}
-		synced := time.Since(start)
-		if err == nil {
-			err = v.remount(bootCtx)
-		}
-		remounted := time.Since(start)
-		if err == nil {
-			err = v.connectGuestd(bootCtx)
-		}
-		logger.Debug("qemu: restore steps", "resumed", resumed, "agent", synced, "remounted", remounted, "daemon", time.Since(start))
-		if err != nil {
-			if rerr := os.Remove(snap); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-				logger.Warn("qemu: remove a boot snapshot that does not restore", "path", snap, "err", rerr)
-			}
-			return v, fmt.Errorf("boot the guest (%s): %w: %w%s", accel, errSnapshotRestore, err, v.diagnostics())
-		}
-		logger.Info("qemu: guest ready (restored from the boot snapshot)", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
-		return v, nil
+		err = v.restore(bootCtx, snap, start)
+	} else {
+		err = v.coldBoot(ctx, bootCtx, snap, cfg.bootTimeout)
 	}
-	if err := v.connectAgent(bootCtx); err != nil {
+	if err != nil {
+		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
+	}
+	how := "cold"
+	if restoring {
+		how = "restored from the boot snapshot"
+	}
+	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond), "how", how)
+	return v, nil
+}
+
+// prepare writes the guest's scripts into the share and makes the image
+// cache; it returns the host's TSC frequency for the kernel line.
+func (v *vm) prepare(cfg config) (khz int, err error) {
+	if err := writeGuestScripts(filepath.Join(v.share, ".pocketci"), cfg.guestd); err != nil {
+		return 0, err
+	}
+	if v.shareInfo, err = os.Stat(v.share); err != nil {
+		return 0, fmt.Errorf("the namespace's directory: %w", err)
+	}
+	if khz, err = hostTSCkHz(); err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(v.images, 0o755); err != nil {
+		return 0, fmt.Errorf("image cache: %w", err)
+	}
+	return khz, nil
+}
+
+// qemuArgs is qemu's command line: a microvm with the guest agent, guestd
+// and QMP on sockets in v.dir, the share and the image cache over 9p.
+func (v *vm) qemuArgs(namespace string, cfg config, cpu, appendLine string) []string {
+	return []string{
+		"-name", qemuName(namespace),
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-M", "microvm,x-option-roms=off", "-accel", v.accel, "-cpu", cpu,
+		"-smp", strconv.Itoa(cfg.cpus), "-m", strconv.Itoa(cfg.memoryMiB),
+		"-kernel", cfg.kernel, "-initrd", cfg.initrd, "-append", appendLine,
+		"-serial", "file:" + v.consolePath(), "-no-reboot",
+		"-chardev", "socket,id=qga0,path=" + v.qgaPath() + ",server=on,wait=off",
+		"-device", "virtio-serial-device", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+		"-chardev", "socket,id=gd0,path=" + v.guestdPath() + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=gd0,name=" + guestproto.PortName,
+		"-chardev", "socket,id=qmp0,path=" + v.qmpPath() + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
+		"-fsdev", "local,id=fs0,path=" + strings.ReplaceAll(v.share, ",", ",,") + ",security_model=none",
+		"-device", "virtio-9p-device,fsdev=fs0,mount_tag=" + shareTag,
+		// Unpacked task images, read-only, mounted by /init at /mnt/images.
+		"-fsdev", "local,id=fs1,path=" + strings.ReplaceAll(v.images, ",", ",,") + ",security_model=none,readonly=on",
+		"-device", "virtio-9p-device,fsdev=fs1,mount_tag=" + imagesTag,
+	}
+}
+
+// launch starts qemu. It dies with the plugin (Pdeathsig) and stays out of
+// the plugin's process group, so a terminal's ^C reaches it only through
+// us; v.exited closes when it exits.
+func (v *vm) launch(binary string, args []string) error {
+	v.cmd = exec.Command(binary, args...)
+	v.cmd.Stdout = v.stderr
+	v.cmd.Stderr = v.stderr
+	v.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := v.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", binary, err)
+	}
+	go func() {
+		v.waitErr = v.cmd.Wait()
+		close(v.exited)
+	}()
+	v.logger.Debug("qemu: started", "pid", v.cmd.Process.Pid, "accel", v.accel, "dir", v.dir)
+	return nil
+}
+
+// restore resumes a VM started from the boot snapshot snap and connects to
+// it; a snapshot that does not restore is removed.
+func (v *vm) restore(ctx context.Context, snap string, start time.Time) error {
+	err := v.resume(ctx)
+	resumed := time.Since(start)
+	if err == nil {
+		err = v.connectAgent(ctx)
+	}
+	synced := time.Since(start)
+	if err == nil {
+		err = v.remount(ctx)
+	}
+	remounted := time.Since(start)
+	if err == nil {
+		err = v.connectGuestd(ctx)
+	}
+	v.logger.Debug("qemu: restore steps", "resumed", resumed, "agent", synced, "remounted", remounted, "daemon", time.Since(start))
+	if err != nil {
+		if rerr := os.Remove(snap); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			v.logger.Warn("qemu: remove a boot snapshot that does not restore", "path", snap, "err", rerr)
+		}
+		return fmt.Errorf("%w: %w", errSnapshotRestore, err)
+	}
+	return nil
+}
+
+// coldBoot waits for a freshly booted guest, sets it up, saves the boot
+// snapshot snap (when not empty) and connects to guestd. callerCtx tells a
+// cancelled boot from one that timed out after bootTimeout.
+func (v *vm) coldBoot(callerCtx, ctx context.Context, snap string, bootTimeout time.Duration) error {
+	if err := v.connectAgent(ctx); err != nil {
 		// A dying qemu resets the socket a moment before it is reaped.
 		select {
 		case <-v.exited:
@@ -332,31 +376,27 @@ func startVM(ctx context.Context, namespace, privateDir, share string, logger *s
 		}
 		select {
 		case <-v.exited:
-			return v, fmt.Errorf("boot the guest (%s): %w: %v%s", accel, errEarlyExit, v.waitErr, v.diagnostics())
+			return fmt.Errorf("%w: %v", errEarlyExit, v.waitErr)
 		default:
 		}
-		if ctx.Err() != nil {
-			return v, fmt.Errorf("boot the guest (%s): %w%s", accel, ctx.Err(), v.diagnostics())
+		if callerCtx.Err() != nil {
+			return callerCtx.Err()
 		}
-		return v, fmt.Errorf("boot the guest (%s): no answer from the guest agent within %s: %w%s", accel, cfg.bootTimeout, err, v.diagnostics())
+		return fmt.Errorf("no answer from the guest agent within %s: %w", bootTimeout, err)
 	}
-	if err := v.runOK(bootCtx, "set up the guest", setupScript); err != nil {
-		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
+	if err := v.runOK(ctx, "set up the guest", setupScript); err != nil {
+		return err
 	}
 	if snap != "" {
-		if err := v.save(bootCtx, snap, logger); err != nil {
-			logger.Info("qemu: could not save a boot snapshot; boots stay cold", "err", err)
-			if err := v.remount(bootCtx); err != nil {
-				return v, fmt.Errorf("boot the guest (%s): after a failed snapshot: %w%s", accel, err, v.diagnostics())
+		if err := v.save(ctx, snap, v.logger); err != nil {
+			v.logger.Info("qemu: could not save a boot snapshot; boots stay cold", "err", err)
+			if err := v.remount(ctx); err != nil {
+				return fmt.Errorf("after a failed snapshot: %w", err)
 			}
 		}
 	}
 	// Connected after the save: a snapshot holds the daemon, not a session.
-	if err := v.connectGuestd(bootCtx); err != nil {
-		return v, fmt.Errorf("boot the guest (%s): %w%s", accel, err, v.diagnostics())
-	}
-	logger.Info("qemu: guest ready", "accel", accel, "boot", time.Since(start).Round(time.Millisecond))
-	return v, nil
+	return v.connectGuestd(ctx)
 }
 
 func (v *vm) consolePath() string { return filepath.Join(v.dir, "console.log") }
