@@ -48,6 +48,7 @@ func Cases() []Case {
 		{Name: "only standard descriptors", Fn: caseOnlyStandardDescriptors},
 		{Name: "container id finds it again", Fn: caseContainerID},
 		{Name: "unknown container id", Fn: caseUnknownContainer},
+		{Name: "volume in a second instance", Fn: caseVolumeSecondInstance},
 		{Name: "volume path", Fn: caseVolumePath},
 		{Name: "workdir", Fn: caseWorkDir},
 		{Name: "nested mounts", Fn: caseNestedMounts},

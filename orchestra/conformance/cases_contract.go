@@ -32,6 +32,36 @@ func caseContainerID(ctx context.Context, env *Env) error {
 	return expectFound(ctx, "a second driver of the namespace", second, id, "found\n")
 }
 
+// caseVolumeSecondInstance checks that a volume outlives the driver
+// instance that wrote it: a second instance opened in the same namespace
+// (as a later run of a pipeline does) mounts it with its files.
+func caseVolumeSecondInstance(ctx context.Context, env *Env) error {
+	w := task(env, "persist-write", "sh", "-c", "echo kept > data/file")
+	w.Mounts = orchestra.Mounts{{Name: "persist", Path: "data"}}
+	r, err := runToEnd(ctx, env, w)
+	if err != nil {
+		return err
+	}
+	if err := expect(w.ID, r, 0, "", nil); err != nil {
+		return err
+	}
+	second, err := env.Options.New(env.Namespace)
+	if err != nil {
+		return fmt.Errorf("a second driver in namespace %q: %w", env.Namespace, err)
+	}
+	defer func() { _ = second.Close() }()
+	rd := task(env, "persist-read", "cat", "data/file")
+	rd.Mounts = orchestra.Mounts{{Name: "persist", Path: "data"}}
+	r, err = testkit.RunToEnd(ctx, second, rd)
+	if err != nil {
+		return fmt.Errorf("through a second driver of the namespace: %w", err)
+	}
+	if err := expect(rd.ID, r, 0, "kept\n", nil); err != nil {
+		return fmt.Errorf("the volume written through the first driver, read through a second: %w", err)
+	}
+	return nil
+}
+
 // expectFound finds container id through d and checks its status and output.
 func expectFound(ctx context.Context, via string, d orchestra.Driver, id, stdout string) error {
 	c, err := d.GetContainer(ctx, id)
