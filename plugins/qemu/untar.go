@@ -19,10 +19,6 @@ import (
 // nodes and FIFOs are skipped (the guest mounts its own /dev).
 func untar(r io.Reader, root string) error {
 	tr := tar.NewReader(r)
-	type dirTime struct {
-		path string
-		t    time.Time
-	}
 	var dirs []dirTime
 	for {
 		h, err := tr.Next()
@@ -39,74 +35,108 @@ func untar(r io.Reader, root string) error {
 		if rel == "" {
 			continue // the root itself
 		}
-		dst := filepath.Join(root, rel)
 		if err := noSymlinkParents(root, rel); err != nil {
 			return err
 		}
-		mode := os.FileMode(h.Mode & 0o777)
-		if h.Mode&0o4000 != 0 {
-			mode |= os.ModeSetuid
+		if err := unpackEntry(tr, h, root, rel); err != nil {
+			return err
 		}
-		if h.Mode&0o2000 != 0 {
-			mode |= os.ModeSetgid
-		}
-		if h.Mode&0o1000 != 0 {
-			mode |= os.ModeSticky
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-				return fmt.Errorf("unpack %s: %w", h.Name, err)
-			}
-			dirs = append(dirs, dirTime{dst, h.ModTime})
-		case tar.TypeReg:
-			_ = os.Remove(dst)
-			f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-			if err != nil {
-				return fmt.Errorf("unpack %s: %w", h.Name, err)
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("unpack %s: %w", h.Name, err)
-			}
-		case tar.TypeSymlink:
-			_ = os.Remove(dst)
-			if err := os.Symlink(h.Linkname, dst); err != nil {
-				return fmt.Errorf("unpack %s: %w", h.Name, err)
-			}
-		case tar.TypeLink:
-			target, err := confined(h.Linkname)
-			if err != nil || target == "" {
-				return fmt.Errorf("unpack %s: hard link to %q outside the image", h.Name, h.Linkname)
-			}
-			if err := noSymlinkParents(root, target); err != nil {
-				return err
-			}
-			_ = os.Remove(dst)
-			if err := os.Link(filepath.Join(root, target), dst); err != nil {
-				return fmt.Errorf("unpack %s: %w", h.Name, err)
-			}
-			continue // shares the target's inode: owner and mode are the target's
-		default:
-			continue // devices, FIFOs: not needed in a root filesystem the guest mounts /dev over
-		}
-		if err := os.Lchown(dst, h.Uid, h.Gid); err != nil && !errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("unpack %s: chown: %w", h.Name, err)
-		}
-		if h.Typeflag != tar.TypeSymlink {
-			if err := os.Chmod(dst, mode); err != nil {
-				return fmt.Errorf("unpack %s: chmod: %w", h.Name, err)
-			}
-			_ = os.Chtimes(dst, h.ModTime, h.ModTime)
+		if h.Typeflag == tar.TypeDir {
+			dirs = append(dirs, dirTime{filepath.Join(root, rel), h.ModTime})
 		}
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // children first changed their parents' times
 		_ = os.Chtimes(dirs[i].path, dirs[i].t, dirs[i].t)
 	}
 	return nil
+}
+
+// dirTime is a directory's time, set once everything in it is unpacked.
+type dirTime struct {
+	path string
+	t    time.Time
+}
+
+// unpackEntry writes entry h (its body read from tr) at rel below root,
+// with its owner, mode and time.
+func unpackEntry(tr io.Reader, h *tar.Header, root, rel string) error {
+	dst := filepath.Join(root, rel)
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("unpack %s: %w", h.Name, err)
+		}
+	case tar.TypeReg:
+		if err := writeFile(dst, tr); err != nil {
+			return fmt.Errorf("unpack %s: %w", h.Name, err)
+		}
+	case tar.TypeSymlink:
+		_ = os.Remove(dst)
+		if err := os.Symlink(h.Linkname, dst); err != nil {
+			return fmt.Errorf("unpack %s: %w", h.Name, err)
+		}
+	case tar.TypeLink:
+		// Shares the target's inode: owner and mode are the target's.
+		return hardLink(h, root, dst)
+	default:
+		return nil // devices, FIFOs: not needed in a root filesystem the guest mounts /dev over
+	}
+	if err := os.Lchown(dst, h.Uid, h.Gid); err != nil && !errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("unpack %s: chown: %w", h.Name, err)
+	}
+	if h.Typeflag != tar.TypeSymlink {
+		if err := os.Chmod(dst, fileMode(h.Mode)); err != nil {
+			return fmt.Errorf("unpack %s: chmod: %w", h.Name, err)
+		}
+		_ = os.Chtimes(dst, h.ModTime, h.ModTime)
+	}
+	return nil
+}
+
+// writeFile replaces dst with a new file holding what r reads.
+func writeFile(dst string, r io.Reader) error {
+	_ = os.Remove(dst)
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// hardLink makes dst a hard link to the entry's target, which must be
+// inside root and reached without symlinks.
+func hardLink(h *tar.Header, root, dst string) error {
+	target, err := confined(h.Linkname)
+	if err != nil || target == "" {
+		return fmt.Errorf("unpack %s: hard link to %q outside the image", h.Name, h.Linkname)
+	}
+	if err := noSymlinkParents(root, target); err != nil {
+		return err
+	}
+	_ = os.Remove(dst)
+	if err := os.Link(filepath.Join(root, target), dst); err != nil {
+		return fmt.Errorf("unpack %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// fileMode is a tar header's mode: permissions, setuid, setgid, sticky.
+func fileMode(m int64) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
 }
 
 // confined is name as a clean relative path, or an error when it would
