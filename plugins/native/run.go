@@ -135,74 +135,98 @@ func (d *Driver) start(task orchestra.Task, dir string, lock *os.File) (*Contain
 	if err != nil {
 		return nil, err
 	}
-	var files [2]*os.File
-	for i, name := range []string{"stdout", "stderr"} {
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("native: task %q: create %s file: %w", task.ID, name, err)
-		}
-		defer f.Close() // the shim has its copy
-		files[i] = f
-	}
-	ctlR, ctlW, err := os.Pipe()
+	files, err := openShimFiles(dir, task.Stdin != nil)
 	if err != nil {
-		return nil, fmt.Errorf("native: task %q: control pipe: %w", task.ID, err)
+		return nil, fmt.Errorf("native: task %q: %w", task.ID, err)
 	}
-	defer ctlW.Close() // the shim has its copy
-	killR, killW, err := os.Pipe()
-	if err != nil {
-		_ = ctlR.Close()
-		return nil, fmt.Errorf("native: task %q: kill pipe: %w", task.ID, err)
-	}
-	defer killR.Close() // the shim has its copy
-	argv, env := shim.Args(spec)
-	cmd := &exec.Cmd{
-		Path:   "/proc/self/exe",
-		Args:   argv,
-		Dir:    filepath.Join(dir, "work"),
-		Env:    env,
-		Stdout: files[0],
-		Stderr: files[1],
-		// fds 3, 4 and 5: shim.ControlFD, shim.LockFD, shim.KillFD. The
-		// write end of the kill pipe stays here: when it closes (kill, or
-		// the driver's process dies without Close) the shim takes the
-		// task's whole tree down.
-		ExtraFiles:  []*os.File{ctlW, lock, killR},
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
-	}
+	defer files.closeChildEnds() // the shim has its copies
+	cmd := shimCommand(spec, dir, files, lock)
 	namespaceAttr(cmd.SysProcAttr, binds)
-	var stdinR, stdinW *os.File
-	if task.Stdin != nil {
-		if stdinR, stdinW, err = os.Pipe(); err != nil {
-			_ = ctlR.Close()
-			return nil, fmt.Errorf("native: task %q: stdin pipe: %w", task.ID, err)
-		}
-		cmd.Stdin = stdinR
-	}
 	if err := cmd.Start(); err != nil {
-		_ = ctlR.Close()
-		_ = killW.Close()
-		if stdinR != nil {
-			_ = stdinR.Close()
-			_ = stdinW.Close()
-		}
+		files.closeParentEnds()
 		if len(binds) > 0 {
 			return nil, fmt.Errorf("native: task %q: Mounts: a mount inside another needs a mount namespace of the task's own (root, or unprivileged user namespaces): start the task's shim: %w", task.ID, err)
 		}
 		return nil, fmt.Errorf("native: task %q: start the task's shim: %w", task.ID, err)
 	}
-	if stdinR != nil {
-		_ = stdinR.Close() // the shim's child has its copy
-	}
 	c := newContainer(d, task.ID, dir)
-	c.cmd, c.pid, c.lock, c.stdinW, c.killW = cmd, cmd.Process.Pid, lock, stdinW, killW
+	c.cmd, c.pid, c.lock, c.stdinW, c.killW = cmd, cmd.Process.Pid, lock, files.stdinW, files.killW
 	d.logger.Debug("task started", "task", task.ID, "pid", c.pid, "command", task.Command, "dir", spec.Dir, "binds", len(binds))
-	if stdinW != nil {
+	if files.stdinW != nil {
 		// Not tied to RunContainer's ctx: stdin keeps flowing after it ends.
 		go c.feedStdin(task.Stdin)
 	}
-	go c.reap(ctlR)
+	go c.reap(files.ctlR)
 	return c, nil
+}
+
+// shimFiles are the files a task's shim starts with, and the ends of its
+// pipes that stay here.
+type shimFiles struct {
+	stdout, stderr *os.File // the task's output files
+	ctlR, ctlW     *os.File // the shim writes its exit report to ctlW
+	// killR is the shim's; closing killW (kill, or this process dying
+	// without Close) makes the shim take the task's whole tree down.
+	killR, killW   *os.File
+	stdinR, stdinW *os.File // nil for a task without stdin
+}
+
+// openShimFiles creates the task's output files in dir and the pipes.
+func openShimFiles(dir string, stdin bool) (_ *shimFiles, err error) {
+	f := &shimFiles{}
+	defer func() {
+		if err != nil {
+			f.closeChildEnds()
+			f.closeParentEnds()
+		}
+	}()
+	for _, out := range []struct {
+		name string
+		file **os.File
+	}{{"stdout", &f.stdout}, {"stderr", &f.stderr}} {
+		if *out.file, err = os.OpenFile(filepath.Join(dir, out.name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+			return nil, fmt.Errorf("create %s file: %w", out.name, err)
+		}
+	}
+	if f.ctlR, f.ctlW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("control pipe: %w", err)
+	}
+	if f.killR, f.killW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("kill pipe: %w", err)
+	}
+	if stdin {
+		if f.stdinR, f.stdinW, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("stdin pipe: %w", err)
+		}
+	}
+	return f, nil
+}
+
+// closeChildEnds closes this process's copies of what the shim was given.
+func (f *shimFiles) closeChildEnds() { closeFiles(f.stdout, f.stderr, f.ctlW, f.killR, f.stdinR) }
+
+// closeParentEnds closes the ends kept here, when no shim started.
+func (f *shimFiles) closeParentEnds() { closeFiles(f.ctlR, f.killW, f.stdinW) }
+
+// shimCommand is the shim process for spec: this binary again, in the
+// task's work directory, with fds 3, 4 and 5 as shim.ControlFD, LockFD and
+// KillFD.
+func shimCommand(spec shim.Spec, dir string, f *shimFiles, lock *os.File) *exec.Cmd {
+	argv, env := shim.Args(spec)
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        argv,
+		Dir:         filepath.Join(dir, "work"),
+		Env:         env,
+		Stdout:      f.stdout,
+		Stderr:      f.stderr,
+		ExtraFiles:  []*os.File{f.ctlW, lock, f.killR},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if f.stdinR != nil {
+		cmd.Stdin = f.stdinR
+	}
+	return cmd
 }
 
 // prepare clears the task's directory, places its mounts, creates its
