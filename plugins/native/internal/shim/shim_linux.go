@@ -92,17 +92,11 @@ func run(args []string) int {
 	if !ok {
 		return report(126, "shim: malformed arguments")
 	}
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
-		return report(126, "shim: set child subreaper: "+errno.Error())
-	}
-	if failure := bindAll(s.Binds); failure != "" {
+	if failure := setUp(s); failure != "" {
 		return report(126, failure)
 	}
 	if s.Path == "" {
 		return report(startFailed(s, nil))
-	}
-	if err := closeOnExecAbove2(); err != nil {
-		return report(126, "shim: mark descriptors close-on-exec: "+err.Error())
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -125,44 +119,86 @@ func run(args []string) int {
 	_ = outW.Close()
 	_ = errW.Close()
 	_ = os.Stdin.Close()
-	main := proc.Pid
+	return report(supervise(proc.Pid, outR, errR))
+}
 
-	var (
-		mu      sync.Mutex
-		failure string
-		killing bool
-	)
-	killAll := func(why string) {
-		mu.Lock()
-		defer mu.Unlock()
-		if failure == "" {
-			failure = why
-		}
-		killing = true
-		killChildren()
+// setUp makes the shim the subreaper of the task's tree, places its binds
+// and keeps the shim's own descriptors from the task; a failure is why.
+func setUp(s Spec) string {
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
+		return "shim: set child subreaper: " + errno.Error()
 	}
+	if failure := bindAll(s.Binds); failure != "" {
+		return failure
+	}
+	if err := closeOnExecAbove2(); err != nil {
+		return "shim: mark descriptors close-on-exec: " + err.Error()
+	}
+	return ""
+}
+
+// supervisor is the shim's watch over a running task: once the main
+// process exits, the output is lost, or the driver closes the kill pipe,
+// every descendant is killed.
+type supervisor struct {
+	mu      sync.Mutex
+	failure string // the first reason the task's tree was killed, if any
+	killing bool
+}
+
+// supervise copies the task's output to the shim's stdout and stderr,
+// reaps every descendant, and returns main's exit code and any failure.
+func supervise(main int, outR, errR *os.File) (int, string) {
+	sv := &supervisor{}
 	var copies sync.WaitGroup
-	for _, s := range []struct {
+	for _, c := range []struct {
 		name string
-		r    *os.File
-		w    *os.File
+		r, w *os.File
 	}{{"stdout", outR, os.Stdout}, {"stderr", errR, os.Stderr}} {
 		copies.Add(1)
 		go func() {
 			defer copies.Done()
-			if err := copyAll(s.w, s.r); err != nil {
-				killAll("output lost: write " + s.name + " log: " + err.Error())
-				drain(s.r) // let the dying writers finish
-			}
-			_ = s.r.Close()
+			sv.copyOutput(c.name, c.r, c.w)
 		}()
 	}
 	go func() {
-		kill := os.NewFile(KillFD, "kill")
-		drain(kill) // until EOF: the driver closed it, or died
-		killAll("")
+		drain(os.NewFile(KillFD, "kill")) // until EOF: the driver closed it, or died
+		sv.killAll("")
 	}()
+	code := sv.reapAll(main)
+	copies.Wait()
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.failure != "" && code == 0 {
+		code = 1 // never success with the output lost
+	}
+	return code, sv.failure
+}
 
+// killAll kills every descendant, now and as long as any is left.
+func (sv *supervisor) killAll(why string) {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.failure == "" {
+		sv.failure = why
+	}
+	sv.killing = true
+	killChildren()
+}
+
+// copyOutput copies one of the task's streams; a failed write kills the
+// task, since its output would be lost.
+func (sv *supervisor) copyOutput(name string, r, w *os.File) {
+	if err := copyAll(w, r); err != nil {
+		sv.killAll("output lost: write " + name + " log: " + err.Error())
+		drain(r) // let the dying writers finish
+	}
+	_ = r.Close()
+}
+
+// reapAll waits for every descendant (orphans are reparented to the shim)
+// and returns main's exit code, -1 if it was never seen.
+func (sv *supervisor) reapAll(main int) int {
 	code := -1
 	for {
 		var ws syscall.WaitStatus
@@ -171,27 +207,18 @@ func run(args []string) int {
 			continue
 		}
 		if err != nil { // ECHILD: no descendant is left
-			break
+			return code
 		}
+		sv.mu.Lock()
 		if pid == main {
 			code = ExitCode(ws)
-			mu.Lock()
-			killing = true
-			mu.Unlock()
+			sv.killing = true
 		}
-		mu.Lock()
-		if killing {
+		if sv.killing {
 			killChildren()
 		}
-		mu.Unlock()
+		sv.mu.Unlock()
 	}
-	copies.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if failure != "" && code == 0 {
-		code = 1 // never success with the output lost
-	}
-	return report(code, failure)
 }
 
 // copyAll copies r to w until EOF and returns the first write error.
