@@ -32,5 +32,5 @@ func ExampleRunAll() {
 		}
 	})
 	fmt.Printf("%d cases, %d failed\n", len(results), failed)
-	// Output: 39 cases, 0 failed
+	// Output: 40 cases, 0 failed
 }

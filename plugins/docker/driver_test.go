@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
@@ -110,43 +111,43 @@ func TestStatusOf(t *testing.T) {
 func TestUserNobody(t *testing.T) {
 	d, _ := newTestDriver(t, "user")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "whoami", Image: testImage, Command: []string{"whoami"}, User: "nobody"})
-	if r.exitCode != 0 || r.stdout != "nobody\n" {
-		t.Fatalf("whoami as nobody: exit %d stdout %q stderr %q", r.exitCode, r.stdout, r.stderr)
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "whoami", Image: testImage, Command: []string{"whoami"}, User: "nobody"})
+	if r.ExitCode != 0 || string(r.Stdout) != "nobody\n" {
+		t.Fatalf("whoami as nobody: exit %d stdout %q stderr %q", r.ExitCode, string(r.Stdout), string(r.Stderr))
 	}
-	r = runToEnd(ctx, t, d, orchestra.Task{ID: "whoami-root", Image: testImage, Command: []string{"whoami"}})
-	if r.exitCode != 0 || r.stdout != "root\n" {
-		t.Fatalf("whoami by default: exit %d stdout %q stderr %q", r.exitCode, r.stdout, r.stderr)
+	r = testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "whoami-root", Image: testImage, Command: []string{"whoami"}})
+	if r.ExitCode != 0 || string(r.Stdout) != "root\n" {
+		t.Fatalf("whoami by default: exit %d stdout %q stderr %q", r.ExitCode, string(r.Stdout), string(r.Stderr))
 	}
 }
 
 func TestPrivileged(t *testing.T) {
 	d, _ := newTestDriver(t, "priv")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "kmsg-false", Image: testImage, Command: []string{"ls", "-l", "/dev/kmsg"}})
-	if r.exitCode == 0 {
-		t.Errorf("ls -l /dev/kmsg without Privileged succeeded: stdout %q", r.stdout)
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "kmsg-false", Image: testImage, Command: []string{"ls", "-l", "/dev/kmsg"}})
+	if r.ExitCode == 0 {
+		t.Errorf("ls -l /dev/kmsg without Privileged succeeded: stdout %q", string(r.Stdout))
 	}
-	r = runToEnd(ctx, t, d, orchestra.Task{ID: "kmsg-true", Image: testImage, Command: []string{"ls", "-l", "/dev/kmsg"}, Privileged: true})
-	info, err := d.client.ContainerInspect(ctx, r.container.(*Container).id)
+	r = testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "kmsg-true", Image: testImage, Command: []string{"ls", "-l", "/dev/kmsg"}, Privileged: true})
+	info, err := d.client.ContainerInspect(ctx, r.Container.(*Container).id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.HostConfig == nil || !info.HostConfig.Privileged {
 		t.Fatalf("Privileged task's container is not privileged: %+v", info.HostConfig)
 	}
-	if r.exitCode != 0 && strings.Contains(r.stderr, "unable to apply caps") {
+	if r.ExitCode != 0 && strings.Contains(string(r.Stderr), "unable to apply caps") {
 		// Some hosts (a daemon without every capability, as in some VMs)
 		// cannot run privileged containers at all; `docker run
 		// --privileged` fails the same way there.
 		out, cliErr := exec.CommandContext(ctx, "docker", "run", "--rm", "--privileged", testImage, "true").CombinedOutput()
 		if cliErr != nil && strings.Contains(string(out), "unable to apply caps") {
 			t.Skipf("this engine cannot run privileged containers (docker run --privileged fails too: %s); "+
-				"the driver reported it as exit %d with the runtime's message on stderr", strings.TrimSpace(string(out)), r.exitCode)
+				"the driver reported it as exit %d with the runtime's message on stderr", strings.TrimSpace(string(out)), r.ExitCode)
 		}
 	}
-	if r.exitCode != 0 {
-		t.Errorf("ls -l /dev/kmsg with Privileged: exit %d (stdout %q stderr %q)", r.exitCode, r.stdout, r.stderr)
+	if r.ExitCode != 0 {
+		t.Errorf("ls -l /dev/kmsg with Privileged: exit %d (stdout %q stderr %q)", r.ExitCode, string(r.Stdout), string(r.Stderr))
 	}
 }
 
@@ -160,13 +161,13 @@ func TestLimits(t *testing.T) {
 else
   cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.weight; echo v2
 fi`
-	r := runToEnd(ctx, t, d, orchestra.Task{
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{
 		ID: "limits", Image: testImage, Command: []string{"sh", "-c", cmd},
 		ContainerLimits: orchestra.ContainerLimits{CPU: cpu, Memory: mem},
 	})
-	lines := strings.Fields(r.stdout)
-	if r.exitCode != 0 || len(lines) != 3 {
-		t.Fatalf("reading cgroup files: exit %d stdout %q stderr %q", r.exitCode, r.stdout, r.stderr)
+	lines := strings.Fields(string(r.Stdout))
+	if r.ExitCode != 0 || len(lines) != 3 {
+		t.Fatalf("reading cgroup files: exit %d stdout %q stderr %q", r.ExitCode, string(r.Stdout), string(r.Stderr))
 	}
 	if lines[0] != strconv.Itoa(mem) {
 		t.Errorf("memory limit: got %s, want %d (cgroup %s)", lines[0], mem, lines[2])
@@ -181,21 +182,21 @@ fi`
 	}
 
 	// Without limits the task is not limited.
-	r = runToEnd(ctx, t, d, orchestra.Task{ID: "no-limits", Image: testImage, Command: []string{"sh", "-c", cmd}})
-	if lines := strings.Fields(r.stdout); len(lines) != 3 || lines[0] == strconv.Itoa(mem) || lines[1] == strconv.Itoa(cpu) {
-		t.Errorf("without limits: got %q", r.stdout)
+	r = testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "no-limits", Image: testImage, Command: []string{"sh", "-c", cmd}})
+	if lines := strings.Fields(string(r.Stdout)); len(lines) != 3 || lines[0] == strconv.Itoa(mem) || lines[1] == strconv.Itoa(cpu) {
+		t.Errorf("without limits: got %q", string(r.Stdout))
 	}
 }
 
 func TestOOMKill(t *testing.T) {
 	d, _ := newTestDriver(t, "oom")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{
 		ID: "oom", Image: testImage, Command: []string{"tail", "/dev/zero"},
 		ContainerLimits: orchestra.ContainerLimits{Memory: 16 << 20},
 	})
-	if r.exitCode != 137 {
-		t.Fatalf("OOM kill: exit %d, want 137 (stderr %q)", r.exitCode, r.stderr)
+	if r.ExitCode != 137 {
+		t.Fatalf("OOM kill: exit %d, want 137 (stderr %q)", r.ExitCode, string(r.Stderr))
 	}
 }
 
@@ -269,15 +270,15 @@ func TestNewInstanceFindsContainer(t *testing.T) {
 	if found.ID() != c1.ID() || c2.ID() != c1.ID() {
 		t.Fatalf("new instance got containers %s and %s, want %s", found.ID(), c2.ID(), c1.ID())
 	}
-	if st := waitDone(ctx, t, found); st.ExitCode() != 0 {
+	if st := testkit.MustWaitDone(t, found, 2*time.Minute); st.ExitCode() != 0 {
 		t.Fatalf("exit %d", st.ExitCode())
 	}
-	r := runToEnd(ctx, t, d2, orchestra.Task{
+	r := testkit.MustRunToEnd(t, ctx, d2, orchestra.Task{
 		ID: "read", Image: testImage, Command: []string{"cat", "./data/count"},
 		Mounts: orchestra.Mounts{{Name: "counter", Path: "/data"}},
 	})
-	if r.stdout != "x\n" {
-		t.Fatalf("the command ran more than once: count file %q", r.stdout)
+	if string(r.Stdout) != "x\n" {
+		t.Fatalf("the command ran more than once: count file %q", string(r.Stdout))
 	}
 
 	other, _ := newTestDriver(t, "find-other")
@@ -301,8 +302,8 @@ func TestNewInstanceFindsContainer(t *testing.T) {
 func TestGetContainerRefusesOtherIDs(t *testing.T) {
 	d, ns := newTestDriver(t, "ids")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "known", Image: testImage, Command: []string{"true"}})
-	id := r.container.ID()
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "known", Image: testImage, Command: []string{"true"}})
+	id := r.Container.ID()
 	// A fresh instance asks the engine, not its memory.
 	fresh, err := New(ns, Config{}, nil)
 	if err != nil {
@@ -332,9 +333,9 @@ func TestCloseRemovesEverything(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "done", Image: testImage, Command: []string{"true"}})
-	if r.exitCode != 0 {
-		t.Fatalf("true: exit %d", r.exitCode)
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "done", Image: testImage, Command: []string{"true"}})
+	if r.ExitCode != 0 {
+		t.Fatalf("true: exit %d", r.ExitCode)
 	}
 	if _, err := d.CreateVolume(ctx, "explicit", 0); err != nil {
 		t.Fatal(err)
@@ -419,7 +420,7 @@ func TestLargeStdin(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	st := waitDone(ctx, t, r.c)
+	st := testkit.MustWaitDone(t, r.c, 2*time.Minute)
 	var out, errb bytes.Buffer
 	if err := r.c.Logs(ctx, &out, &errb, false); err != nil {
 		t.Fatal(err)
@@ -433,9 +434,9 @@ func TestLargeStdin(t *testing.T) {
 func TestNoStdinMeansEOF(t *testing.T) {
 	d, _ := newTestDriver(t, "nostdin")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "cat", Image: testImage, Command: []string{"cat"}})
-	if r.exitCode != 0 || r.stdout != "" {
-		t.Fatalf("cat without stdin: exit %d stdout %q", r.exitCode, r.stdout)
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "cat", Image: testImage, Command: []string{"cat"}})
+	if r.ExitCode != 0 || string(r.Stdout) != "" {
+		t.Fatalf("cat without stdin: exit %d stdout %q", r.ExitCode, string(r.Stdout))
 	}
 }
 
@@ -473,9 +474,9 @@ func TestFollowLogs(t *testing.T) {
 func TestCommandNotFound(t *testing.T) {
 	d, _ := newTestDriver(t, "notfound")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "nope", Image: testImage, Command: []string{"no-such-command"}})
-	if r.exitCode != 127 || !strings.Contains(r.stderr, "no-such-command") {
-		t.Fatalf("command not found: exit %d stderr %q", r.exitCode, r.stderr)
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "nope", Image: testImage, Command: []string{"no-such-command"}})
+	if r.ExitCode != 127 || !strings.Contains(string(r.Stderr), "no-such-command") {
+		t.Fatalf("command not found: exit %d stderr %q", r.ExitCode, string(r.Stderr))
 	}
 }
 
@@ -523,12 +524,12 @@ func TestLogsCompleteRightAfterExit(t *testing.T) {
 		fmt.Fprintf(&wantErr, "%d\n", i)
 	}
 	for i := range 3 {
-		r := runToEnd(ctx, t, d, orchestra.Task{ID: fmt.Sprintf("flush-%d", i), Image: testImage, Command: []string{"sh", "-c", cmd}})
-		if r.stdout != want.String() || r.stderr != wantErr.String() {
-			t.Fatalf("run %d: stdout %d bytes (want %d), stderr %d bytes (want %d)", i, len(r.stdout), want.Len(), len(r.stderr), wantErr.Len())
+		r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: fmt.Sprintf("flush-%d", i), Image: testImage, Command: []string{"sh", "-c", cmd}})
+		if string(r.Stdout) != want.String() || string(r.Stderr) != wantErr.String() {
+			t.Fatalf("run %d: stdout %d bytes (want %d), stderr %d bytes (want %d)", i, len(string(r.Stdout)), want.Len(), len(string(r.Stderr)), wantErr.Len())
 		}
 		var out, errb bytes.Buffer
-		if err := r.container.Logs(ctx, &out, &errb, false); err != nil || out.String() != r.stdout || errb.String() != r.stderr {
+		if err := r.Container.Logs(ctx, &out, &errb, false); err != nil || out.String() != string(r.Stdout) || errb.String() != string(r.Stderr) {
 			t.Fatalf("run %d: second Logs differs: %v", i, err)
 		}
 	}
@@ -573,18 +574,18 @@ func TestEnvExact(t *testing.T) {
 	t.Setenv("POCKETCI_HOST_SECRET", "leak")
 	d, _ := newTestDriver(t, "env")
 	ctx := testContext(t)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: "env", Image: testImage, Command: []string{"env"},
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "env", Image: testImage, Command: []string{"env"},
 		Env: map[string]string{"A": "1", "B": "x=y z"}})
-	if !strings.Contains(r.stdout, "\nA=1\n") && !strings.HasPrefix(r.stdout, "A=1\n") {
-		t.Errorf("A=1 missing: %q", r.stdout)
+	if !strings.Contains(string(r.Stdout), "\nA=1\n") && !strings.HasPrefix(string(r.Stdout), "A=1\n") {
+		t.Errorf("A=1 missing: %q", string(r.Stdout))
 	}
-	if !strings.Contains(r.stdout, "B=x=y z\n") {
-		t.Errorf("B missing: %q", r.stdout)
+	if !strings.Contains(string(r.Stdout), "B=x=y z\n") {
+		t.Errorf("B missing: %q", string(r.Stdout))
 	}
-	if !strings.Contains(r.stdout, "PATH=/") {
-		t.Errorf("the image's PATH is missing: %q", r.stdout)
+	if !strings.Contains(string(r.Stdout), "PATH=/") {
+		t.Errorf("the image's PATH is missing: %q", string(r.Stdout))
 	}
-	if strings.Contains(r.stdout, "POCKETCI_HOST_SECRET") {
-		t.Errorf("host environment leaked: %q", r.stdout)
+	if strings.Contains(string(r.Stdout), "POCKETCI_HOST_SECRET") {
+		t.Errorf("host environment leaked: %q", string(r.Stdout))
 	}
 }

@@ -1,20 +1,16 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/client"
 
-	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
@@ -43,18 +39,6 @@ func requireDocker(tb testing.TB) {
 	if _, err := cli.ImageInspect(ctx, "busybox:latest"); err != nil {
 		miss("image busybox:latest is missing (run plugins/docker/scripts/busybox-image.sh): %v", err)
 	}
-}
-
-// testLogger writes the driver's log into the test's log.
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ tb testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // newNamespace returns a fresh namespace for a test.
@@ -99,54 +83,9 @@ func newTestDriverWith(tb testing.TB, prefix string, cfg Config) (*Driver, strin
 // maybeTestLogger is testLogger with -v, else nil (no log).
 func maybeTestLogger(tb testing.TB) *slog.Logger {
 	if testing.Verbose() {
-		return testLogger(tb)
+		return testkit.Logger(tb, slog.LevelDebug)
 	}
 	return nil
-}
-
-// waitDone polls c until done.
-func waitDone(ctx context.Context, tb testing.TB, c orchestra.Container) orchestra.ContainerStatus {
-	tb.Helper()
-	st, err := testkit.WaitDone(ctx, c)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return st
-}
-
-type runResult struct {
-	container orchestra.Container
-	exitCode  int
-	stdout    string
-	stderr    string
-}
-
-// runToEnd runs task, waits for it and returns its logs.
-func runToEnd(ctx context.Context, tb testing.TB, d orchestra.Driver, task orchestra.Task) runResult {
-	tb.Helper()
-	c, err := d.RunContainer(ctx, task)
-	if err != nil {
-		tb.Fatalf("RunContainer(%q): %v", task.ID, err)
-	}
-	r, err := logsWhenDone(ctx, c)
-	if err != nil {
-		tb.Fatalf("task %q: %v", task.ID, err)
-	}
-	return r
-}
-
-// logsWhenDone waits for c and returns its exit code and logs; it may run
-// in any goroutine.
-func logsWhenDone(ctx context.Context, c orchestra.Container) (runResult, error) {
-	st, err := testkit.WaitDone(ctx, c)
-	if err != nil {
-		return runResult{}, err
-	}
-	var out, errb bytes.Buffer
-	if err := c.Logs(ctx, &out, &errb, false); err != nil {
-		return runResult{}, fmt.Errorf("Logs: %w", err)
-	}
-	return runResult{container: c, exitCode: st.ExitCode(), stdout: out.String(), stderr: errb.String()}, nil
 }
 
 func testContext(tb testing.TB) context.Context {

@@ -9,6 +9,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // TestInstancesWithDifferentConfigs opens three driver instances in one
@@ -66,13 +67,13 @@ func runEach(ctx context.Context, t *testing.T, drivers []*Driver, which []int) 
 				errs <- fmt.Errorf("instance %d: RunContainer: %w", i, err)
 				return
 			}
-			r, err := logsWhenDone(ctx, c)
+			r, err := testkit.ResultOf(ctx, c)
 			if err != nil {
 				errs <- fmt.Errorf("instance %d: %w", i, err)
 				return
 			}
-			if want := fmt.Sprintf("from-%d\n", i); r.exitCode != 0 || r.stdout != want {
-				errs <- fmt.Errorf("instance %d: exit %d stdout %q, want 0 and %q", i, r.exitCode, r.stdout, want)
+			if want := fmt.Sprintf("from-%d\n", i); r.ExitCode != 0 || string(r.Stdout) != want {
+				errs <- fmt.Errorf("instance %d: exit %d stdout %q, want 0 and %q", i, r.ExitCode, string(r.Stdout), want)
 			}
 		}()
 	}

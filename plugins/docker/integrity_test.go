@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // follow runs Logs with follow on c and returns both streams.
@@ -50,9 +51,9 @@ func TestInitLikeNative(t *testing.T) {
 			if tt.stdin != "" {
 				task.Stdin = strings.NewReader(tt.stdin)
 			}
-			r := runToEnd(ctx, t, d, task)
-			if r.exitCode != tt.wantCode || r.stdout != tt.wantOut {
-				t.Fatalf("%s: exit %d stdout %q stderr %q, want exit %d stdout %q", tt.command, r.exitCode, r.stdout, r.stderr, tt.wantCode, tt.wantOut)
+			r := testkit.MustRunToEnd(t, ctx, d, task)
+			if r.ExitCode != tt.wantCode || string(r.Stdout) != tt.wantOut {
+				t.Fatalf("%s: exit %d stdout %q stderr %q, want exit %d stdout %q", tt.command, r.ExitCode, string(r.Stdout), string(r.Stderr), tt.wantCode, tt.wantOut)
 			}
 		})
 	}
@@ -314,9 +315,9 @@ func TestUnusualIDsRunAndAreIdempotent(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			task := orchestra.Task{ID: id, Image: testImage, Command: []string{"sh", "-c", "echo ran >> ./count/n; cat ./count/n"},
 				Mounts: orchestra.Mounts{{Name: fmt.Sprintf("count-%d", i), Path: "count"}}}
-			r := runToEnd(ctx, t, d, task)
-			if r.exitCode != 0 || r.stdout != "ran\n" {
-				t.Fatalf("task %q: exit %d stdout %q stderr %q", id, r.exitCode, r.stdout, r.stderr)
+			r := testkit.MustRunToEnd(t, ctx, d, task)
+			if r.ExitCode != 0 || string(r.Stdout) != "ran\n" {
+				t.Fatalf("task %q: exit %d stdout %q stderr %q", id, r.ExitCode, string(r.Stdout), string(r.Stderr))
 			}
 			again, err := d.RunContainer(ctx, task)
 			if err != nil {
@@ -326,7 +327,7 @@ func TestUnusualIDsRunAndAreIdempotent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := r.container.(*Container).id
+			want := r.Container.(*Container).id
 			if again.(*Container).id != want || found.(*Container).id != want {
 				t.Fatalf("task %q: RunContainer again gave %s, a new instance %s, want %s", id, again.(*Container).id, found.(*Container).id, want)
 			}
@@ -345,14 +346,14 @@ func TestUnusualIDsRunAndAreIdempotent(t *testing.T) {
 func TestRelativeMountShared(t *testing.T) {
 	d, _ := newTestDriver(t, "relmount")
 	ctx := testContext(t)
-	write := runToEnd(ctx, t, d, orchestra.Task{ID: "write", Image: testImage, Command: []string{"sh", "-c", "echo shared > data/f"},
+	write := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "write", Image: testImage, Command: []string{"sh", "-c", "echo shared > data/f"},
 		Mounts: orchestra.Mounts{{Name: "vol", Path: "data"}}})
-	read := runToEnd(ctx, t, d, orchestra.Task{ID: "read", Image: testImage, Command: []string{"cat", "/data/f"},
+	read := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "read", Image: testImage, Command: []string{"cat", "/data/f"},
 		Mounts: orchestra.Mounts{{Name: "vol", Path: "data"}}})
-	abs := runToEnd(ctx, t, d, orchestra.Task{ID: "abs", Image: testImage, Command: []string{"cat", "/elsewhere/f"},
+	abs := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: "abs", Image: testImage, Command: []string{"cat", "/elsewhere/f"},
 		Mounts: orchestra.Mounts{{Name: "vol", Path: "/elsewhere"}}})
-	if write.exitCode != 0 || read.stdout != "shared\n" || abs.stdout != "shared\n" {
-		t.Fatalf("write exit %d (%q); read %q (%q); absolute %q (%q)", write.exitCode, write.stderr, read.stdout, read.stderr, abs.stdout, abs.stderr)
+	if write.ExitCode != 0 || string(read.Stdout) != "shared\n" || string(abs.Stdout) != "shared\n" {
+		t.Fatalf("write exit %d (%q); read %q (%q); absolute %q (%q)", write.ExitCode, string(write.Stderr), string(read.Stdout), string(read.Stderr), string(abs.Stdout), string(abs.Stderr))
 	}
 }
 
@@ -362,9 +363,9 @@ func TestNothingKeptPerFinishedTask(t *testing.T) {
 	d, _ := newTestDriver(t, "kept")
 	ctx := testContext(t)
 	for i := range 5 {
-		r := runToEnd(ctx, t, d, orchestra.Task{ID: fmt.Sprintf("t-%d", i), Image: testImage, Command: []string{"true"},
+		r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: fmt.Sprintf("t-%d", i), Image: testImage, Command: []string{"true"},
 			Mounts: orchestra.Mounts{{Name: "v", Path: "v"}}})
-		if err := r.container.Cleanup(ctx); err != nil {
+		if err := r.Container.Cleanup(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

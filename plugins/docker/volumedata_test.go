@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/orchestra/volumetar"
 )
 
@@ -84,12 +85,12 @@ func listTar(t *testing.T, rc io.ReadCloser, err error) []string {
 func inVolume(ctx context.Context, t *testing.T, d *Driver, volume, script string) string {
 	t.Helper()
 	id := fmt.Sprintf("sh-%s-%d", volume, len(script)) + randomHex(3)
-	r := runToEnd(ctx, t, d, orchestra.Task{ID: id, Image: testImage, Command: []string{"sh", "-c", script},
+	r := testkit.MustRunToEnd(t, ctx, d, orchestra.Task{ID: id, Image: testImage, Command: []string{"sh", "-c", script},
 		Mounts: orchestra.Mounts{{Name: volume, Path: "/v"}}})
-	if r.exitCode != 0 {
-		t.Fatalf("%q: exit %d, %q %q", script, r.exitCode, r.stdout, r.stderr)
+	if r.ExitCode != 0 {
+		t.Fatalf("%q: exit %d, %q %q", script, r.ExitCode, string(r.Stdout), string(r.Stderr))
 	}
-	return r.stdout
+	return string(r.Stdout)
 }
 
 // helpersLeft lists the namespace's volume data helpers still there.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 	"github.com/jtarchie/pocketci/plugins/qemu/qga"
 )
 
@@ -38,7 +39,7 @@ func BenchmarkQemuColdTask(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		waitDone(b, ctx, c)
+		testkit.MustWaitDone(b, c, taskTimeout)
 		if err := c.Logs(ctx, io.Discard, io.Discard, false); err != nil {
 			b.Fatal(err)
 		}
@@ -97,7 +98,7 @@ func BenchmarkQemuWarmEcho(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		waitDone(b, ctx, c)
+		testkit.MustWaitDone(b, c, taskTimeout)
 		if err := c.Logs(ctx, io.Discard, io.Discard, false); err != nil {
 			b.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 func TestValidate(t *testing.T) {
@@ -114,7 +115,7 @@ func TestConcurrentFirstCallsShareOneBoot(t *testing.T) {
 				var c orchestra.Container
 				c, err = d.RunContainer(ctx, orchestra.Task{ID: strconv.Itoa(i), Command: []string{"true"}})
 				if err == nil {
-					waitDone(t, ctx, c)
+					testkit.MustWaitDone(t, c, taskTimeout)
 				}
 			}
 			errs <- err
@@ -214,7 +215,7 @@ echo fine`
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := waitDone(t, ctx, c)
+		st := testkit.MustWaitDone(t, c, taskTimeout)
 		t.Logf("20 MiB of output took %s", time.Since(start).Round(time.Millisecond))
 		got := sha256.New()
 		var errb bytes.Buffer
@@ -270,7 +271,7 @@ echo fine`
 		}
 		_, _ = io.WriteString(pw, "rest")
 		_ = pw.Close()
-		st := waitDone(t, ctx, c)
+		st := testkit.MustWaitDone(t, c, taskTimeout)
 		out.Reset()
 		_ = c.Logs(ctx, &out, io.Discard, false)
 		if st.ExitCode() != 0 || out.String() != "got first\nrest" {
@@ -448,7 +449,7 @@ echo fine`
 		if _, err := d.GetContainer(ctx, "absent"); !errors.Is(err, orchestra.ErrContainerNotFound) {
 			t.Fatalf("GetContainer(absent): %v, want ErrContainerNotFound", err)
 		}
-		waitDone(t, ctx, c)
+		testkit.MustWaitDone(t, c, taskTimeout)
 	})
 
 	t.Run("close leaves no qemu process", func(t *testing.T) {

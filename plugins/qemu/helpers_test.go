@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -76,26 +75,12 @@ func newTestDriver(t testing.TB) (*Driver, string) {
 // runTask runs task to the end and returns its exit code, stdout and stderr.
 func runTask(t testing.TB, ctx context.Context, d orchestra.Driver, task orchestra.Task) (int, string, string) {
 	t.Helper()
-	c, err := d.RunContainer(ctx, task)
-	if err != nil {
-		t.Fatalf("run %s: %v", task.ID, err)
-	}
-	st := waitDone(t, ctx, c)
-	var out, errb bytes.Buffer
-	if err := c.Logs(ctx, &out, &errb, false); err != nil {
-		t.Fatalf("logs %s: %v", task.ID, err)
-	}
-	return st.ExitCode(), out.String(), errb.String()
+	r := testkit.MustRunToEnd(t, ctx, d, task)
+	return r.ExitCode, string(r.Stdout), string(r.Stderr)
 }
 
-func waitDone(t testing.TB, ctx context.Context, c orchestra.Container) orchestra.ContainerStatus {
-	t.Helper()
-	st, err := testkit.WaitDone(ctx, c)
-	if err != nil {
-		t.Fatalf("waiting for the task: %v", err)
-	}
-	return st
-}
+// taskTimeout bounds the wait for one task, under TCG on a loaded machine.
+const taskTimeout = 5 * time.Minute
 
 // fullCapBnd is the bounding set of the guest's own processes (every
 // capability the guest kernel has), asked of the guest agent.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // TestConfig: the typed config decodes strictly, validates without quoting
@@ -120,7 +121,7 @@ func TestAttachFromDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := waitDone(t, ctx, c)
+		st := testkit.MustWaitDone(t, c, taskTimeout)
 		var out bytes.Buffer
 		if err := c.Logs(ctx, &out, nil, true); err != nil {
 			t.Fatal(err)
@@ -186,7 +187,7 @@ func TestSecondInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if st := waitDone(t, ctx, w); st.ExitCode() != 0 {
+	if st := testkit.MustWaitDone(t, w, taskTimeout); st.ExitCode() != 0 {
 		t.Fatalf("writer through the second instance: exit %d", st.ExitCode())
 	}
 	if err := w.Logs(ctx, &out, nil, false); err != nil || out.String() != "wrote\n" {
@@ -213,7 +214,7 @@ func TestSecondInstance(t *testing.T) {
 	if err := s.Cleanup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := waitDone(t, ctx, sleeper); st.ExitCode() != 137 {
+	if st := testkit.MustWaitDone(t, sleeper, taskTimeout); st.ExitCode() != 137 {
 		t.Fatalf("the first instance's sleeper after the second's Cleanup: exit %d, want 137", st.ExitCode())
 	}
 

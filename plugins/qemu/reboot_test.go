@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // TestDeadVMIsRebooted kills the qemu process for real (SIGKILL, as the OOM
@@ -30,7 +31,7 @@ func TestDeadVMIsRebooted(t *testing.T) {
 	if err := syscall.Kill(old.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if st := waitDone(t, ctx, running); st.ExitCode() != 137 {
+	if st := testkit.MustWaitDone(t, running, taskTimeout); st.ExitCode() != 137 {
 		t.Fatalf("the task in the killed VM: exit %d, want 137", st.ExitCode())
 	}
 	code, out, errs := runTask(t, ctx, d, orchestra.Task{ID: "read", Mounts: mounts, Command: []string{"cat", "data/f"}})
@@ -65,7 +66,7 @@ func TestGuestDaemonRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if st := waitDone(t, ctx, running); st.ExitCode() != 255 {
+	if st := testkit.MustWaitDone(t, running, taskTimeout); st.ExitCode() != 255 {
 		t.Fatalf("the task of the killed daemon: exit %d, want 255", st.ExitCode())
 	}
 	t.Logf("the lost task ended %s after the kill", time.Since(start).Round(time.Millisecond))

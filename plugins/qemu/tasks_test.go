@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jtarchie/pocketci/orchestra"
+	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
 
 // failingReader yields data, then fails with err.
@@ -45,7 +46,7 @@ func TestTaskContract(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ID %q: %v", id, err)
 			}
-			st := waitDone(t, ctx, c)
+			st := testkit.MustWaitDone(t, c, taskTimeout)
 			again, err := d.RunContainer(ctx, orchestra.Task{ID: id, Command: []string{"sh", "-c", "echo second run"}})
 			if err != nil || again != c {
 				t.Fatalf("ID %q again: %v, %v; want the same container", id, again, err)

@@ -68,13 +68,22 @@ func RunToEnd(ctx context.Context, d orchestra.Driver, task orchestra.Task) (Res
 	if c == nil {
 		return Result{}, fmt.Errorf("task %q: RunContainer returned a nil container and no error", task.ID)
 	}
-	st, err := WaitDone(ctx, c)
+	r, err := ResultOf(ctx, c)
 	if err != nil {
 		return Result{}, fmt.Errorf("task %q: %w", task.ID, err)
 	}
+	return r, nil
+}
+
+// ResultOf waits until the running container c is done and fetches its logs.
+func ResultOf(ctx context.Context, c orchestra.Container) (Result, error) {
+	st, err := WaitDone(ctx, c)
+	if err != nil {
+		return Result{}, err
+	}
 	var out, errb bytes.Buffer
 	if err := c.Logs(ctx, &out, &errb, false); err != nil {
-		return Result{}, fmt.Errorf("task %q: logs: %w", task.ID, err)
+		return Result{}, fmt.Errorf("logs: %w", err)
 	}
 	return Result{Container: c, ExitCode: st.ExitCode(), Stdout: out.Bytes(), Stderr: errb.Bytes()}, nil
 }
