@@ -35,17 +35,40 @@ var ErrUnsafePath = errors.New("unsafe volume path")
 // streamed, never held in memory; a file that shrinks while it is archived
 // is an error, one that grows is cut at the size it had.
 func Archive(ctx context.Context, w io.Writer, root string, paths ...string) error {
-	dir, err := os.OpenRoot(root)
-	if err != nil {
-		return fmt.Errorf("open archive root: %w", err)
-	}
-	defer dir.Close()
-	names, err := selectPaths(dir, paths)
+	s, err := openSelection(root, paths)
 	if err != nil {
 		return err
 	}
-	a := &archiver{ctx: ctx, root: dir, tw: tar.NewWriter(w)}
-	for _, name := range names {
+	defer s.close()
+	return s.write(ctx, w)
+}
+
+// selection is a root and the checked paths in it to archive.
+type selection struct {
+	root  *os.Root
+	names []string
+}
+
+// openSelection opens root and checks paths (see Archive).
+func openSelection(root string, paths []string) (*selection, error) {
+	dir, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("open archive root: %w", err)
+	}
+	names, err := selectPaths(dir, paths)
+	if err != nil {
+		_ = dir.Close()
+		return nil, err
+	}
+	return &selection{root: dir, names: names}, nil
+}
+
+func (s *selection) close() { _ = s.root.Close() }
+
+// write writes the selection's archive to w.
+func (s *selection) write(ctx context.Context, w io.Writer) error {
+	a := &archiver{ctx: ctx, root: s.root, tw: tar.NewWriter(w)}
+	for _, name := range s.names {
 		if err := a.add(name); err != nil {
 			return err
 		}

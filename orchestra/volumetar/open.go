@@ -5,39 +5,111 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"sync"
 )
-
-// readAhead is how much of an archive Open reads ahead of its caller.
-const readAhead = 32 << 10
 
 // Open is Archive of root (or of paths in it) as a reader, for a driver
 // whose volumes are directories on this machine. The archive is made as it
-// is read, so memory stays bounded whatever the volume's size; Open waits
-// for its first bytes, and Archive checks every path before it writes, so a
-// path that escapes root (ErrUnsafePath) or does not exist
-// (fs.ErrNotExist) is Open's error, not a broken stream later. Closing the
-// reader stops the archiving.
+// is read, so memory stays bounded whatever the volume's size. Every path
+// is checked here, so a path that escapes root (ErrUnsafePath) or does not
+// exist (fs.ErrNotExist) is Open's error, not a broken stream later.
+//
+// The reader is an io.WriterTo: io.Copy from it writes the archive straight
+// into the destination, on the caller's goroutine (a plugin serving the
+// archive over its socket does); Read makes it on a goroutine of its own,
+// through a pipe. Closing the reader stops the archiving.
 func Open(ctx context.Context, root string, paths ...string) (io.ReadCloser, error) {
-	pr, pw := io.Pipe()
-	go func() {
-		pw.CloseWithError(Archive(ctx, pw, root, paths...)) // nil: the reader sees EOF
-	}()
-	br := bufio.NewReaderSize(pr, readAhead)
-	// A good archive is never empty: its end marker is 1024 bytes.
-	if _, err := br.Peek(1); err != nil {
-		_ = pr.Close()
+	s, err := openSelection(root, paths)
+	if err != nil {
 		return nil, err
 	}
-	return &openArchive{Reader: br, pipe: pr}, nil
+	return &openArchive{ctx: ctx, sel: s}, nil
 }
 
+// readAhead is how much of an archive Read takes from the pipe at once.
+const readAhead = 32 << 10
+
+// openArchive is the archive of a selection, made on demand: by WriteTo
+// into its writer, or by Read through a pipe from a goroutine.
 type openArchive struct {
-	*bufio.Reader
+	ctx  context.Context
+	sel  *selection
+	once sync.Once // starts the archive: by the first Read or WriteTo
 	pipe *io.PipeReader
+	buf  *bufio.Reader // reads pipe ahead of the caller
+	err  error         // set when WriteTo or Close came first
+}
+
+var _ io.WriterTo = (*openArchive)(nil)
+
+// start starts the archive at most once; direct reports whether it fell to
+// the caller.
+func (a *openArchive) start(direct bool) (started bool) {
+	a.once.Do(func() {
+		started = true
+		if direct {
+			return
+		}
+		pr, pw := io.Pipe()
+		a.pipe, a.buf = pr, bufio.NewReaderSize(pr, readAhead)
+		go func() {
+			defer a.sel.close()
+			pw.CloseWithError(a.sel.write(a.ctx, pw)) // nil: the reader sees EOF
+		}()
+	})
+	return started
+}
+
+func (a *openArchive) Read(p []byte) (int, error) {
+	a.start(false)
+	if a.pipe == nil {
+		return 0, a.errOr(io.ErrClosedPipe)
+	}
+	return a.buf.Read(p)
+}
+
+// WriteTo writes the whole archive to w, or what is left of it after
+// earlier Reads.
+func (a *openArchive) WriteTo(w io.Writer) (int64, error) {
+	if !a.start(true) {
+		if a.pipe == nil {
+			return 0, a.errOr(io.ErrClosedPipe)
+		}
+		return a.buf.WriteTo(w)
+	}
+	defer a.sel.close()
+	cw := &countingWriter{w: w}
+	err := a.sel.write(a.ctx, cw)
+	a.err = io.ErrClosedPipe // consumed: a later Read finds nothing
+	return cw.n, err
 }
 
 // Close stops the archive: its writer's next write fails and it returns.
-func (a *openArchive) Close() error { return a.pipe.Close() }
+func (a *openArchive) Close() error {
+	if a.once.Do(func() { a.sel.close(); a.err = io.ErrClosedPipe }); a.pipe != nil {
+		return a.pipe.Close()
+	}
+	return nil
+}
+
+func (a *openArchive) errOr(def error) error {
+	if a.err != nil {
+		return a.err
+	}
+	return def
+}
+
+// countingWriter counts what it writes to w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
 
 // ReadFiles is Open of the given paths in root, for ReadFilesFromVolume: no
 // paths is an archive without entries (its end marker), as pocketci's native
