@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jtarchie/pocketci/internal/wire"
+	"github.com/jtarchie/pocketci/internal/pluginproc"
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
@@ -96,7 +96,7 @@ type Host struct {
 // (and through them, tasks) start with fds 0-2 only: Go would pass an
 // inherited fd that is not close-on-exec to every process it starts.
 func New(cfg Config) (*Host, error) {
-	wire.CloseInheritedOnExec()
+	pluginproc.CloseInheritedOnExec()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/pluginproc"
 	"github.com/jtarchie/pocketci/internal/wire"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,7 +34,7 @@ const execFD = "/proc/self/fd/3"
 // ExeFDEnv tells a plugin that its fd (3) is the open file of its own
 // binary, which the host ran: pluginsdk.Serve marks it close-on-exec, so
 // that the processes it starts do not inherit it.
-const ExeFDEnv = wire.ExeFDEnv
+const ExeFDEnv = pluginproc.ExeFDEnv
 
 // defaultStartTimeout bounds a plugin's start and handshake, unless
 // Config.StartTimeout says otherwise.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/jtarchie/pocketci/internal/wire"
+	"github.com/jtarchie/pocketci/internal/pluginprovider"
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
 // PluginConfig is a plugin driver's config as the host holds it: the JSON
 // the plugin decodes. It never prints what it holds.
-type PluginConfig = wire.RawConfig
+type PluginConfig = pluginprovider.RawConfig
 
 // Provider is the plugin as an orchestra.DriverProvider: NewDriver opens a
 // driver instance in the plugin (starting it if needed, within the host's
@@ -21,7 +21,7 @@ func (p *Plugin) Provider() orchestra.DriverProvider {
 	bounded := func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(ctx, p.host.startTimeout)
 	}
-	return wire.NewProvider(p.Name,
+	return pluginprovider.New(p.Name,
 		func(ctx context.Context, raw json.RawMessage) error {
 			ctx, cancel := bounded(ctx)
 			defer cancel()

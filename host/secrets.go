@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/jtarchie/pocketci/internal/wire"
+	"github.com/jtarchie/pocketci/internal/secrets"
 )
 
 // A driver config may carry secrets (tokens, kubeconfig contents). The host
@@ -23,7 +23,7 @@ type secretSet struct {
 
 // add remembers the strings of config.
 func (s *secretSet) add(config json.RawMessage) {
-	found := wire.SecretsOf(config)
+	found := secrets.Of(config)
 	if len(found) == 0 {
 		return
 	}
@@ -42,7 +42,7 @@ func (s *secretSet) add(config json.RawMessage) {
 func (s *secretSet) redact(str string) string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return wire.Redact(str, s.list)
+	return secrets.Redact(str, s.list)
 }
 
 func (s *secretSet) redactAll(lines []string) []string {

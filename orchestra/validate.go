@@ -109,6 +109,40 @@ func ValidateTask(task Task) error {
 	return nil
 }
 
+// ValidateSandboxTask checks the task of a sandbox as ValidateTask does,
+// except that its Command may be empty: a sandbox runs only what Exec gives
+// it.
+func ValidateSandboxTask(task Task) error {
+	if len(task.Command) == 0 {
+		task.Command = []string{"sandbox"}
+	}
+	return ValidateTask(task)
+}
+
+// ValidateExec checks a Sandbox.Exec's arguments before they reach a
+// driver: cmd not empty, its first element not empty, no NUL bytes in cmd,
+// env or workDir; env keys not empty and without '='. Each error wraps
+// ErrInvalidTask.
+func ValidateExec(cmd []string, env map[string]string, workDir string) error {
+	if len(cmd) == 0 || cmd[0] == "" {
+		return invalid("the command is empty")
+	}
+	for i, a := range cmd {
+		if strings.ContainsRune(a, 0) {
+			return invalid("the command's argument %d contains a NUL byte", i)
+		}
+	}
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return invalid("env key %q: empty, or with '=' or NUL", k)
+		}
+	}
+	if strings.ContainsRune(workDir, 0) {
+		return invalid("workDir contains a NUL byte")
+	}
+	return nil
+}
+
 func validateName(what, s string) error {
 	switch {
 	case s == "":

@@ -145,3 +145,35 @@ func FuzzValidateNamespace(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateSandboxTaskAndExec(t *testing.T) {
+	if err := ValidateSandboxTask(Task{ID: "sb", Image: "busybox"}); err != nil {
+		t.Fatalf("a sandbox without a command: %v", err)
+	}
+	if err := ValidateSandboxTask(Task{ID: "sb", WorkDir: "../up"}); !errors.Is(err, ErrInvalidTask) {
+		t.Fatalf("a sandbox with WorkDir ..: %v, want ErrInvalidTask", err)
+	}
+	if err := ValidateExec([]string{"ls", "-l"}, map[string]string{"A": "b"}, "/work"); err != nil {
+		t.Fatalf("a good exec: %v", err)
+	}
+	for _, tt := range []struct {
+		name    string
+		cmd     []string
+		env     map[string]string
+		workDir string
+		names   string
+	}{
+		{"no command", nil, nil, "", "command is empty"},
+		{"empty first argument", []string{""}, nil, "", "command is empty"},
+		{"NUL in an argument", []string{"ls", "a\x00b"}, nil, "", "argument 1"},
+		{"empty env key", []string{"ls"}, map[string]string{"": "x"}, "", "env key"},
+		{"= in an env key", []string{"ls"}, map[string]string{"A=B": "x"}, "", "env key"},
+		{"NUL in an env value", []string{"ls"}, map[string]string{"A": "\x00"}, "", "env key"},
+		{"NUL in workDir", []string{"ls"}, nil, "/a\x00", "workDir"},
+	} {
+		err := ValidateExec(tt.cmd, tt.env, tt.workDir)
+		if !errors.Is(err, ErrInvalidTask) || !strings.Contains(err.Error(), tt.names) {
+			t.Errorf("%s: %v, want ErrInvalidTask naming %q", tt.name, err, tt.names)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/jtarchie/pocketci/internal/pluginproc"
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 )
@@ -33,11 +34,11 @@ const (
 	// hand (for instance under a debugger): it serves until interrupted and
 	// prints the ORCHESTRA_REATTACH_PLUGINS value with which orchestra uses
 	// it instead of starting its own.
-	DebugEnv = wire.DebugEnv
+	DebugEnv = pluginproc.DebugEnv
 	// LogLevelEnv is the environment variable through which the host tells
 	// a plugin the lowest log level it wants ("debug", "info", "warn",
 	// "error"). Serve applies it to the logger each driver gets.
-	LogLevelEnv = wire.LogLevelEnv
+	LogLevelEnv = pluginproc.LogLevelEnv
 )
 
 // Serve runs provider's driver as the plugin called provider.Name() and
@@ -56,7 +57,7 @@ func Serve(provider orchestra.DriverProvider, opts ...Option) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	wire.Serve(provider, wire.ServeOptions{KeepOnHostExit: cfg.keepOnHostExit})
+	pluginproc.Serve(provider, pluginproc.ServeOptions{KeepOnHostExit: cfg.keepOnHostExit})
 }
 
 // Option changes how Serve runs a plugin.
@@ -81,5 +82,5 @@ func KeepOnHostExit() Option {
 // "@timestamp" keys), keeping every attribute. Serve's loggers use it; a
 // plugin that logs outside them may too.
 func NewLogHandler(w io.Writer, level slog.Leveler) slog.Handler {
-	return wire.NewLogHandler(w, level)
+	return pluginproc.NewLogHandler(w, level)
 }

@@ -3,17 +3,20 @@ package wire
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
-	"time"
+	"strconv"
+	"strings"
 
+	"github.com/jtarchie/pocketci/internal/pluginprovider"
+	"github.com/jtarchie/pocketci/internal/secrets"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
 // Client is the host half of the protocol: it speaks to one plugin process
-// and opens orchestra drivers inside it. Its twin on the plugin side is
-// server.go.
+// and opens orchestra drivers inside it. Its twin is Server.
 type Client struct {
 	name string
 	rpc  driverv1.DriverClient
@@ -79,6 +82,62 @@ func (c *Client) Accept(info Info, dir string) error {
 
 func (c *Client) has(capability string) bool { return slices.Contains(c.caps, capability) }
 
+// knownCapabilities are the capabilities a plugin may list; a 1.3 plugin
+// also lists the last three, which mean nothing.
+var knownCapabilities = append(slices.Clone(sdkCapabilities), "stdin_stream", "follow_logs", "get_container")
+
+// CheckInfo checks a plugin's Info before the host uses it, and returns the
+// protocol minor it speaks. It refuses, in one line that says why: a
+// protocol version that is not "1.N", one this host does not serve, an
+// unknown or repeated capability, a required one missing, and no bulk
+// socket.
+func CheckInfo(info Info) (minor int, err error) {
+	minor, err = parseVersion(info.ProtocolVersion)
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for _, c := range info.Capabilities {
+		switch {
+		case seen[c]:
+			return 0, fmt.Errorf("Info lists the capability %q twice", c)
+		case !slices.Contains(knownCapabilities, c):
+			return 0, fmt.Errorf("Info lists the capability %q, which protocol %s does not define", c, ProtocolVersion)
+		}
+		seen[c] = true
+	}
+	required := []string{CapabilityBulk, CapabilityRun}
+	if minor > legacyMinor {
+		required = append(required, CapabilityConfig)
+	}
+	for _, c := range required {
+		if !seen[c] {
+			return 0, fmt.Errorf("Info lacks the capability %q that protocol 1.%d requires", c, minor)
+		}
+	}
+	if info.BulkAddr == "" {
+		return 0, errors.New("Info has no bulk socket address")
+	}
+	return minor, nil
+}
+
+// parseVersion reads "1.N" and checks that this host serves it.
+func parseVersion(v string) (int, error) {
+	major, minorText, ok := strings.Cut(v, ".")
+	minor, err := strconv.Atoi(minorText)
+	if !ok || major != strconv.Itoa(ProtocolMajor) || err != nil || minor < 0 || strconv.Itoa(minor) != minorText {
+		return 0, fmt.Errorf("Info reports protocol version %q, which is not %d.N", v, ProtocolMajor)
+	}
+	switch {
+	case minor < legacyMinor:
+		return 0, fmt.Errorf("protocol %s is no longer served (this host serves 1.%d to %s); rebuild the plugin with SDK %s or later",
+			v, legacyMinor, ProtocolVersion, SDKVersion)
+	case minor > ProtocolMinor:
+		return 0, fmt.Errorf("protocol %s is newer than this host's %s; update orchestra", v, ProtocolVersion)
+	}
+	return minor, nil
+}
+
 // OpenOptions are how a driver instance is opened.
 type OpenOptions struct {
 	// Config is the driver's config as JSON; empty for its defaults.
@@ -94,7 +153,7 @@ type OpenOptions struct {
 // exactly when the plugin's driver does.
 func (c *Client) Open(ctx context.Context, namespace string, opts OpenOptions) (orchestra.Driver, error) {
 	if err := orchestra.ValidateNamespace(namespace); err != nil {
-		return nil, fmt.Errorf("plugin %s: Open: %w", c.name, err)
+		return nil, c.fail("Open", err)
 	}
 	if err := c.checkConfigSupported(opts.Config); err != nil {
 		return nil, err
@@ -103,14 +162,14 @@ func (c *Client) Open(ctx context.Context, namespace string, opts OpenOptions) (
 		Namespace: namespace, Ephemeral: opts.Ephemeral, Config: opts.Config, HostProtocolVersion: ProtocolVersion,
 	})
 	if err != nil {
-		return nil, redact(fromStatus(c.name, "Open", err), opts.Config)
+		return nil, secrets.Err(fromStatus(c.name, "Open", err), secrets.Of(opts.Config))
 	}
 	if resp.GetDriver() == 0 {
 		return nil, c.invalidReply("Open", "driver handle 0")
 	}
 	od := OpenDriver{Handle: resp.GetDriver(), Namespace: namespace, Name: resp.GetName(),
 		ContainerFinder: resp.GetContainerFinder(), Implements: resp.GetImplements()}
-	return c.adopt(od, secretsOf(opts.Config)), nil
+	return c.adopt(od, secrets.Of(opts.Config)), nil
 }
 
 // CheckConfig asks the plugin to decode and validate a driver config, as
@@ -120,44 +179,13 @@ func (c *Client) CheckConfig(ctx context.Context, config json.RawMessage) error 
 		return err
 	}
 	_, err := c.rpc.CheckConfig(ctx, &driverv1.CheckConfigRequest{Config: config})
-	return redact(fromStatus(c.name, "CheckConfig", err), config)
+	return secrets.Err(fromStatus(c.name, "CheckConfig", err), secrets.Of(config))
 }
 
-// OpenDriver is a driver instance a plugin kept open while its host was
-// away; see Client.Attach and Client.Adopt.
-type OpenDriver struct {
-	Handle          uint64
-	Namespace       string
-	Name            string
-	ContainerFinder bool
-	// Implements lists the optional orchestra interfaces the driver
-	// implements, as the plugin reports them.
-	Implements []string
+// Provider is the plugin's driver provider as the client reaches it: every
+// driver it builds is a new instance in the plugin.
+func (c *Client) Provider() orchestra.DriverProvider {
+	return pluginprovider.New(c.name, c.CheckConfig, func(ctx context.Context, namespace string, config json.RawMessage) (orchestra.Driver, error) {
+		return c.Open(ctx, namespace, OpenOptions{Config: config})
+	})
 }
-
-// Detach tells the plugin that the host exits on purpose and will attach
-// again within timeout: the plugin keeps running and keeps its drivers open.
-// It needs the plugin's "detach" capability.
-func (c *Client) Detach(ctx context.Context, timeout time.Duration) error {
-	_, err := c.rpc.Detach(ctx, &driverv1.DetachRequest{TimeoutSeconds: int64(max(timeout/time.Second, 1))})
-	return fromStatus(c.name, "Detach", err)
-}
-
-// Attach makes hostPID the plugin's host and returns the drivers it kept
-// open, for Adopt.
-func (c *Client) Attach(ctx context.Context, hostPID int) ([]OpenDriver, error) {
-	resp, err := c.rpc.Attach(ctx, &driverv1.AttachRequest{HostPid: int64(hostPID)})
-	if err != nil {
-		return nil, fromStatus(c.name, "Attach", err)
-	}
-	var out []OpenDriver
-	for _, d := range resp.GetDrivers() {
-		out = append(out, OpenDriver{Handle: d.GetDriver(), Namespace: d.GetNamespace(), Name: d.GetName(),
-			ContainerFinder: d.GetContainerFinder(), Implements: d.GetImplements()})
-	}
-	return out, nil
-}
-
-// Adopt returns the driver for an instance that is already open in the
-// plugin, as Open would have.
-func (c *Client) Adopt(od OpenDriver) orchestra.Driver { return c.adopt(od, nil) }

@@ -2,12 +2,12 @@ package wire
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
@@ -84,7 +84,7 @@ func (c *clientContainer) logsAfterExit(ctx context.Context, stdout, stderr io.W
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("plugin %s: Logs: %w", c.driver.client.name, ctx.Err())
+			return c.driver.client.fail("Logs", ctx.Err())
 		case <-tick.C:
 		}
 	}
@@ -107,19 +107,12 @@ const legacyStdinErrorBit = 1 << 31
 // read error's message.
 var legacyStdinFraming = stdinFraming{
 	legacy: true,
-	data:   func(w io.Writer, p []byte) error { return legacyStdinFrame(w, uint32(len(p)), p) },
+	data:   func(w io.Writer, p []byte) error { return bulk.WriteLength(w, uint32(len(p)), p) },
 	end: func(w io.Writer, readErr error) error {
 		if readErr == nil {
-			return legacyStdinFrame(w, 0, nil)
+			return bulk.WriteLength(w, 0, nil)
 		}
 		msg := []byte(readErr.Error())
-		return legacyStdinFrame(w, legacyStdinErrorBit|uint32(len(msg)), msg)
+		return bulk.WriteLength(w, legacyStdinErrorBit|uint32(len(msg)), msg)
 	},
-}
-
-func legacyStdinFrame(w io.Writer, head uint32, p []byte) error {
-	var h [4]byte
-	binary.BigEndian.PutUint32(h[:], head)
-	_, err := (&net.Buffers{h[:], p}).WriteTo(w)
-	return err
 }

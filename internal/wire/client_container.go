@@ -2,8 +2,6 @@ package wire
 
 import (
 	"context"
-	"encoding/binary"
-	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -106,39 +104,15 @@ func (c *clientContainer) Logs(ctx context.Context, stdout, stderr io.Writer, fo
 	}}
 	conn, stop, err := c.driver.client.dialBulk(ctx, req)
 	if err != nil {
-		return fmt.Errorf("plugin %s: Logs: %w", c.driver.client.name, err)
+		return c.driver.client.fail("Logs", err)
 	}
 	defer stop()
 	defer conn.Close()
-	outcome, err := readFrames(conn, func(kind byte, p []byte) error {
-		switch kind {
-		case frameData:
-			return writeOutput(stdout, p)
-		case frameStderr:
-			return writeOutput(stderr, p)
-		}
-		return c.exitFrame(p)
-	})
+	outcome, err := c.driver.client.readOutput("Logs", conn, stdout, stderr, c.cacheExit)
 	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return fmt.Errorf("plugin %s: Logs: %w", c.driver.client.name, err)
+		return c.driver.client.streamError(ctx, "Logs", err)
 	}
 	return c.driver.wrap("Logs", outcome)
-}
-
-// exitFrame caches the exit code a followed container ended with.
-func (c *clientContainer) exitFrame(p []byte) error {
-	if len(p) != 4 {
-		return c.driver.client.invalidReply("Logs", "an exit frame of %d bytes", len(p))
-	}
-	code := int64(int32(binary.BigEndian.Uint32(p)))
-	if err := c.driver.client.checkExitCode("Logs", code); err != nil {
-		return err
-	}
-	c.cacheExit(int(code))
-	return nil
 }
 
 // outputError is the caller's writer failing: Logs returns it as it is.
@@ -155,17 +129,15 @@ func writeOutput(w io.Writer, p []byte) error {
 }
 
 // Cleanup removes the container in the plugin, then ends its Run stream and
-// its stdin. The plugin forgets a container once it is cleaned up; cleaning
-// it up again is a no-op here, as the contract asks.
+// its stdin.
 func (c *clientContainer) Cleanup(ctx context.Context) error {
-	if c.cleaned.Load() {
-		return nil
-	}
-	_, err := c.driver.client.rpc.Cleanup(ctx, c.ref)
+	err := c.driver.cleanup(&c.cleaned, "Cleanup", func() error {
+		_, err := c.driver.client.rpc.Cleanup(ctx, c.ref)
+		return err
+	})
 	if err != nil {
-		return c.driver.wrap("Cleanup", err)
+		return err
 	}
-	c.cleaned.Store(true)
 	if c.stopLife != nil {
 		c.stopLife()
 	}

@@ -2,13 +2,14 @@ package wire
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/secrets"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
@@ -17,13 +18,12 @@ import (
 const closeTimeout = 5 * time.Minute
 
 // clientDriver is the host side of a driver instance in a plugin: an
-// orchestra.Driver whose calls cross the wire. Its twin is server.go and
-// server_container.go.
+// orchestra.Driver whose calls cross the wire. Its twin is the instance in
+// server_handles.go.
 type clientDriver struct {
 	client     *Client
 	handle     uint64
 	name       string
-	namespace  string
 	finder     bool     // a 1.3 plugin's driver finds containers by task ID
 	implements []string // optional interfaces, as the plugin reported them
 	secrets    []string // strings of the driver's config, kept out of errors
@@ -43,7 +43,7 @@ var _ orchestra.Driver = (*clientDriver)(nil)
 // adopt builds the driver for an instance open in the plugin: with the
 // optional interfaces its plugin's driver has, and only those.
 func (c *Client) adopt(od OpenDriver, secrets []string) orchestra.Driver {
-	d := &clientDriver{client: c, handle: od.Handle, name: od.Name, namespace: od.Namespace,
+	d := &clientDriver{client: c, handle: od.Handle, name: od.Name,
 		finder: od.ContainerFinder, implements: od.Implements, secrets: secrets}
 	var vd orchestra.VolumeDataAccessor
 	var sb orchestra.SandboxDriver
@@ -75,13 +75,27 @@ func (d *clientDriver) Close() error {
 // wrap names the plugin and the call in err, and keeps the driver's config
 // out of it.
 func (d *clientDriver) wrap(op string, err error) error {
-	return redactStrings(fromStatus(d.client.name, op, err), d.secrets)
+	return secrets.Err(fromStatus(d.client.name, op, err), d.secrets)
+}
+
+// cleanup runs call, the plugin's cleanup of a container, volume or
+// sandbox, until it succeeds once: the plugin then forgets the value, and
+// cleaning it up again is a no-op here, as the contract asks.
+func (d *clientDriver) cleanup(cleaned *atomic.Bool, op string, call func() error) error {
+	if cleaned.Load() {
+		return nil
+	}
+	if err := call(); err != nil {
+		return d.wrap(op, err)
+	}
+	cleaned.Store(true)
+	return nil
 }
 
 // CreateVolume creates or finds a volume in the plugin.
 func (d *clientDriver) CreateVolume(ctx context.Context, name string, size int) (orchestra.Volume, error) {
 	if err := orchestra.ValidateVolumeName(name); err != nil {
-		return nil, fmt.Errorf("plugin %s: CreateVolume: %w", d.client.name, err)
+		return nil, d.client.fail("CreateVolume", err)
 	}
 	if size < 0 {
 		return nil, fmt.Errorf("plugin %s: CreateVolume %q: size %d is negative: %w", d.client.name, name, size, orchestra.ErrInvalidTask)
@@ -103,7 +117,7 @@ func (d *clientDriver) CreateVolume(ctx context.Context, name string, size int) 
 // plugin while the task runs, past the end of ctx.
 func (d *clientDriver) RunContainer(ctx context.Context, task orchestra.Task) (orchestra.Container, error) {
 	if err := orchestra.ValidateTask(task); err != nil {
-		return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
+		return nil, d.client.fail("RunContainer", err)
 	}
 	if err := d.client.checkTaskSupported(task); err != nil {
 		return nil, err
@@ -114,13 +128,10 @@ func (d *clientDriver) RunContainer(ctx context.Context, task orchestra.Task) (o
 	}
 	var stdin *liveConn
 	if task.Stdin != nil {
-		var err error
-		if req.StdinToken, err = newToken(); err != nil {
-			return nil, fmt.Errorf("plugin %s: RunContainer: %w", d.client.name, err)
-		}
 		// The stdin connection opens before the task starts: a task whose
 		// stdin cannot reach it never runs.
-		if stdin, err = d.sendStdin(req.StdinToken, task.Stdin); err != nil {
+		var err error
+		if stdin, err = d.sendStdin(req, task.Stdin); err != nil {
 			return nil, fmt.Errorf("plugin %s: RunContainer: stdin: %w", d.client.name, err)
 		}
 	}
@@ -131,14 +142,6 @@ func (d *clientDriver) RunContainer(ctx context.Context, task orchestra.Task) (o
 	}
 	c.stdin = stdin
 	return c, nil
-}
-
-func newToken() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("stdin token: %w", err)
-	}
-	return hex.EncodeToString(b), nil
 }
 
 // GetContainer finds a container of this namespace by its ID. The error
@@ -174,12 +177,12 @@ func (l *liveConn) end() {
 	}
 }
 
-// track registers a live connection, or ends it at once when the driver is
+// track registers conn as live, or closes it at once when the driver is
 // closed.
-func (d *clientDriver) track(close func()) (*liveConn, error) {
+func (d *clientDriver) track(conn io.Closer) (*liveConn, error) {
 	l := &liveConn{}
 	l.close = func() {
-		close()
+		conn.Close()
 		d.mu.Lock()
 		delete(d.live, l)
 		d.mu.Unlock()
@@ -187,7 +190,7 @@ func (d *clientDriver) track(close func()) (*liveConn, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		close()
+		conn.Close()
 		return nil, fmt.Errorf("plugin %s: %w", d.client.name, orchestra.ErrClosed)
 	}
 	if d.live == nil {

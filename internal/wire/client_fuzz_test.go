@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jtarchie/pocketci/internal/bulk"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
@@ -121,7 +122,7 @@ func replyBulk(t *testing.T, run, logs []byte) string {
 			go func() {
 				defer conn.Close()
 				req := &driverv1.BulkRequest{}
-				if readMessage(conn, req, maxBulkRequest) != nil {
+				if bulk.ReadMessage(conn, req, maxBulkRequest) != nil {
 					return
 				}
 				switch req.GetKind().(type) {
@@ -141,17 +142,17 @@ func replyBulk(t *testing.T, run, logs []byte) string {
 // message is m with its length prefix, as a Run stream carries it.
 func message(m proto.Message) []byte {
 	var b bytes.Buffer
-	_ = writeMessage(&b, m)
+	_ = bulk.WriteMessage(&b, m)
 	return b.Bytes()
 }
 
 // frames is a logs connection's bytes: stdout "hi", an exit frame, the end.
 func frames(exit uint32, end error) []byte {
 	var b bytes.Buffer
-	fw := newFrameWriter(&b, false)
-	_, _ = fw.stream(frameData).Write([]byte("hi"))
-	_ = fw.frame(frameExit, binary.BigEndian.AppendUint32(nil, exit))
-	_ = fw.end(end)
+	fw := bulk.NewWriter(&b, false)
+	_, _ = fw.Stream(bulk.Data).Write([]byte("hi"))
+	_ = fw.Frame(bulk.Exit, binary.BigEndian.AppendUint32(nil, exit))
+	_ = fw.End(toStatus(end))
 	return b.Bytes()
 }
 

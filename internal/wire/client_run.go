@@ -3,19 +3,18 @@ package wire
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
+	"net"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/bulk"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// The host's half of the Run stream (its twin is server_run.go).
-// RunContainer opens a bulk connection with the caller's context, so the
-// driver in the plugin gets a context that ends when the caller's does and
-// carries its deadline. The stream answers started, or failed; then it only
-// lives, until the caller's context ends, the container is cleaned up or the
-// driver closes.
+// The host's half of the Run stream (its twin is server_run.go): a bulk
+// connection that answers started or failed, then lives until the caller's
+// context ends, the container is cleaned up or the driver closes, and whose
+// end ends the driver's context in the plugin.
 
 // deadlineGrace is how long after its caller's deadline a Run stream ends:
 // the plugin ends the driver's context at the deadline itself, so that the
@@ -24,31 +23,17 @@ const deadlineGrace = 100 * time.Millisecond
 
 // run starts req's task over a Run stream.
 func (d *clientDriver) run(ctx context.Context, req *driverv1.RunContainerRequest) (*clientContainer, error) {
-	op := "RunContainer"
 	conn, stopDial, err := d.client.dialBulk(context.WithoutCancel(ctx), &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Run{Run: req}})
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: %s: %w", d.client.name, op, err)
+		return nil, d.client.fail("RunContainer", err)
 	}
 	stopDial()
-	// Until the plugin answers, the caller's ctx ending ends the stream at
-	// once; after, a deadline leaves the plugin its own timer first.
-	stopWatch := context.AfterFunc(ctx, func() { conn.Close() })
-	ev := &driverv1.RunEvent{}
-	err = readMessage(conn, ev, maxBulkRequest)
-	if !stopWatch() || ctx.Err() != nil {
-		conn.Close()
-		return nil, fmt.Errorf("plugin %s: %s: %w", d.client.name, op, ctx.Err())
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("plugin %s: %s: %w", d.client.name, op, hungUp(err))
-	}
-	resp, err := d.started(ev)
+	resp, err := d.started(ctx, conn)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	run, err := d.track(func() { conn.Close() })
+	run, err := d.track(conn)
 	if err != nil {
 		return nil, err
 	}
@@ -64,11 +49,24 @@ func (d *clientDriver) run(ctx context.Context, req *driverv1.RunContainerReques
 	return c, nil
 }
 
-// started checks the Run stream's first event.
-func (d *clientDriver) started(ev *driverv1.RunEvent) (*driverv1.RunContainerResponse, error) {
+// started reads and checks the Run stream's first event. Until it comes,
+// the caller's ctx ending ends the stream at once; after, a deadline leaves
+// the plugin its own timer first.
+func (d *clientDriver) started(ctx context.Context, conn net.Conn) (*driverv1.RunContainerResponse, error) {
 	const op = "RunContainer"
+	stopWatch := context.AfterFunc(ctx, func() { conn.Close() })
+	ev := &driverv1.RunEvent{}
+	err := bulk.ReadMessage(conn, ev, maxBulkRequest)
+	switch {
+	case !stopWatch() || ctx.Err() != nil:
+		return nil, d.client.fail(op, ctx.Err())
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, d.client.fail(op, errors.New("the plugin hung up before it answered"))
+	case err != nil:
+		return nil, d.client.fail(op, err)
+	}
 	if failed := ev.GetFailed(); failed != nil {
-		outcome, err := statusError(failed.GetStatus())
+		outcome, err := bulk.StatusError(failed.GetStatus())
 		switch {
 		case err != nil:
 			return nil, d.client.invalidReply(op, "%v", err)
@@ -81,16 +79,5 @@ func (d *clientDriver) started(ev *driverv1.RunEvent) (*driverv1.RunContainerRes
 	if resp == nil {
 		return nil, d.client.invalidReply(op, "the run stream began with %T, not started", ev.GetKind())
 	}
-	if err := d.client.checkContainer(op, resp); err != nil {
-		return nil, err
-	}
-	return resp, nil
-}
-
-// hungUp names a connection that ended without an answer.
-func hungUp(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return errors.New("the plugin hung up before it answered")
-	}
-	return err
+	return resp, d.client.checkContainer(op, resp)
 }

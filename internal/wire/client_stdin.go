@@ -2,9 +2,14 @@ package wire
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
@@ -18,20 +23,25 @@ import (
 // stdinChunk is the largest frame of stdin worth sending.
 const stdinChunk = 256 << 10
 
-// sendStdin opens the stdin connection for token and copies r into it in
-// the background.
-func (d *clientDriver) sendStdin(token string, r io.Reader) (*liveConn, error) {
-	req := &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Stdin{Stdin: token}}
+// sendStdin opens the stdin connection for run, naming it in run's
+// StdinToken, and copies r into it in the background.
+func (d *clientDriver) sendStdin(run *driverv1.RunContainerRequest, r io.Reader) (*liveConn, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	run.StdinToken = hex.EncodeToString(b)
+	req := &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_Stdin{Stdin: run.StdinToken}}
 	framing := d.client.stdinFraming()
 	if framing.legacy {
-		req.Kind = &driverv1.BulkRequest_StdinFramedToken{StdinFramedToken: token}
+		req.Kind = &driverv1.BulkRequest_StdinFramedToken{StdinFramedToken: run.StdinToken}
 	}
 	conn, stop, err := d.client.dialBulk(context.Background(), req)
 	if err != nil {
 		return nil, err
 	}
 	stop()
-	live, err := d.track(func() { conn.Close() })
+	live, err := d.track(conn)
 	if err != nil {
 		return nil, err
 	}
@@ -80,20 +90,8 @@ type stdinFraming struct {
 
 // bulkStdinFraming is the stdin framing of protocol 1.4.
 var bulkStdinFraming = stdinFraming{
-	data: func(w io.Writer, p []byte) error { return writeFrameTo(w, frameData, p) },
+	data: func(w io.Writer, p []byte) error { return bulk.WriteFrame(w, bulk.Data, p) },
 	end: func(w io.Writer, readErr error) error {
-		if readErr != nil {
-			readErr = errors.New(readErr.Error()) // an error of the caller's, not a sentinel
-		}
-		return writeFrameTo(w, frameEnd, statusBytes(readErr))
+		return bulk.WriteFrame(w, bulk.End, bulk.StatusBytes(endStatus(readErr)))
 	},
-}
-
-// writeFrameTo writes one frame, unbuffered, in one write.
-func writeFrameTo(w io.Writer, kind byte, payload []byte) error {
-	var h [frameHeader]byte
-	h[0] = kind
-	h[1], h[2], h[3], h[4] = byte(len(payload)>>24), byte(len(payload)>>16), byte(len(payload)>>8), byte(len(payload))
-	_, err := (&net.Buffers{h[:], payload}).WriteTo(w)
-	return err
 }

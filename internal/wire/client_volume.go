@@ -2,10 +2,11 @@ package wire
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
@@ -30,14 +31,10 @@ func (v *clientVolume) Path() string { return v.ref.GetPath() }
 // Cleanup removes the volume in the plugin. The plugin forgets the volume's
 // handle once it is removed; removing it again is a no-op here.
 func (v *clientVolume) Cleanup(ctx context.Context) error {
-	if v.cleaned.Load() {
-		return nil
-	}
-	_, err := v.driver.client.rpc.CleanupVolume(ctx, v.ref)
-	if err == nil {
-		v.cleaned.Store(true)
-	}
-	return v.driver.wrap("CleanupVolume", err)
+	return v.driver.cleanup(&v.cleaned, "CleanupVolume", func() error {
+		_, err := v.driver.client.rpc.CleanupVolume(ctx, v.ref)
+		return err
+	})
 }
 
 // clientVolumeData is the driver as an orchestra.VolumeDataAccessor, when
@@ -52,42 +49,27 @@ var _ orchestra.VolumeDataAccessor = clientVolumeData{}
 func (v clientVolumeData) CopyToVolume(ctx context.Context, volume string, r io.Reader) error {
 	const op = "CopyToVolume"
 	if err := orchestra.ValidateVolumeName(volume); err != nil {
-		return fmt.Errorf("plugin %s: %s: %w", v.d.client.name, op, err)
+		return v.d.client.fail(op, err)
 	}
 	req := &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_VolumeIn{VolumeIn: &driverv1.VolumeDataRequest{Driver: v.d.handle, Volume: volume}}}
 	conn, stop, err := v.d.client.dialBulk(ctx, req)
 	if err != nil {
-		return fmt.Errorf("plugin %s: %s: %w", v.d.client.name, op, err)
+		return v.d.client.fail(op, err)
 	}
 	defer stop()
 	defer conn.Close()
-	fw := newFrameWriter(conn, false)
-	_, rerr := io.Copy(fw.stream(frameData), r)
-	werr := fw.err // a broken connection: the plugin already answered, below
-	if werr == nil {
-		werr = fw.end(readError(rerr)) // r's own error, or none, ends the archive
-	}
-	outcome, err := readFrames(conn, func(kind byte, _ []byte) error {
+	// A broken connection is werr: the plugin already answered, below.
+	werr := sendStream(bulk.NewWriter(conn, false), r)
+	outcome, err := bulk.ReadFrames(conn, func(kind byte, _ []byte) error {
 		return v.d.client.invalidReply(op, "frame type %d before the end", kind)
 	})
 	switch {
-	case err != nil && ctx.Err() != nil:
-		return fmt.Errorf("plugin %s: %s: %w", v.d.client.name, op, ctx.Err())
-	case err != nil && werr != nil:
+	case err != nil && werr != nil && ctx.Err() == nil:
 		return fmt.Errorf("plugin %s: %s: send the archive: %w", v.d.client.name, op, werr)
 	case err != nil:
-		return fmt.Errorf("plugin %s: %s: %w", v.d.client.name, op, err)
+		return v.d.client.streamError(ctx, op, err)
 	}
 	return v.d.wrap(op, outcome)
-}
-
-// readError is the caller's reader error as the end of a stream carries
-// it: its message, without the identity of any sentinel it wraps.
-func readError(err error) error {
-	if err == nil {
-		return nil
-	}
-	return errors.New(err.Error())
 }
 
 // CopyFromVolume is a tar archive of the whole volume, streamed from the
@@ -107,27 +89,24 @@ func (v clientVolumeData) ReadFilesFromVolume(ctx context.Context, volume string
 // is the call's. A stream that fails later fails a Read, never ends early.
 func (v clientVolumeData) volumeOut(ctx context.Context, op string, req *driverv1.VolumeDataRequest) (io.ReadCloser, error) {
 	if err := orchestra.ValidateVolumeName(req.GetVolume()); err != nil {
-		return nil, fmt.Errorf("plugin %s: %s: %w", v.d.client.name, op, err)
+		return nil, v.d.client.fail(op, err)
 	}
 	conn, stop, err := v.d.client.dialBulk(ctx, &driverv1.BulkRequest{Kind: &driverv1.BulkRequest_VolumeOut{VolumeOut: req}})
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: %s: %w", v.d.client.name, op, err)
+		return nil, v.d.client.fail(op, err)
 	}
-	fr := newFrameReader(conn)
-	for fr.left == 0 && fr.err == nil {
-		fr.next()
-	}
-	if fr.err != nil && fr.err != io.EOF {
+	fr := bulk.NewReader(conn)
+	if err := fr.Peek(); err != nil && err != io.EOF {
 		stop()
 		conn.Close()
-		return nil, v.d.wrap(op, fr.err)
+		return nil, v.d.wrap(op, err)
 	}
 	return &archiveReader{fr: fr, conn: conn, stop: stop, wrap: func(err error) error { return v.d.wrap(op, err) }}, nil
 }
 
 // archiveReader is a tar archive coming from the plugin.
 type archiveReader struct {
-	fr   *frameReader
+	fr   *bulk.Reader
 	conn io.Closer
 	stop func() bool
 	wrap func(error) error

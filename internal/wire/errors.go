@@ -34,17 +34,16 @@ var sentinels = []struct {
 // toStatus turns a driver's error into a gRPC status that carries the
 // sentinel it wraps, if any.
 func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok && !isContextError(err) {
-		return err
-	}
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
@@ -56,10 +55,6 @@ func toStatus(err error) error {
 		}
 	}
 	return status.Error(codes.Unknown, err.Error())
-}
-
-func isContextError(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // RemoteError is an error returned by a plugin. Its message is the plugin's;
@@ -113,4 +108,18 @@ func fromStatus(plugin, op string, err error) error {
 		}
 	}
 	return re
+}
+
+// fail names the plugin and op in err, an error of the host's side.
+func (c *Client) fail(op string, err error) error {
+	return fmt.Errorf("plugin %s: %s: %w", c.name, op, err)
+}
+
+// streamError is fail for the failure of a bulk connection, or for the
+// caller's context error when that ended it.
+func (c *Client) streamError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return c.fail(op, err)
 }

@@ -115,7 +115,7 @@ func TestEphemeralNamespacesCloseWithTheirHost(t *testing.T) {
 		byNamespace[inst.namespace] = inst.driver.(*fakeDriver)
 	}
 	srv.mu.Unlock()
-	srv.closeEphemeral() // what watchHost does under KeepOnHostExit
+	srv.CloseEphemeral() // what watchHost does under KeepOnHostExit
 	closed := func(ns string) int {
 		d := byNamespace[ns]
 		d.mu.Lock()

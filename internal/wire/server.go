@@ -2,12 +2,16 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -15,17 +19,17 @@ import (
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// server is the plugin half of the protocol: it serves the driver instances
-// of one plugin process. Its twin on the host side is client.go.
-type server struct {
+// Server is the plugin half of the protocol: it serves the driver instances
+// of one plugin process. Its twin on the host side is Client.
+type Server struct {
 	driverv1.UnimplementedDriverServer
 
 	provider orchestra.DriverProvider
-	version  string
 	logger   *slog.Logger
 
-	watch  hostWatch
-	logOut *logOutput
+	watch hostWatch
+	// OnAttach, when set before serving, is called when a host attaches.
+	OnAttach func()
 	// bulkAddr is the bulk socket's path, once it listens (server_bulk.go).
 	bulkAddr string
 
@@ -36,26 +40,58 @@ type server struct {
 	drivers map[uint64]*instance
 }
 
-var _ driverv1.DriverServer = (*server)(nil)
+var _ driverv1.DriverServer = (*Server)(nil)
 
-func newServer(provider orchestra.DriverProvider, version string, logger *slog.Logger) *server {
-	return &server{
+// NewServer is the plugin half for provider; its drivers log to logger.
+func NewServer(provider orchestra.DriverProvider, logger *slog.Logger) *Server {
+	return &Server{
 		provider: provider,
-		version:  version,
 		logger:   logger,
 		drivers:  map[uint64]*instance{},
 		stdins:   newStdinRegistry(),
 		watch:    hostWatch{parent: os.Getppid()},
-		logOut:   &logOutput{w: os.Stderr},
 	}
 }
 
-func (s *server) name() string { return s.provider.Name() }
+// PluginVersion is the plugin binary's module version, as Info reports it.
+func PluginVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}
 
-func (s *server) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
+// NewGRPCServer is a gRPC server with opts whose unary calls turn a driver
+// panic into an error for the host (see safely).
+func (s *Server) NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	recoverUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		err = s.safely(info.FullMethod, func() (err error) {
+			resp, err = handler(ctx, req)
+			return err
+		})
+		return resp, err
+	}
+	return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(recoverUnary))...)
+}
+
+// safely runs fn, a panic in it logged and made an error for the host, so
+// that the plugin lives on.
+func (s *Server) safely(method string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("driver panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
+		}
+	}()
+	return fn()
+}
+
+func (s *Server) name() string { return s.provider.Name() }
+
+func (s *Server) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoResponse, error) {
 	return &driverv1.InfoResponse{
 		Name:            s.name(),
-		PluginVersion:   s.version,
+		PluginVersion:   PluginVersion(),
 		SdkVersion:      SDKVersion,
 		ProtocolVersion: ProtocolVersion,
 		Capabilities:    sdkCapabilities,
@@ -64,7 +100,7 @@ func (s *server) Info(context.Context, *driverv1.InfoRequest) (*driverv1.InfoRes
 	}, nil
 }
 
-func (s *server) CheckConfig(_ context.Context, req *driverv1.CheckConfigRequest) (*driverv1.CheckConfigResponse, error) {
+func (s *Server) CheckConfig(_ context.Context, req *driverv1.CheckConfigRequest) (*driverv1.CheckConfigResponse, error) {
 	if _, err := s.provider.UnmarshalConfig(req.GetConfig()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -76,16 +112,16 @@ func (s *server) CheckConfig(_ context.Context, req *driverv1.CheckConfigRequest
 var errOldHost = status.Errorf(codes.FailedPrecondition,
 	"this plugin speaks protocol %s and needs a host of protocol %s or later (orchestra %s or later)", ProtocolVersion, ProtocolVersion, SDKVersion)
 
-func (s *server) Open(ctx context.Context, req *driverv1.OpenRequest) (*driverv1.OpenResponse, error) {
+func (s *Server) Open(ctx context.Context, req *driverv1.OpenRequest) (*driverv1.OpenResponse, error) {
 	if req.GetHostProtocolVersion() == "" {
 		return nil, errOldHost
 	}
 	ns := req.GetNamespace()
 	cfg, err := s.provider.UnmarshalConfig(req.GetConfig())
-	if err != nil {
-		return nil, toStatus(fmt.Errorf("open driver for namespace %q: %w", ns, err))
+	var driver orchestra.Driver
+	if err == nil {
+		driver, err = s.provider.NewDriver(ctx, ns, cfg, s.logger.With("namespace", ns))
 	}
-	driver, err := s.provider.NewDriver(ctx, ns, cfg, s.logger.With("namespace", ns))
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("open driver for namespace %q: %w", ns, err))
 	}
@@ -114,7 +150,7 @@ func implementsOf(driver orchestra.Driver) []string {
 	return out
 }
 
-func (s *server) Close(_ context.Context, req *driverv1.CloseRequest) (*driverv1.CloseResponse, error) {
+func (s *Server) Close(_ context.Context, req *driverv1.CloseRequest) (*driverv1.CloseResponse, error) {
 	s.mu.Lock()
 	inst, ok := s.drivers[req.GetDriver()]
 	delete(s.drivers, req.GetDriver())
@@ -126,15 +162,15 @@ func (s *server) Close(_ context.Context, req *driverv1.CloseRequest) (*driverv1
 	return &driverv1.CloseResponse{}, toStatus(inst.close())
 }
 
-// closeAll closes every open driver instance; the plugin calls it when its
+// CloseAll closes every open driver instance; the plugin calls it when its
 // host is gone.
-func (s *server) closeAll() { s.closeWhere(func(*instance) bool { return true }) }
+func (s *Server) CloseAll() { s.closeWhere(func(*instance) bool { return true }) }
 
-// closeEphemeral closes the driver instances opened as ephemeral; a plugin
+// CloseEphemeral closes the driver instances opened as ephemeral; a plugin
 // that leaves its resources on host exit calls it when its host is gone.
-func (s *server) closeEphemeral() { s.closeWhere(func(i *instance) bool { return i.ephemeral }) }
+func (s *Server) CloseEphemeral() { s.closeWhere(func(i *instance) bool { return i.ephemeral }) }
 
-func (s *server) closeWhere(match func(*instance) bool) {
+func (s *Server) closeWhere(match func(*instance) bool) {
 	s.mu.Lock()
 	var closing []*instance
 	for id, inst := range s.drivers {
@@ -151,7 +187,7 @@ func (s *server) closeWhere(match func(*instance) bool) {
 	}
 }
 
-func (s *server) instance(id uint64) (*instance, error) {
+func (s *Server) instance(id uint64) (*instance, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst, ok := s.drivers[id]
@@ -161,7 +197,22 @@ func (s *server) instance(id uint64) (*instance, error) {
 	return inst, nil
 }
 
-func (s *server) container(ref *driverv1.ContainerRef) (*instance, *served, error) {
+// optional is the driver of instance handle as T, one of its optional
+// interfaces.
+func optional[T any](s *Server, handle uint64) (T, *instance, error) {
+	var none T
+	inst, err := s.instance(handle)
+	if err != nil {
+		return none, nil, err
+	}
+	v, ok := inst.driver.(T)
+	if !ok {
+		return none, nil, toStatus(fmt.Errorf("driver %s does not implement %s: %w", s.name(), reflect.TypeFor[T](), errors.ErrUnsupported))
+	}
+	return v, inst, nil
+}
+
+func (s *Server) container(ref *driverv1.ContainerRef) (*instance, *served, error) {
 	inst, err := s.instance(ref.GetDriver())
 	if err != nil {
 		return nil, nil, err
@@ -173,18 +224,7 @@ func (s *server) container(ref *driverv1.ContainerRef) (*instance, *served, erro
 	return inst, c, nil
 }
 
-// safely runs fn, a panic in it made an error: the interceptors recover
-// panics in a handler's own goroutine only, and the bulk socket has none.
-func (s *server) safely(method string, fn func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = panicError(s.logger, method, p)
-		}
-	}()
-	return fn()
-}
-
 // errNoContainer is a driver that returned neither a container nor an error.
-func (s *server) errNoContainer(what string) error {
+func (s *Server) errNoContainer(what string) error {
 	return status.Errorf(codes.Internal, "driver %s returned no container and no error for %s", s.name(), what)
 }

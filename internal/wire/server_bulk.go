@@ -2,11 +2,12 @@ package wire
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
@@ -14,9 +15,9 @@ import (
 // The plugin's half of the bulk socket (its twin is client_bulk.go): it
 // accepts connections and serves what each asks for.
 
-// listenBulk opens the bulk socket in dir, which must be private to the
+// ListenBulk opens the bulk socket in dir, which must be private to the
 // host's user (go-plugin's socket directory), and serves it until l closes.
-func (s *server) listenBulk(dir string) (net.Listener, error) {
+func (s *Server) ListenBulk(dir string) (net.Listener, error) {
 	addr := filepath.Join(dir, fmt.Sprintf("bulk-%d.sock", os.Getpid()))
 	l, err := net.Listen("unix", addr)
 	if err != nil {
@@ -35,20 +36,19 @@ func (s *server) listenBulk(dir string) (net.Listener, error) {
 	return l, nil
 }
 
-func (s *server) serveBulk(conn net.Conn) {
+// serveBulk serves one connection. A driver panic on its goroutine must not
+// kill the plugin; the host sees the connection end without its end frame.
+func (s *Server) serveBulk(conn net.Conn) {
 	defer conn.Close()
-	// A driver panic on this goroutine must not kill the plugin; the host
-	// sees the connection end without its end frame.
-	defer func() {
-		if p := recover(); p != nil {
-			_ = panicError(s.logger, "bulk", p)
-		}
-	}()
 	req := &driverv1.BulkRequest{}
-	if err := readMessage(conn, req, maxBulkRequest); err != nil {
+	if err := bulk.ReadMessage(conn, req, maxBulkRequest); err != nil {
 		s.logger.Warn("bad bulk connection", "err", err)
 		return
 	}
+	_ = s.safely("bulk", func() error { s.dispatch(conn, req); return nil })
+}
+
+func (s *Server) dispatch(conn net.Conn, req *driverv1.BulkRequest) {
 	switch kind := req.GetKind().(type) {
 	case *driverv1.BulkRequest_Stdin:
 		s.serveStdin(conn, kind.Stdin)
@@ -70,28 +70,28 @@ func (s *server) serveBulk(conn net.Conn) {
 // serveLogs writes the container's output as frames (with follow: live, and
 // the exit code once it exited), then the end frame. The host cancels by
 // hanging up.
-func (s *server) serveLogs(conn net.Conn, req *driverv1.LogsRequest) {
+func (s *Server) serveLogs(conn net.Conn, req *driverv1.LogsRequest) {
 	ctx, cancel := withDeadline(context.Background(), req.GetDeadlineUnixNano())
 	defer cancel()
 	cancelOnHangUp(conn, cancel)
-	fw := newFrameWriter(conn, req.GetFollow())
+	fw := bulk.NewWriter(conn, req.GetFollow())
 	err := s.safely("Logs", func() error {
 		_, c, err := s.container(req.GetContainer())
 		if err != nil {
 			return err
 		}
-		if err := c.container.Logs(ctx, fw.stream(frameData), fw.stream(frameStderr), req.GetFollow()); err != nil {
+		if err := c.container.Logs(ctx, fw.Stream(bulk.Data), fw.Stream(bulk.Stderr), req.GetFollow()); err != nil {
 			return err
 		}
 		if !req.GetFollow() {
 			return nil
 		}
 		if code, ok := c.finalStatus(ctx); ok {
-			return fw.frame(frameExit, binary.BigEndian.AppendUint32(nil, uint32(int32(code))))
+			return fw.Exit(code)
 		}
 		return nil
 	})
-	_ = fw.end(err)
+	_ = fw.End(toStatus(err))
 }
 
 // cancelOnHangUp calls cancel when the peer closes conn (it sends nothing

@@ -14,7 +14,7 @@ import (
 // client_container.go and client_volume.go). RunContainer itself is a Run
 // stream (server_run.go).
 
-func (s *server) GetContainer(ctx context.Context, req *driverv1.GetContainerRequest) (*driverv1.RunContainerResponse, error) {
+func (s *Server) GetContainer(ctx context.Context, req *driverv1.GetContainerRequest) (*driverv1.RunContainerResponse, error) {
 	inst, err := s.instance(req.GetDriver())
 	if err != nil {
 		return nil, err
@@ -30,7 +30,7 @@ func (s *server) GetContainer(ctx context.Context, req *driverv1.GetContainerReq
 	return inst.serve(container, "", nil).response(), nil
 }
 
-func (s *server) Status(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.StatusResponse, error) {
+func (s *Server) Status(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.StatusResponse, error) {
 	_, c, err := s.container(ref)
 	if err != nil {
 		return nil, err
@@ -57,7 +57,7 @@ func (c *served) finalStatus(ctx context.Context) (int, bool) {
 // Cleanup cleans the container up and, once that succeeded, drops its
 // handle and its stdin. A failed Cleanup keeps the handle, so it can be
 // tried again.
-func (s *server) Cleanup(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.CleanupResponse, error) {
+func (s *Server) Cleanup(ctx context.Context, ref *driverv1.ContainerRef) (*driverv1.CleanupResponse, error) {
 	inst, c, err := s.container(ref)
 	if err != nil {
 		return nil, err
@@ -72,7 +72,7 @@ func (s *server) Cleanup(ctx context.Context, ref *driverv1.ContainerRef) (*driv
 	return &driverv1.CleanupResponse{}, nil
 }
 
-func (s *server) CreateVolume(ctx context.Context, req *driverv1.CreateVolumeRequest) (*driverv1.VolumeRef, error) {
+func (s *Server) CreateVolume(ctx context.Context, req *driverv1.CreateVolumeRequest) (*driverv1.VolumeRef, error) {
 	inst, err := s.instance(req.GetDriver())
 	if err != nil {
 		return nil, err
@@ -90,7 +90,7 @@ func (s *server) CreateVolume(ctx context.Context, req *driverv1.CreateVolumeReq
 
 // CleanupVolume removes the volume and, once that succeeded, drops its
 // handle.
-func (s *server) CleanupVolume(ctx context.Context, ref *driverv1.VolumeRef) (*driverv1.CleanupResponse, error) {
+func (s *Server) CleanupVolume(ctx context.Context, ref *driverv1.VolumeRef) (*driverv1.CleanupResponse, error) {
 	inst, err := s.instance(ref.GetDriver())
 	if err != nil {
 		return nil, err

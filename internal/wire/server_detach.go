@@ -3,9 +3,7 @@ package wire
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -27,8 +25,9 @@ type hostWatch struct {
 	detached bool
 }
 
-// gone reports whether the host is gone, and why.
-func (w *hostWatch) gone() (bool, string) {
+// HostGone reports whether the host is gone, and why.
+func (s *Server) HostGone() (bool, string) {
+	w := &s.watch
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -50,36 +49,9 @@ func (w *hostWatch) gone() (bool, string) {
 	}
 }
 
-// watchHost exits when the host is gone, closing every driver first unless
-// keep is set.
-func watchHost(ctx context.Context, srv *server, logger *slog.Logger, keep bool) {
-	ticker := time.NewTicker(parentPollInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			gone, why := srv.watch.gone()
-			if !gone {
-				continue
-			}
-			if keep {
-				logger.Warn(why + ": closing the ephemeral drivers, leaving the others' resources to the platform, and exiting")
-				srv.closeEphemeral()
-			} else {
-				logger.Warn(why + ": closing every driver and exiting")
-				srv.closeAll()
-			}
-			removeSocketDir()
-			os.Exit(1)
-		}
-	}
-}
-
 // Detach stops watching the host, which exits on purpose and will attach
 // again within the timeout.
-func (s *server) Detach(_ context.Context, req *driverv1.DetachRequest) (*driverv1.DetachResponse, error) {
+func (s *Server) Detach(_ context.Context, req *driverv1.DetachRequest) (*driverv1.DetachResponse, error) {
 	if req.GetTimeoutSeconds() <= 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "detach: timeout_seconds must be positive, got %d", req.GetTimeoutSeconds())
 	}
@@ -93,7 +65,7 @@ func (s *server) Detach(_ context.Context, req *driverv1.DetachRequest) (*driver
 
 // Attach makes hostPID the host to watch and lists the open drivers, for the
 // host to adopt.
-func (s *server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driverv1.AttachResponse, error) {
+func (s *Server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driverv1.AttachResponse, error) {
 	pid := int(req.GetHostPid())
 	if pid <= 0 || syscall.Kill(pid, 0) != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "attach: host PID %d is not a live process", pid)
@@ -101,7 +73,9 @@ func (s *server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driver
 	s.watch.mu.Lock()
 	s.watch.detached, s.watch.pid = false, pid
 	s.watch.mu.Unlock()
-	s.logOut.attach()
+	if s.OnAttach != nil {
+		s.OnAttach()
+	}
 	resp := &driverv1.AttachResponse{}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -113,37 +87,4 @@ func (s *server) Attach(_ context.Context, req *driverv1.AttachRequest) (*driver
 	}
 	s.logger.Info("host attached", "host_pid", pid, "drivers", len(resp.Drivers))
 	return resp, nil
-}
-
-// logOutput is where the plugin's log records go: its original stderr,
-// which the host that started it reads, until a host attaches; then
-// os.Stderr as go-plugin set it after the handshake, which go-plugin streams
-// to whichever host is connected.
-type logOutput struct {
-	mu sync.Mutex
-	w  *os.File
-}
-
-func (o *logOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.w.Write(p)
-}
-
-func (o *logOutput) attach() {
-	o.mu.Lock()
-	o.w = os.Stderr
-	o.mu.Unlock()
-}
-
-// removeSocketDir removes the private directory go-plugin gave the plugin
-// for its sockets, and the host's directory around it when that is left
-// empty: the host that would have removed them is gone.
-func removeSocketDir() {
-	dir := os.Getenv("PLUGIN_UNIX_SOCKET_DIR")
-	if dir == "" {
-		return
-	}
-	os.RemoveAll(dir)
-	os.Remove(filepath.Dir(dir))
 }

@@ -11,11 +11,12 @@ import (
 )
 
 // The handle table: the numbers the plugin gives the host for the
-// containers and volumes of each driver instance. An entry is immutable once
-// handed out (a call that holds it reads it without a lock); serving the
-// same container (by its ID) again replaces the entry. Entries are dropped when their
-// container or volume is cleaned up and with their instance, so a plugin
-// that runs for months keeps nothing per finished task.
+// containers, volumes and sandboxes of each driver instance. An entry is
+// immutable once handed out (a call that holds it reads it without a lock);
+// serving the same container (by its ID) or volume (by its name) again
+// replaces the entry under the same number. Entries are dropped when their
+// value is cleaned up and with their instance, so a plugin that runs for
+// months keeps nothing per finished task.
 
 // instance is one driver opened for a namespace, with the handles given out
 // for its containers and volumes.
@@ -28,33 +29,59 @@ type instance struct {
 	// KeepOnHostExit says.
 	ephemeral bool
 
-	mu            sync.Mutex
-	nextContainer uint64
-	nextVolume    uint64
-	containers    map[uint64]*served
-	byID          map[string]uint64
-	volumes       map[uint64]*servedVolume
-	byVolume      map[string]uint64
-	nextSandbox   uint64
-	sandboxes     map[uint64]orchestra.Sandbox
+	mu         sync.Mutex
+	containers table[*served]
+	volumes    table[*servedVolume]
+	sandboxes  table[orchestra.Sandbox]
 }
 
 func newInstance(driver orchestra.Driver, namespace string, ephemeral bool) *instance {
-	return &instance{
-		driver:     driver,
-		namespace:  namespace,
-		implements: implementsOf(driver),
-		ephemeral:  ephemeral,
-		containers: map[uint64]*served{},
-		byID:       map[string]uint64{},
-		volumes:    map[uint64]*servedVolume{},
-		byVolume:   map[string]uint64{},
-		sandboxes:  map[uint64]orchestra.Sandbox{},
+	return &instance{driver: driver, namespace: namespace, implements: implementsOf(driver), ephemeral: ephemeral}
+}
+
+// table gives out handles for one kind of value, in order; a value put
+// again under the same key keeps its handle. The instance's lock guards it.
+type table[T comparable] struct {
+	next  uint64
+	byNum map[uint64]T
+	byKey map[string]uint64
+}
+
+// get is the entry for handle n.
+func (t *table[T]) get(n uint64) (T, bool) {
+	v, ok := t.byNum[n]
+	return v, ok
+}
+
+// put stores v under key's handle, or a new one for a new or empty key.
+func (t *table[T]) put(key string, v T) uint64 {
+	if t.byNum == nil {
+		t.byNum, t.byKey = map[uint64]T{}, map[string]uint64{}
+	}
+	n, seen := t.byKey[key]
+	if !seen || key == "" {
+		t.next++
+		n = t.next
+	}
+	if key != "" {
+		t.byKey[key] = n
+	}
+	t.byNum[n] = v
+	return n
+}
+
+// drop forgets v, the entry of handle n and key, unless another entry took
+// its place.
+func (t *table[T]) drop(n uint64, key string, v T) {
+	if t.byNum[n] == v {
+		delete(t.byNum, n)
+		if t.byKey[key] == n {
+			delete(t.byKey, key)
+		}
 	}
 }
 
-// served is a container handed to the host, with the stdin feeding it. It
-// is never changed once in the table.
+// served is a container handed to the host, with the stdin feeding it.
 type served struct {
 	handle    uint64
 	id        string // Container.ID
@@ -63,8 +90,7 @@ type served struct {
 	stdin     *stdinPipe // nil without stdin
 }
 
-// servedVolume is a volume handed to the host; never changed once in the
-// table.
+// servedVolume is a volume handed to the host.
 type servedVolume struct {
 	id     uint64
 	volume orchestra.Volume
@@ -79,24 +105,17 @@ func (inst *instance) serve(container orchestra.Container, taskID string, pipe *
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	c := &served{id: container.ID(), taskID: taskID, container: container, stdin: pipe}
-	if handle, seen := inst.byID[c.id]; seen && c.id != "" {
-		old := inst.containers[handle]
+	if n, seen := inst.containers.byKey[c.id]; seen && c.id != "" {
+		old := inst.containers.byNum[n]
 		if pipe != nil && pipe != old.stdin {
 			pipe.close(fmt.Errorf("task %q already ran: stdin not read", taskID))
 		}
-		c.handle, c.stdin = handle, old.stdin
+		c.stdin = old.stdin
 		if c.taskID == "" {
 			c.taskID = old.taskID
 		}
-		inst.containers[handle] = c
-		return c
 	}
-	inst.nextContainer++
-	c.handle = inst.nextContainer
-	inst.containers[c.handle] = c
-	if c.id != "" {
-		inst.byID[c.id] = c.handle
-	}
+	c.handle = inst.containers.put(c.id, c)
 	return c
 }
 
@@ -113,45 +132,33 @@ func (c *served) response() *driverv1.RunContainerResponse {
 func (inst *instance) lookup(ref *driverv1.ContainerRef) (*served, error) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	c, ok := inst.containers[ref.GetContainer()]
+	c, ok := inst.containers.get(ref.GetContainer())
 	if !ok {
 		return nil, fmt.Errorf("container handle %d (task %q): %w", ref.GetContainer(), ref.GetTaskId(), orchestra.ErrContainerNotFound)
 	}
 	return c, nil
 }
 
-// drop forgets c, once cleaned up. A newer entry for the same handle (the
-// container served again meanwhile) stays.
+// drop forgets c, once cleaned up.
 func (inst *instance) drop(c *served) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	if inst.containers[c.handle] == c {
-		delete(inst.containers, c.handle)
-		if inst.byID[c.id] == c.handle {
-			delete(inst.byID, c.id)
-		}
-	}
+	inst.containers.drop(c.handle, c.id, c)
 }
 
 // addVolume gives vol a handle; the same name keeps its handle.
 func (inst *instance) addVolume(vol orchestra.Volume) *servedVolume {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	id, ok := inst.byVolume[vol.Name()]
-	if !ok {
-		inst.nextVolume++
-		id = inst.nextVolume
-		inst.byVolume[vol.Name()] = id
-	}
-	v := &servedVolume{id: id, volume: vol}
-	inst.volumes[id] = v
+	v := &servedVolume{volume: vol}
+	v.id = inst.volumes.put(vol.Name(), v)
 	return v
 }
 
 func (inst *instance) lookupVolume(ref *driverv1.VolumeRef) (*servedVolume, error) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	v, ok := inst.volumes[ref.GetVolume()]
+	v, ok := inst.volumes.get(ref.GetVolume())
 	if !ok {
 		return nil, fmt.Errorf("volume handle %d (%q): %w", ref.GetVolume(), ref.GetName(), orchestra.ErrVolumeNotFound)
 	}
@@ -162,42 +169,36 @@ func (inst *instance) lookupVolume(ref *driverv1.VolumeRef) (*servedVolume, erro
 func (inst *instance) dropVolume(v *servedVolume) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	if inst.volumes[v.id] == v {
-		delete(inst.volumes, v.id)
-		delete(inst.byVolume, v.volume.Name())
-	}
+	inst.volumes.drop(v.id, v.volume.Name(), v)
 }
 
 // addSandbox gives sb a handle.
 func (inst *instance) addSandbox(sb orchestra.Sandbox) uint64 {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	inst.nextSandbox++
-	inst.sandboxes[inst.nextSandbox] = sb
-	return inst.nextSandbox
+	return inst.sandboxes.put("", sb)
 }
 
 func (inst *instance) sandbox(id uint64) (orchestra.Sandbox, bool) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	sb, ok := inst.sandboxes[id]
-	return sb, ok
+	return inst.sandboxes.get(id)
 }
 
 func (inst *instance) dropSandbox(id uint64) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	delete(inst.sandboxes, id)
+	delete(inst.sandboxes.byNum, id)
 }
 
 // close closes every stdin still open, cleans up every sandbox the host did
 // not, closes the driver, and empties the table.
 func (inst *instance) close() error {
 	inst.mu.Lock()
-	containers, sandboxes := inst.containers, inst.sandboxes
-	inst.containers, inst.byID = map[uint64]*served{}, map[string]uint64{}
-	inst.volumes, inst.byVolume = map[uint64]*servedVolume{}, map[string]uint64{}
-	inst.sandboxes = map[uint64]orchestra.Sandbox{}
+	containers, sandboxes := inst.containers.byNum, inst.sandboxes.byNum
+	inst.containers.byNum, inst.containers.byKey = nil, nil
+	inst.volumes.byNum, inst.volumes.byKey = nil, nil
+	inst.sandboxes.byNum = nil
 	inst.mu.Unlock()
 	for _, c := range containers {
 		if c.stdin != nil {
@@ -213,11 +214,4 @@ func (inst *instance) close() error {
 		cancel()
 	}
 	return errors.Join(append(errs, inst.driver.Close())...)
-}
-
-// size is the number of entries, for tests.
-func (inst *instance) size() (containers, tasks, volumes int) {
-	inst.mu.Lock()
-	defer inst.mu.Unlock()
-	return len(inst.containers), len(inst.byID), len(inst.volumes) + len(inst.byVolume)
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/bulk"
+
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
@@ -15,7 +17,7 @@ import (
 // the host closes the connection (its caller's context ended, or the
 // container was cleaned up) and that carries the caller's deadline, so
 // neither ends when RunContainer returns.
-func (s *server) serveRun(conn net.Conn, start *driverv1.RunContainerRequest) {
+func (s *Server) serveRun(conn net.Conn, start *driverv1.RunContainerRequest) {
 	// The deadline comes in the request: the host leaves it to the timer
 	// here, so that the driver sees context.DeadlineExceeded as in process.
 	ctx, cancel := withDeadline(context.Background(), start.GetDeadlineUnixNano())
@@ -33,9 +35,9 @@ func (s *server) serveRun(conn net.Conn, start *driverv1.RunContainerRequest) {
 	})
 	ev := &driverv1.RunEvent{Kind: &driverv1.RunEvent_Started{Started: resp}}
 	if err != nil {
-		ev.Kind = &driverv1.RunEvent_Failed{Failed: &driverv1.Outcome{Status: statusBytes(err)}}
+		ev.Kind = &driverv1.RunEvent_Failed{Failed: &driverv1.Outcome{Status: bulk.StatusBytes(toStatus(err))}}
 	}
-	if werr := writeMessage(conn, ev); werr != nil || err != nil {
+	if werr := bulk.WriteMessage(conn, ev); werr != nil || err != nil {
 		return
 	}
 	<-hungUp
@@ -43,7 +45,7 @@ func (s *server) serveRun(conn net.Conn, start *driverv1.RunContainerRequest) {
 
 // runContainer starts the task of req under ctx, with its stdin when the
 // host sends one.
-func (s *server) runContainer(ctx context.Context, req *driverv1.RunContainerRequest) (*driverv1.RunContainerResponse, error) {
+func (s *Server) runContainer(ctx context.Context, req *driverv1.RunContainerRequest) (*driverv1.RunContainerResponse, error) {
 	inst, err := s.instance(req.GetDriver())
 	if err != nil {
 		return nil, err

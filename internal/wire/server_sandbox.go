@@ -2,12 +2,12 @@ package wire
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"time"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
@@ -21,14 +21,10 @@ import (
 // still has.
 const sandboxCleanupTimeout = time.Minute
 
-func (s *server) StartSandbox(ctx context.Context, req *driverv1.StartSandboxRequest) (*driverv1.SandboxRef, error) {
-	inst, err := s.instance(req.GetDriver())
+func (s *Server) StartSandbox(ctx context.Context, req *driverv1.StartSandboxRequest) (*driverv1.SandboxRef, error) {
+	sd, inst, err := optional[orchestra.SandboxDriver](s, req.GetDriver())
 	if err != nil {
 		return nil, err
-	}
-	sd, ok := inst.driver.(orchestra.SandboxDriver)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("driver %s does not implement orchestra.SandboxDriver: %w", s.name(), errors.ErrUnsupported))
 	}
 	task := taskFromProto(req.GetTask())
 	sb, err := sd.StartSandbox(ctx, task)
@@ -41,7 +37,7 @@ func (s *server) StartSandbox(ctx context.Context, req *driverv1.StartSandboxReq
 	return &driverv1.SandboxRef{Driver: req.GetDriver(), Sandbox: inst.addSandbox(sb), Id: sb.ID()}, nil
 }
 
-func (s *server) CleanupSandbox(ctx context.Context, ref *driverv1.SandboxRef) (*driverv1.CleanupResponse, error) {
+func (s *Server) CleanupSandbox(ctx context.Context, ref *driverv1.SandboxRef) (*driverv1.CleanupResponse, error) {
 	inst, err := s.instance(ref.GetDriver())
 	if err != nil {
 		return nil, err
@@ -60,17 +56,17 @@ func (s *server) CleanupSandbox(ctx context.Context, ref *driverv1.SandboxRef) (
 // serveExec runs one command in a sandbox: its stdin from the host's data
 // frames, its output back as frames, then its exit code and the end. The
 // host hanging up cancels the command.
-func (s *server) serveExec(conn net.Conn, req *driverv1.ExecRequest) {
+func (s *Server) serveExec(conn net.Conn, req *driverv1.ExecRequest) {
 	ctx, cancel := withDeadline(context.Background(), req.GetDeadlineUnixNano())
 	defer cancel()
-	fw := newFrameWriter(conn, true)
+	fw := bulk.NewWriter(conn, true)
 	var stdin io.Reader
 	if req.GetStdin() {
 		pr, pw := io.Pipe()
 		defer pr.Close()
 		stdin = pr
 		go func() {
-			in := newFrameReader(conn)
+			in := bulk.NewReader(conn)
 			_, err := io.Copy(pw, in)
 			pw.CloseWithError(err)
 			if err == nil {
@@ -87,12 +83,12 @@ func (s *server) serveExec(conn net.Conn, req *driverv1.ExecRequest) {
 		if err != nil {
 			return err
 		}
-		return fw.frame(frameExit, binary.BigEndian.AppendUint32(nil, uint32(int32(code))))
+		return fw.Exit(code)
 	})
-	_ = fw.end(err)
+	_ = fw.End(toStatus(err))
 }
 
-func (s *server) exec(ctx context.Context, req *driverv1.ExecRequest, stdin io.Reader, fw *frameWriter) (int, error) {
+func (s *Server) exec(ctx context.Context, req *driverv1.ExecRequest, stdin io.Reader, fw *bulk.Writer) (int, error) {
 	inst, err := s.instance(req.GetSandbox().GetDriver())
 	if err != nil {
 		return 0, err
@@ -105,7 +101,7 @@ func (s *server) exec(ctx context.Context, req *driverv1.ExecRequest, stdin io.R
 	if env == nil {
 		env = map[string]string{}
 	}
-	st, err := sb.Exec(ctx, req.GetCommand(), env, req.GetWorkDir(), stdin, fw.stream(frameData), fw.stream(frameStderr))
+	st, err := sb.Exec(ctx, req.GetCommand(), env, req.GetWorkDir(), stdin, fw.Stream(bulk.Data), fw.Stream(bulk.Stderr))
 	if err != nil {
 		return 0, err
 	}

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 )
 
 // The stdin registry: a task's stdin arrives on its own bulk connection,
-// named by a token the host put in RunContainer. The
-// stream and RunContainer may come in either order; whichever comes first
-// creates the pipe between them. An entry lives until its stream ends, or
+// named by a token the host put in RunContainer. The stream and
+// RunContainer may come in either order; whichever comes first creates the
+// pipe between them. An entry lives until its stream ends, or
 // its task is refused, cleaned up or closed with its driver; one that a
 // stream created and no RunContainer claims is closed after claimTimeout.
 // A task closed before its stream arrived leaves its closed pipe for
@@ -68,7 +70,7 @@ func newStdinRegistry() *stdinRegistry {
 	return &stdinRegistry{pipes: map[string]*stdinPipe{}, timeout: claimTimeout}
 }
 
-// get returns the pipe for token, creating it; the caller holds r.mu.
+// getLocked returns the pipe for token, creating it; the caller holds r.mu.
 func (r *stdinRegistry) getLocked(token string) (*stdinPipe, bool) {
 	p, ok := r.pipes[token]
 	if !ok {
@@ -84,10 +86,7 @@ func (r *stdinRegistry) claim(token string) *stdinPipe {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, _ := r.getLocked(token)
-	if p.unclaimed != nil {
-		p.unclaimed.Stop()
-		p.unclaimed = nil
-	}
+	p.stopTimer()
 	return p
 }
 
@@ -116,57 +115,43 @@ func (r *stdinRegistry) dropLocked(p *stdinPipe) {
 	if r.pipes[p.token] == p {
 		delete(r.pipes, p.token)
 	}
+	p.stopTimer()
+}
+
+// stopTimer stops the unclaimed timer; the caller holds the registry's lock.
+func (p *stdinPipe) stopTimer() {
 	if p.unclaimed != nil {
 		p.unclaimed.Stop()
 		p.unclaimed = nil
 	}
 }
 
-// len is the number of entries, for tests.
-func (r *stdinRegistry) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.pipes)
-}
-
-// errStdinGone is what a stdin stream gets once the task stopped reading.
+// errStdinGone is what a stdin stream gets once the task stopped reading
+// (it exited or was cleaned up): the rest has nowhere to go.
 var errStdinGone = errors.New("the task no longer reads stdin")
-
-// feed writes data to the task's stdin. An error means the reader is gone
-// (the task exited or was cleaned up): the rest has nowhere to go.
-func (p *stdinPipe) feed(data []byte) error {
-	if _, err := p.w.Write(data); err != nil {
-		return errStdinGone
-	}
-	return nil
-}
-
-// end ends the task's stdin: cleanly for nil, else with err.
-func (p *stdinPipe) end(err error) {
-	if err == nil {
-		p.w.Close()
-		return
-	}
-	p.w.CloseWithError(err)
-}
 
 // serveStdin feeds the frames of a stdin connection to the task's pipe and
 // ends its input the way the host's reader ended: cleanly at a clean end
 // frame, else with the error the end frame or the transport gave.
-func (s *server) serveStdin(conn net.Conn, token string) {
+func (s *Server) serveStdin(conn net.Conn, token string) {
 	if token == "" {
 		return
 	}
 	pipe := s.stdins.attach(token)
 	defer s.stdins.drop(pipe)
-	outcome, err := readFrames(conn, func(_ byte, data []byte) error { return pipe.feed(data) })
+	outcome, err := bulk.ReadFrames(conn, func(_ byte, data []byte) error {
+		if _, err := pipe.w.Write(data); err != nil {
+			return errStdinGone
+		}
+		return nil
+	})
 	switch {
 	case errors.Is(err, errStdinGone):
 	case err != nil:
-		pipe.end(fmt.Errorf("stdin from host: %w", err))
+		pipe.w.CloseWithError(fmt.Errorf("stdin from host: %w", err))
 	case outcome != nil:
-		pipe.end(fmt.Errorf("stdin from host: %s", status.Convert(outcome).Message()))
+		pipe.w.CloseWithError(fmt.Errorf("stdin from host: %s", status.Convert(outcome).Message()))
 	default:
-		pipe.end(nil)
+		pipe.w.Close()
 	}
 }

@@ -2,10 +2,11 @@ package wire
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
+
+	"github.com/jtarchie/pocketci/internal/bulk"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,55 +18,42 @@ import (
 // The plugin's half of volume data (its twin is client_volume.go): tar
 // archives in and out of a volume, as data frames on a bulk connection.
 
-// volumeData is the instance's driver as a VolumeDataAccessor.
-func (s *server) volumeData(driver uint64) (orchestra.VolumeDataAccessor, error) {
-	inst, err := s.instance(driver)
-	if err != nil {
-		return nil, err
-	}
-	vd, ok := inst.driver.(orchestra.VolumeDataAccessor)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("driver %s does not implement orchestra.VolumeDataAccessor: %w", s.name(), errors.ErrUnsupported))
-	}
-	return vd, nil
-}
-
 // serveVolumeIn extracts the archive the host sends into the volume and
 // answers with an end frame. An archive whose stream failed fails the call,
 // whatever the driver made of the bytes it got.
-func (s *server) serveVolumeIn(conn net.Conn, req *driverv1.VolumeDataRequest) {
-	fw := newFrameWriter(conn, false)
-	vd, err := s.volumeData(req.GetDriver())
+func (s *Server) serveVolumeIn(conn net.Conn, req *driverv1.VolumeDataRequest) {
+	fw := bulk.NewWriter(conn, false)
+	vd, _, err := optional[orchestra.VolumeDataAccessor](s, req.GetDriver())
 	if err != nil {
-		_ = fw.end(err)
+		_ = fw.End(toStatus(err))
 		return
 	}
-	in := newFrameReader(conn)
+	in := bulk.NewReader(conn)
 	err = s.safely("CopyToVolume", func() error {
 		return vd.CopyToVolume(context.Background(), req.GetVolume(), in)
 	})
-	if err == nil && in.err != io.EOF {
-		// The driver returned before the archive's end: read on, so that a
-		// failed stream is reported as such.
+	if err == nil {
+		// The driver may return before the archive's end: read on, so that
+		// a failed stream is reported as such.
 		if _, cerr := io.Copy(io.Discard, in); cerr != nil {
 			err = status.Errorf(codes.Aborted, "volume %q: the archive from the host: %v", req.GetVolume(), cerr)
 		}
 	}
-	_ = fw.end(err)
+	_ = fw.End(toStatus(err))
 }
 
 // serveVolumeOut sends the archive of the volume, or of paths in it, as
 // data frames and an end frame.
-func (s *server) serveVolumeOut(conn net.Conn, req *driverv1.VolumeDataRequest) {
+func (s *Server) serveVolumeOut(conn net.Conn, req *driverv1.VolumeDataRequest) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cancelOnHangUp(conn, cancel)
-	fw := newFrameWriter(conn, false)
-	vd, err := s.volumeData(req.GetDriver())
+	fw := bulk.NewWriter(conn, false)
+	vd, _, err := optional[orchestra.VolumeDataAccessor](s, req.GetDriver())
 	if err == nil {
-		err = s.safely("CopyFromVolume", func() error { return copyVolumeOut(ctx, vd, req, fw.stream(frameData)) })
+		err = s.safely("CopyFromVolume", func() error { return copyVolumeOut(ctx, vd, req, fw.Stream(bulk.Data)) })
 	}
-	_ = fw.end(err)
+	_ = fw.End(toStatus(err))
 }
 
 func copyVolumeOut(ctx context.Context, vd orchestra.VolumeDataAccessor, req *driverv1.VolumeDataRequest, w io.Writer) error {

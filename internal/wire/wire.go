@@ -1,10 +1,11 @@
 // Package wire is the orchestra driver protocol's implementation, shared by
-// the host (package host) and the plugin SDK (package pluginsdk): the
-// go-plugin handshake and plugin set, the error mapping, the codecs, the bulk
-// socket's framing, and its two halves in mirrored files named for their
-// side: client_*.go (the host's half) and server_*.go (the plugin's half).
+// the host (package host) and the plugin SDK (through internal/pluginproc):
+// the go-plugin handshake and plugin sets, the error mapping, and its two
+// halves in mirrored files named for their side: client_*.go (the host's
+// half, Client) and server_*.go (the plugin's half, Server).
 //
-// The wire format itself is the public package proto/driverv1.
+// The wire format itself is the public package proto/driverv1; the bulk
+// socket's framing is internal/bulk.
 package wire
 
 import (
@@ -30,9 +31,6 @@ const (
 	ProtocolVersion = "1.4"
 	// PluginKey is the name the driver service is dispensed under.
 	PluginKey = "driver"
-
-	// chunkSize bounds every frame on the bulk socket.
-	chunkSize = 1 << 20
 )
 
 // HandshakeConfig is the go-plugin handshake shared by host and plugins. The
@@ -90,8 +88,10 @@ func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 }
 
 // ClientPlugins is the plugin set a host passes to go-plugin's ClientConfig.
-func ClientPlugins() map[int]plugin.PluginSet {
-	return map[int]plugin.PluginSet{
-		ProtocolMajor: {PluginKey: &grpcPlugin{}},
-	}
+func ClientPlugins() map[int]plugin.PluginSet { return ServerPlugins(nil) }
+
+// ServerPlugins is the plugin set that serves service, for go-plugin's
+// ServeConfig.
+func ServerPlugins(service driverv1.DriverServer) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: service}}}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtarchie/pocketci/internal/bulk"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/orchestra/conformance/testkit"
 )
@@ -27,7 +28,7 @@ func connect(t testing.TB) *Client {
 }
 
 // connectServer is connect, also returning the plugin's side.
-func connectServer(t testing.TB) (*Client, *server) {
+func connectServer(t testing.TB) (*Client, *Server) {
 	t.Helper()
 	c, srv, stop, err := harness(fakeProvider, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -119,8 +120,8 @@ func TestLogsLargeOutputInChunks(t *testing.T) {
 		if out.n != size || hex.EncodeToString(out.h.Sum(nil)) != hex.EncodeToString(wantSum[:]) {
 			t.Fatalf("follow=%v: stdout %d bytes, sha mismatch or size (want %d)", follow, out.n, size)
 		}
-		if out.max > chunkSize {
-			t.Fatalf("follow=%v: a chunk of %d bytes exceeds the %d chunk size", follow, out.max, chunkSize)
+		if out.max > bulk.MaxFrame {
+			t.Fatalf("follow=%v: a chunk of %d bytes exceeds the %d chunk size", follow, out.max, bulk.MaxFrame)
 		}
 		if errOut.String() != "done\n" {
 			t.Fatalf("stderr = %q", errOut.String())
@@ -372,17 +373,6 @@ func TestConfigReachesTheDriverAndStaysSecret(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestLogHandlerSpeaksHclogJSON(t *testing.T) {
-	var buf bytes.Buffer
-	slog.New(NewLogHandler(&buf, slog.LevelDebug)).Warn("disk low", "free", 3, "path", "/x")
-	line := buf.String()
-	for _, want := range []string{`"@level":"warn"`, `"@message":"disk low"`, `"@timestamp":"`, `"free":3`, `"path":"/x"`} {
-		if !strings.Contains(line, want) {
-			t.Errorf("log line %s lacks %s", line, want)
-		}
 	}
 }
 

@@ -78,10 +78,14 @@ func (a *openArchive) WriteTo(w io.Writer) (int64, error) {
 		return a.buf.WriteTo(w)
 	}
 	defer a.sel.close()
-	cw := &countingWriter{w: w}
-	err := a.sel.write(a.ctx, cw)
+	var n int64
+	err := a.sel.write(a.ctx, writerFunc(func(p []byte) (int, error) {
+		k, err := w.Write(p)
+		n += int64(k)
+		return k, err
+	}))
 	a.err = io.ErrClosedPipe // consumed: a later Read finds nothing
-	return cw.n, err
+	return n, err
 }
 
 // Close stops the archive: its writer's next write fails and it returns.
@@ -99,17 +103,10 @@ func (a *openArchive) errOr(def error) error {
 	return def
 }
 
-// countingWriter counts what it writes to w.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
+// writerFunc is a function as an io.Writer.
+type writerFunc func(p []byte) (int, error)
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // ReadFiles is Open of the given paths in root, for ReadFilesFromVolume: no
 // paths is an archive without entries (its end marker), as pocketci's native

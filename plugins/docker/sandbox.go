@@ -114,11 +114,7 @@ func (d *Driver) StartSandbox(ctx context.Context, task orchestra.Task) (orchest
 // validateSandboxTask checks task as RunContainer does, without its
 // Command (a sandbox runs none); Stdin is refused.
 func validateSandboxTask(task orchestra.Task) error {
-	check := task
-	if len(check.Command) == 0 {
-		check.Command = []string{"sandbox"}
-	}
-	if err := orchestra.ValidateTask(check); err != nil {
+	if err := orchestra.ValidateSandboxTask(task); err != nil {
 		return err
 	}
 	if task.Image == "" {

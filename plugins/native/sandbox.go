@@ -99,11 +99,7 @@ func (d *Driver) StartSandbox(ctx context.Context, task orchestra.Task) (orchest
 // Command (a sandbox runs none). Stdin is refused: a sandbox's input is
 // given per Exec.
 func validateSandboxTask(task orchestra.Task) error {
-	check := task
-	if len(check.Command) == 0 {
-		check.Command = []string{"sandbox"}
-	}
-	if err := orchestra.ValidateTask(check); err != nil {
+	if err := orchestra.ValidateSandboxTask(task); err != nil {
 		return err
 	}
 	if task.Stdin != nil {

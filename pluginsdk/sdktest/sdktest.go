@@ -18,7 +18,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/jtarchie/pocketci/internal/wire"
+	"github.com/jtarchie/pocketci/internal/pluginproc"
 	"github.com/jtarchie/pocketci/orchestra"
 )
 
@@ -30,7 +30,7 @@ import (
 func Provider(t testing.TB, p orchestra.DriverProvider) orchestra.DriverProvider {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(&testWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	client, stop, err := wire.Harness(p, logger)
+	client, stop, err := pluginproc.Harness(p, logger)
 	if err != nil {
 		t.Fatalf("sdktest: serve %s: %v", p.Name(), err)
 	}

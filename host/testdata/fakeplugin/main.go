@@ -37,6 +37,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/jtarchie/pocketci/internal/pluginproc"
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
@@ -52,35 +53,35 @@ func main() {
 		fmt.Println(s)
 		fmt.Println(s)
 	}
-	serve := func(wrap func(orchestra.Driver) orchestra.Driver, opts wire.ServeOptions) {
-		wire.Serve(wrapped{native.Provider(), name, wrap}, opts)
+	serve := func(wrap func(orchestra.Driver) orchestra.Driver, opts pluginproc.ServeOptions) {
+		pluginproc.Serve(wrapped{native.Provider(), name, wrap}, opts)
 	}
-	info := func(version string, caps ...string) wire.ServeOptions {
-		return wire.ServeOptions{Wrap: func(s driverv1.DriverServer) driverv1.DriverServer { return infoAs{s, version, caps} }}
+	info := func(version string, caps ...string) pluginproc.ServeOptions {
+		return pluginproc.ServeOptions{Wrap: func(s driverv1.DriverServer) driverv1.DriverServer { return infoAs{s, version, caps} }}
 	}
 	switch os.Getenv("FAKEPLUGIN_MODE") {
 	case "exit":
-		serve(func(d orchestra.Driver) orchestra.Driver { return &exiting{d} }, wire.ServeOptions{})
+		serve(func(d orchestra.Driver) orchestra.Driver { return &exiting{d} }, pluginproc.ServeOptions{})
 	case "nohandshake":
 		holdPipes()
 		select {}
 	case "flood":
 		flood(os.Getenv("FAKEPLUGIN_FLOOD"))
-		serve(nil, wire.ServeOptions{})
+		serve(nil, pluginproc.ServeOptions{})
 	case "escapes":
-		serve(nil, wire.ServeOptions{Wrap: func(s driverv1.DriverServer) driverv1.DriverServer { return escapes{s} }})
+		serve(nil, pluginproc.ServeOptions{Wrap: func(s driverv1.DriverServer) driverv1.DriverServer { return escapes{s} }})
 	case "deaf":
 		signal.Ignore(syscall.SIGHUP)
-		serve(nil, wire.ServeOptions{Deaf: true})
+		serve(nil, pluginproc.ServeOptions{Deaf: true})
 	case "misnamed":
-		serve(func(d orchestra.Driver) orchestra.Driver { return misnamed{d} }, wire.ServeOptions{})
+		serve(func(d orchestra.Driver) orchestra.Driver { return misnamed{d} }, pluginproc.ServeOptions{})
 	case "hang":
-		serve(func(d orchestra.Driver) orchestra.Driver { return &hanging{d} }, wire.ServeOptions{})
+		serve(func(d orchestra.Driver) orchestra.Driver { return &hanging{d} }, pluginproc.ServeOptions{})
 	case "print":
 		serve(func(d orchestra.Driver) orchestra.Driver {
 			fmt.Println("driver says hello on stdout")
 			return d
-		}, wire.ServeOptions{})
+		}, pluginproc.ServeOptions{})
 	case "oversize":
 		serveRaw(wire.ProtocolMajor, &oversize{})
 	case "protocol2":
@@ -94,7 +95,7 @@ func main() {
 	case "badcaps":
 		serve(nil, info(wire.ProtocolVersion, wire.CapabilityBulk, wire.CapabilityRun, wire.CapabilityConfig, wire.CapabilityRun, "teleport"))
 	default:
-		serve(nil, wire.ServeOptions{})
+		serve(nil, pluginproc.ServeOptions{})
 	}
 }
 

@@ -7,16 +7,17 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the codec statusCodec wraps
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
+	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
 
-// Every reply from a plugin is checked before the host uses it: a plugin is
-// someone else's binary, and a malformed reply must be an error naming the
-// plugin and the call, never a panic or a wrong answer.
+// The host's checks on what crosses: every reply from a plugin before the
+// host uses it (a plugin is someone else's binary, and a malformed reply must
+// be an error naming the plugin and the call, never a panic or a wrong
+// answer), and the size of a task before it is sent.
 
 // invalidReply is the error for a reply that breaks the protocol.
 func (c *Client) invalidReply(op, format string, args ...any) error {
@@ -120,3 +121,44 @@ func (c statusCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	return c.CodecV2.Unmarshal(data, v)
 }
+
+// Message limits. A plugin accepts a task of up to maxTask on its bulk
+// socket. A task over the limit is refused before it is sent, with
+// orchestra.ErrInvalidTask naming its largest field and the limit, instead
+// of a transport error, which names nothing.
+const (
+	maxTask      = 64 << 20
+	maxTaskSlack = 1 << 20
+	// maxBulkRequest bounds the request that opens a bulk connection, and
+	// each message of a Run stream: it may carry a task.
+	maxBulkRequest = maxTask + maxTaskSlack
+)
+
+// checkTaskSize refuses a request over the plugin's limit.
+func (c *Client) checkTaskSize(req *driverv1.RunContainerRequest) error {
+	size := proto.Size(req)
+	if size <= maxTask {
+		return nil
+	}
+	t := req.GetTask()
+	fields := map[string]int{"Command": 0, "Env": 0, "Mounts": 0, "ID": len(t.GetId()), "Image": len(t.GetImage()), "User": len(t.GetUser()), "WorkDir": len(t.GetWorkDir())}
+	for _, a := range t.GetCommand() {
+		fields["Command"] += len(a)
+	}
+	for k, v := range t.GetEnv() {
+		fields["Env"] += len(k) + len(v)
+	}
+	for _, m := range t.GetMounts() {
+		fields["Mounts"] += len(m.GetName()) + len(m.GetPath())
+	}
+	largest := "Command"
+	for name, n := range fields {
+		if n > fields[largest] {
+			largest = name
+		}
+	}
+	return fmt.Errorf("plugin %s: RunContainer: task %q is %s, over the %s a task may take through this plugin; its largest field is %s (%s): %w",
+		c.name, t.GetId(), mib(size), mib(maxTask), largest, mib(fields[largest]), orchestra.ErrInvalidTask)
+}
+
+func mib(n int) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

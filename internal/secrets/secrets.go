@@ -1,21 +1,23 @@
-package wire
+// Package secrets keeps the strings of a driver config (tokens, kubeconfig
+// contents) out of text: the wire client keeps them out of the errors a
+// plugin returns, and the host out of a plugin's log records and stderr
+// lines, whatever the plugin put there. Neither ever prints a config.
+package secrets
 
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 )
-
-// A driver config may carry secrets (tokens, kubeconfig contents). The host
-// never logs it, and keeps its strings out of every error that comes back
-// from the plugin with it, whatever the plugin put in the message.
 
 // minSecret is the shortest config string kept out of errors: shorter ones
 // ("true", "json", a port) would mangle messages without hiding anything.
 const minSecret = 6
 
-// secretsOf returns the string values in a JSON config, longest first.
-func secretsOf(config json.RawMessage) []string {
+// Of returns the string values in a JSON config, longest first (so
+// that a secret inside another is not left in part).
+func Of(config json.RawMessage) []string {
 	var v any
 	if len(config) == 0 || json.Unmarshal(config, &v) != nil {
 		return nil
@@ -39,12 +41,8 @@ func secretsOf(config json.RawMessage) []string {
 		}
 	}
 	walk(v)
+	slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
-}
-
-// redact keeps the strings of config out of err's message.
-func redact(err error, config json.RawMessage) error {
-	return redactStrings(err, secretsOf(config))
 }
 
 // Redact replaces every secret in s with "[redacted]".
@@ -55,12 +53,9 @@ func Redact(s string, secrets []string) string {
 	return s
 }
 
-// SecretsOf is secretsOf, for the host's log filter.
-func SecretsOf(config json.RawMessage) []string { return secretsOf(config) }
-
-// redactStrings keeps secrets out of err's message; the error still
-// unwraps to what err did.
-func redactStrings(err error, secrets []string) error {
+// Err keeps secrets out of err's message; the error still unwraps to what
+// err did.
+func Err(err error, secrets []string) error {
 	if err == nil || len(secrets) == 0 {
 		return err
 	}

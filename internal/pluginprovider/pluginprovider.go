@@ -1,4 +1,8 @@
-package wire
+// Package pluginprovider is a plugin's driver as an
+// orchestra.DriverProvider, for the host and pluginsdk/sdktest: the config
+// it keeps without printing it (RawConfig), and a provider whose calls go to
+// the plugin through the functions it is given.
+package pluginprovider
 
 import (
 	"context"
@@ -45,17 +49,15 @@ func (c RawConfig) MarshalJSON() ([]byte, error) {
 // own, or a typed config (the same driver's, compiled in) marshalled; nil
 // for none.
 func ConfigJSON(name string, cfg orchestra.DriverConfig) (json.RawMessage, error) {
-	switch c := cfg.(type) {
-	case nil:
+	if cfg == nil {
 		return nil, nil
-	case RawConfig:
-		if c.Driver != "" && c.Driver != name {
-			return nil, fmt.Errorf("%w: a config for driver %q given to driver %q", orchestra.ErrInvalidConfig, c.Driver, name)
-		}
-		return c.JSON, nil
 	}
-	if cfg.DriverName() != name {
-		return nil, fmt.Errorf("%w: a config for driver %q given to driver %q", orchestra.ErrInvalidConfig, cfg.DriverName(), name)
+	raw, isRaw := cfg.(RawConfig)
+	if d := cfg.DriverName(); d != name && (d != "" || !isRaw) {
+		return nil, fmt.Errorf("%w: a config for driver %q given to driver %q", orchestra.ErrInvalidConfig, d, name)
+	}
+	if isRaw {
+		return raw.JSON, nil
 	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -64,19 +66,11 @@ func ConfigJSON(name string, cfg orchestra.DriverConfig) (json.RawMessage, error
 	return b, nil
 }
 
-// Provider is the plugin's driver provider as the client reaches it: every
-// driver it builds is a new instance in the plugin.
-func (c *Client) Provider() orchestra.DriverProvider {
-	return NewProvider(c.name, c.CheckConfig, func(ctx context.Context, namespace string, config json.RawMessage) (orchestra.Driver, error) {
-		return c.Open(ctx, namespace, OpenOptions{Config: config})
-	})
-}
-
-// NewProvider is the DriverProvider of a plugin called name: UnmarshalConfig
+// New is the DriverProvider of a plugin called name: UnmarshalConfig
 // has check decode and validate the config in the plugin and keeps it as a
 // RawConfig; NewDriver sends open the JSON of a RawConfig, or of the typed
 // config of the same driver compiled in.
-func NewProvider(name string, check func(context.Context, json.RawMessage) error,
+func New(name string, check func(context.Context, json.RawMessage) error,
 	open func(ctx context.Context, namespace string, config json.RawMessage) (orchestra.Driver, error)) orchestra.DriverProvider {
 	return &pluginProvider{name: name, check: check, open: open}
 }

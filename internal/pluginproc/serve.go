@@ -1,4 +1,8 @@
-package wire
+// Package pluginproc is the plumbing of a plugin process around the plugin
+// half of the protocol (internal/wire): go-plugin's Serve, the bulk socket's
+// directory, the plugin's logs, watching the host and exiting when it is
+// gone, inherited fds, and Harness, which serves a plugin inside a test.
+package pluginproc
 
 import (
 	"context"
@@ -6,16 +10,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
+	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/proto/driverv1"
 )
@@ -46,39 +50,27 @@ type ServeOptions struct {
 	Deaf bool
 }
 
-// NewServer is the service Serve serves for provider, for a program that
-// runs its own gRPC server without a bulk socket (a benchmark of the
-// plugin side's own cost).
-func NewServer(provider orchestra.DriverProvider, logger *slog.Logger) driverv1.DriverServer {
-	return newServer(provider, version(), logger)
-}
-
 // Serve runs provider's driver as a plugin and returns when the host stops
-// it. The host opens a driver per namespace and config; their loggers reach
-// the host's logger with level and attributes.
-//
-// Started from a shell rather than by a host, Serve prints what the binary
-// is and how to install it, and exits with status 1. When the host dies
-// without stopping the plugin, the plugin closes every driver it opened (so
-// their containers, processes and VMs go with it) and exits.
+// it (pluginsdk.Serve says what a plugin author sees).
 func Serve(provider orchestra.DriverProvider, opts ServeOptions) {
 	CloseInheritedOnExec()
-	name, hs := provider.Name(), HandshakeConfig()
+	name, hs := provider.Name(), wire.HandshakeConfig()
 	debugging := os.Getenv(DebugEnv) != ""
 	if !debugging && os.Getenv(hs.MagicCookieKey) != hs.MagicCookieValue {
 		fmt.Fprintf(os.Stderr, "%s is the %q driver plugin for orchestra (pocketci); plugin version %s, SDK %s, protocol %s.\n"+
 			"It is started by the orchestra host, not from a shell. To install it, copy it into a plugin directory\n"+
 			"(--plugin-dir, ORCHESTRA_PLUGIN_PATH, the directory of the orchestra binary, or ~/.local/share/pocketci/plugins)\n"+
 			"as pocketci-driver-%s, then run: orchestra plugins\n",
-			os.Args[0], name, version(), SDKVersion, ProtocolVersion, name)
+			os.Args[0], name, wire.PluginVersion(), wire.SDKVersion, wire.ProtocolVersion, name)
 		os.Exit(1)
 	}
 	ignoreSIGPIPE()
 	// go-plugin replaces os.Stderr after the handshake; logs go to the
 	// original, which the host parses as hclog JSON.
 	logs := &logOutput{w: os.Stderr}
-	srv := newServer(provider, version(), slog.New(NewLogHandler(logs, levelFromEnv())))
-	srv.logOut = logs
+	logger := slog.New(NewLogHandler(logs, levelFromEnv()))
+	srv := wire.NewServer(provider, logger)
+	srv.OnAttach = logs.attach
 	dir := os.Getenv("PLUGIN_UNIX_SOCKET_DIR")
 	if debugging {
 		dir = ""
@@ -89,15 +81,15 @@ func Serve(provider orchestra.DriverProvider, opts ServeOptions) {
 		os.Exit(1)
 	}
 	defer stopBulk()
-	cfg := srv.serveConfig(hs, opts)
+	cfg := serveConfig(srv, name, logs.w, opts)
 	if debugging {
-		serveDebug(srv, cfg)
+		serveDebug(srv, name, cfg)
 		return
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if !opts.Deaf {
-		go watchHost(ctx, srv, srv.logger, opts.KeepOnHostExit)
+		go watchHost(ctx, srv, logger, opts.KeepOnHostExit)
 	}
 	plugin.Serve(cfg)
 	// The host stopped the plugin. Drivers it left open stay as they are: a
@@ -119,24 +111,22 @@ func ignoreSIGPIPE() {
 }
 
 // serveConfig is go-plugin's configuration for serving srv.
-func (s *server) serveConfig(hs plugin.HandshakeConfig, opts ServeOptions) *plugin.ServeConfig {
-	var service driverv1.DriverServer = s
+func serveConfig(srv *wire.Server, name string, logs *os.File, opts ServeOptions) *plugin.ServeConfig {
+	var service driverv1.DriverServer = srv
 	if opts.Wrap != nil {
-		service = opts.Wrap(s)
+		service = opts.Wrap(srv)
 	}
 	return &plugin.ServeConfig{
-		HandshakeConfig:  hs,
-		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {PluginKey: &grpcPlugin{server: service}}},
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, serverOptions(s.logger)...)...)
-		},
-		Logger: hclog.New(&hclog.LoggerOptions{Name: s.name(), Output: s.logOut.w, JSONFormat: true, Level: hclog.Warn}),
+		HandshakeConfig:  wire.HandshakeConfig(),
+		VersionedPlugins: wire.ServerPlugins(service),
+		GRPCServer:       func(opts []grpc.ServerOption) *grpc.Server { return srv.NewGRPCServer(opts) },
+		Logger:           hclog.New(&hclog.LoggerOptions{Name: name, Output: logs, JSONFormat: true, Level: hclog.Warn}),
 	}
 }
 
 // serveDebug serves the plugin for hosts that reattach to it by hand, until
 // SIGINT or SIGTERM, then closes its drivers.
-func serveDebug(srv *server, cfg *plugin.ServeConfig) {
+func serveDebug(srv *wire.Server, name string, cfg *plugin.ServeConfig) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reattach := make(chan *plugin.ReattachConfig, 1)
@@ -147,19 +137,12 @@ func serveDebug(srv *server, cfg *plugin.ServeConfig) {
 	case rc := <-reattach:
 		fmt.Printf("%s serves in debug mode (pid %d). Point orchestra at it, in another shell:\n\n"+
 			"    export ORCHESTRA_REATTACH_PLUGINS='{\"%s\":{\"pid\":%d,\"addr\":\"%s\"}}'\n\n"+
-			"Interrupt (Ctrl-C) to stop; its open drivers are closed.\n", srv.name(), rc.Pid, srv.name(), rc.Pid, rc.Addr.String())
+			"Interrupt (Ctrl-C) to stop; its open drivers are closed.\n", name, rc.Pid, name, rc.Pid, rc.Addr.String())
 	case <-closed:
 		return
 	}
 	<-closed
-	srv.closeAll()
-}
-
-func version() string {
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-		return info.Main.Version
-	}
-	return "(devel)"
+	srv.CloseAll()
 }
 
 func levelFromEnv() slog.Level {
@@ -170,29 +153,10 @@ func levelFromEnv() slog.Level {
 	return level
 }
 
-// serverOptions are the gRPC server options of every plugin: a panic in a
-// driver method becomes an error for the host, and the plugin lives on.
-func serverOptions(logger *slog.Logger) []grpc.ServerOption {
-	recoverUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = panicError(logger, info.FullMethod, r)
-			}
-		}()
-		return handler(ctx, req)
-	}
-	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(recoverUnary)}
-}
-
-func panicError(logger *slog.Logger, method string, r any) error {
-	logger.Error("driver panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-	return status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
-}
-
 // startBulk opens the bulk socket in dir, go-plugin's private socket
 // directory, or in a new private directory when dir is empty. It returns
 // what stops it.
-func startBulk(srv *server, dir string) (stop func(), err error) {
+func startBulk(srv *wire.Server, dir string) (stop func(), err error) {
 	own := ""
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "pocketci-bulk-"); err != nil {
@@ -200,7 +164,7 @@ func startBulk(srv *server, dir string) (stop func(), err error) {
 		}
 		own = dir
 	}
-	l, err := srv.listenBulk(dir)
+	l, err := srv.ListenBulk(dir)
 	if err != nil {
 		if own != "" {
 			os.RemoveAll(own)
@@ -213,4 +177,65 @@ func startBulk(srv *server, dir string) (stop func(), err error) {
 			os.RemoveAll(own)
 		}
 	}, nil
+}
+
+// watchHost exits when the host is gone, closing every driver first, or
+// with keep only the ephemeral ones. go-plugin does not tell a plugin that
+// its host died.
+func watchHost(ctx context.Context, srv *wire.Server, logger *slog.Logger, keep bool) {
+	ticker := time.NewTicker(parentPollInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		gone, why := srv.HostGone()
+		if !gone {
+			continue
+		}
+		if keep {
+			logger.Warn(why + ": closing the ephemeral drivers, leaving the others' resources to the platform, and exiting")
+			srv.CloseEphemeral()
+		} else {
+			logger.Warn(why + ": closing every driver and exiting")
+			srv.CloseAll()
+		}
+		removeSocketDir()
+		os.Exit(1)
+	}
+}
+
+// removeSocketDir removes the private directory go-plugin gave the plugin
+// for its sockets, and the host's directory around it when that is left
+// empty: the host that would have removed them is gone.
+func removeSocketDir() {
+	dir := os.Getenv("PLUGIN_UNIX_SOCKET_DIR")
+	if dir == "" {
+		return
+	}
+	os.RemoveAll(dir)
+	os.Remove(filepath.Dir(dir))
+}
+
+// logOutput is where the plugin's log records go: its original stderr,
+// which the host that started it reads, until a host attaches; then
+// os.Stderr as go-plugin set it after the handshake, which go-plugin streams
+// to whichever host is connected.
+type logOutput struct {
+	mu sync.Mutex
+	w  *os.File
+}
+
+func (o *logOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.w.Write(p)
+}
+
+func (o *logOutput) attach() {
+	o.mu.Lock()
+	o.w = os.Stderr
+	o.mu.Unlock()
 }
