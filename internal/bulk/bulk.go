@@ -236,12 +236,13 @@ func StatusError(b []byte) (outcome, err error) {
 // Reader reads the data frames of a connection as one stream: Read returns
 // their bytes, then io.EOF at a clean end frame, or the error the end frame,
 // the transport or a bad frame gave (never io.EOF for a stream cut short).
-// It is how a tar archive travels.
+// It is how a tar archive travels. A data frame's bytes are handed on as
+// they arrive, not once the whole frame is in: the sender and whoever reads
+// (an extractor writing files) work at the same time.
 type Reader struct {
 	r    *bufio.Reader
-	buf  []byte
-	left []byte // the current data frame's unread bytes
-	err  error  // sticky: the stream's end
+	left int   // bytes of the current data frame not yet read
+	err  error // sticky: the stream's end
 }
 
 // NewReader returns a Reader on r.
@@ -251,31 +252,49 @@ func (f *Reader) Read(p []byte) (int, error) {
 	if err := f.Peek(); err != nil {
 		return 0, err
 	}
-	n := copy(p, f.left)
-	f.left = f.left[n:]
+	n, err := f.r.Read(p[:min(len(p), f.left)])
+	f.left -= n
+	if err != nil && f.left > 0 {
+		f.err = noEnd(err)
+	}
 	return n, nil
 }
 
 // Peek reads up to the stream's next byte: nil when there is one, else how
 // the stream ended.
 func (f *Reader) Peek() error {
-	for len(f.left) == 0 && f.err == nil {
-		kind, payload, err := readFrame(f.r, &f.buf)
-		switch {
-		case err != nil:
-			f.err = err
-		case kind == Data:
-			f.left = payload
-		case kind == End:
-			f.err = endOf(payload)
-		default:
-			f.err = fmt.Errorf("unexpected frame type %d in a data stream", kind)
-		}
+	for f.left == 0 && f.err == nil {
+		f.next()
 	}
-	if len(f.left) > 0 {
+	if f.left > 0 {
 		return nil
 	}
 	return f.err
+}
+
+// next reads a frame header, and an end frame whole.
+func (f *Reader) next() {
+	var h [header]byte
+	if _, err := io.ReadFull(f.r, h[:]); err != nil {
+		f.err = noEnd(err)
+		return
+	}
+	size := binary.BigEndian.Uint32(h[1:])
+	switch {
+	case size > MaxFrame:
+		f.err = fmt.Errorf("a frame of %d bytes is over the %d limit", size, MaxFrame)
+	case h[0] == Data:
+		f.left = int(size)
+	case h[0] == End:
+		payload := make([]byte, size)
+		if _, err := io.ReadFull(f.r, payload); err != nil {
+			f.err = noEnd(err)
+			return
+		}
+		f.err = endOf(payload)
+	default:
+		f.err = fmt.Errorf("unexpected frame type %d in a data stream", h[0])
+	}
 }
 
 // endOf is an end frame's status as a Reader ends: io.EOF for a clean end.
