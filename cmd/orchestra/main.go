@@ -20,10 +20,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
 	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/pluginsdk"
 )
 
 // exitError carries a process exit code out of a command.
@@ -40,6 +43,7 @@ Usage:
   orchestra clean        [--driver NAME] NAMESPACE    remove a namespace kept with run --namespace
   orchestra volume       (put|get) NAMESPACE VOLUME [PATH...]   a volume's files as a tar on stdin or stdout
   orchestra sandbox      [--image IMG] [-e K=V]... [-w DIR]     run each line of stdin in one sandbox
+  orchestra version                                   print the build, the plugin protocol and the SDK
 
 Every command takes:
   --plugin-dir DIR   a plugin directory, searched before ORCHESTRA_PLUGIN_PATH, the
@@ -122,6 +126,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdVolume(ctx, args, stdin, stdout, stderr)
 	case "sandbox":
 		return cmdSandbox(ctx, args, stdin, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionLine())
+		return nil
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -129,6 +136,25 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
+}
+
+// versionLine is what --version prints: orchestra's build (its module
+// version, or the VCS revision of a development build), the plugin protocol
+// this host speaks and the SDK it pairs with, and the Go that built it.
+func versionLine() string {
+	version, rev := "(devel)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				rev = " " + s.Value[:12]
+			}
+		}
+	}
+	return fmt.Sprintf("orchestra %s%s, plugin protocol %s, pluginsdk %s, %s %s/%s",
+		version, rev, pluginsdk.ProtocolVersion, pluginsdk.SDKVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 // common are the flags every command takes.

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/jtarchie/pocketci/pluginsdk"
 )
 
 // TestByteSize: --memory takes bytes or docker's k/m/g suffixes, and
@@ -42,5 +44,21 @@ func TestByteSize(t *testing.T) {
 				t.Fatalf("Set(%q) = %d, %v; want %d", tt.in, b, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestVersion: --version names the plugin protocol and the SDK this host
+// pairs with, on one line.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"--version", "version"} {
+		var out strings.Builder
+		if err := run(t.Context(), []string{arg}, nil, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		got := out.String()
+		if !strings.HasPrefix(got, "orchestra ") || !strings.Contains(got, "plugin protocol "+pluginsdk.ProtocolVersion) ||
+			!strings.Contains(got, "pluginsdk "+pluginsdk.SDKVersion) || strings.Count(got, "\n") != 1 {
+			t.Fatalf("%s: %q", arg, got)
+		}
 	}
 }
