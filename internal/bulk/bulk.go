@@ -308,3 +308,17 @@ func endOf(payload []byte) error {
 	}
 	return io.EOF
 }
+
+// SocketBuffer is the send buffer asked for on each end of a bulk
+// connection. Linux's default (about 208 KiB) makes a sender and a reader in
+// two processes take turns every few hundred KiB; a larger buffer lets both
+// run. The kernel caps it at net.core.wmem_max.
+const SocketBuffer = 4 << 20
+
+// Tune gives conn the larger send buffer, when it is a unix socket; it is
+// only an optimisation, so an error is ignored.
+func Tune(conn net.Conn) {
+	if uc, ok := conn.(*net.UnixConn); ok {
+		_ = uc.SetWriteBuffer(SocketBuffer)
+	}
+}

@@ -45,6 +45,7 @@ func (c *Client) dialBulk(ctx context.Context, req *driverv1.BulkRequest) (conn 
 	if err != nil {
 		return nil, nil, fmt.Errorf("bulk socket: %w", err)
 	}
+	bulk.Tune(conn)
 	if err := bulk.WriteMessage(conn, req); err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("bulk socket: %w", err)

@@ -30,6 +30,7 @@ func (s *Server) ListenBulk(dir string) (net.Listener, error) {
 			if err != nil {
 				return
 			}
+			bulk.Tune(conn)
 			go s.serveBulk(conn)
 		}
 	}()
