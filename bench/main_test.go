@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/jtarchie/pocketci/host"
+	"github.com/jtarchie/pocketci/internal/bulk"
 	"github.com/jtarchie/pocketci/internal/wire"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/plugins/native"
@@ -248,13 +249,15 @@ func runEcho(ctx context.Context, d orchestra.Driver, id, image string) error {
 
 // rawCopy moves n bytes over a fresh connection to the mem plugin's raw
 // socket: op 'r' reads them (written in writes of w), op 'w' writes them in
-// writes of w. It is the baseline for the streams.
+// writes of w. It is the baseline for the streams, with the socket buffers
+// the bulk connections have.
 func rawCopy(op byte, n int64, w int, buf []byte) error {
 	conn, err := net.Dial("unix", rawSocket)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	bulk.Tune(conn) // the same socket buffers as the plugin's bulk connections
 	var hdr [13]byte
 	hdr[0] = op
 	binary.BigEndian.PutUint64(hdr[1:9], uint64(n))

@@ -33,6 +33,7 @@ import (
 
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk"
+	"github.com/jtarchie/pocketci/internal/bulk"
 )
 
 func main() {
@@ -220,6 +221,7 @@ func listenRaw(path string) error {
 			if err != nil {
 				return
 			}
+			bulk.Tune(conn)
 			go serveRaw(conn)
 		}
 	}()
