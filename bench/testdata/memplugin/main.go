@@ -31,9 +31,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jtarchie/pocketci/internal/bulk"
 	"github.com/jtarchie/pocketci/orchestra"
 	"github.com/jtarchie/pocketci/pluginsdk"
-	"github.com/jtarchie/pocketci/internal/bulk"
 )
 
 func main() {
