@@ -29,41 +29,33 @@ func Open(ctx context.Context, root string, paths ...string) (io.ReadCloser, err
 // readAhead is how much of an archive Read takes from the pipe at once.
 const readAhead = 32 << 10
 
-// openArchive is the archive of a selection, made on demand: by WriteTo
-// into its writer, or by Read through a pipe from a goroutine.
+// openArchive is the archive of a selection, made once, by whichever comes
+// first: WriteTo, straight into its writer, or Read, through a pipe from a
+// goroutine. After a WriteTo or a Close there is no pipe, and Read fails.
 type openArchive struct {
 	ctx  context.Context
 	sel  *selection
-	once sync.Once // starts the archive: by the first Read or WriteTo
+	once sync.Once
 	pipe *io.PipeReader
 	buf  *bufio.Reader // reads pipe ahead of the caller
-	err  error         // set when WriteTo or Close came first
 }
 
 var _ io.WriterTo = (*openArchive)(nil)
 
-// start starts the archive at most once; direct reports whether it fell to
-// the caller.
-func (a *openArchive) start(direct bool) (started bool) {
-	a.once.Do(func() {
-		started = true
-		if direct {
-			return
-		}
-		pr, pw := io.Pipe()
-		a.pipe, a.buf = pr, bufio.NewReaderSize(pr, readAhead)
-		go func() {
-			defer a.sel.close()
-			pw.CloseWithError(a.sel.write(a.ctx, pw)) // nil: the reader sees EOF
-		}()
-	})
-	return started
+// startPipe makes the archive on a goroutine, into a pipe Read takes from.
+func (a *openArchive) startPipe() {
+	pr, pw := io.Pipe()
+	a.pipe, a.buf = pr, bufio.NewReaderSize(pr, readAhead)
+	go func() {
+		defer a.sel.close()
+		pw.CloseWithError(a.sel.write(a.ctx, pw)) // nil: the reader sees EOF
+	}()
 }
 
 func (a *openArchive) Read(p []byte) (int, error) {
-	a.start(false)
+	a.once.Do(a.startPipe)
 	if a.pipe == nil {
-		return 0, a.errOr(io.ErrClosedPipe)
+		return 0, io.ErrClosedPipe
 	}
 	return a.buf.Read(p)
 }
@@ -71,9 +63,11 @@ func (a *openArchive) Read(p []byte) (int, error) {
 // WriteTo writes the whole archive to w, or what is left of it after
 // earlier Reads.
 func (a *openArchive) WriteTo(w io.Writer) (int64, error) {
-	if !a.start(true) {
+	direct := false
+	a.once.Do(func() { direct = true })
+	if !direct {
 		if a.pipe == nil {
-			return 0, a.errOr(io.ErrClosedPipe)
+			return 0, io.ErrClosedPipe
 		}
 		return a.buf.WriteTo(w)
 	}
@@ -84,23 +78,16 @@ func (a *openArchive) WriteTo(w io.Writer) (int64, error) {
 		n += int64(k)
 		return k, err
 	}))
-	a.err = io.ErrClosedPipe // consumed: a later Read finds nothing
 	return n, err
 }
 
 // Close stops the archive: its writer's next write fails and it returns.
 func (a *openArchive) Close() error {
-	if a.once.Do(func() { a.sel.close(); a.err = io.ErrClosedPipe }); a.pipe != nil {
+	a.once.Do(a.sel.close)
+	if a.pipe != nil {
 		return a.pipe.Close()
 	}
 	return nil
-}
-
-func (a *openArchive) errOr(def error) error {
-	if a.err != nil {
-		return a.err
-	}
-	return def
 }
 
 // writerFunc is a function as an io.Writer.
