@@ -163,24 +163,34 @@ func ExitCode(p []byte) (int64, bool) {
 	return int64(int32(binary.BigEndian.Uint32(p))), true
 }
 
-// readFrame reads one frame into *buf, which it grows as needed.
-func readFrame(r *bufio.Reader, buf *[]byte) (kind byte, payload []byte, err error) {
+// readHeader reads a frame's type and length, refusing a frame over
+// MaxFrame.
+func readHeader(r *bufio.Reader) (kind byte, size int, err error) {
 	var h [header]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return 0, nil, noEnd(err)
+		return 0, 0, noEnd(err)
 	}
-	size := binary.BigEndian.Uint32(h[1:])
-	if size > MaxFrame {
-		return 0, nil, fmt.Errorf("a frame of %d bytes is over the %d limit", size, MaxFrame)
+	n := binary.BigEndian.Uint32(h[1:])
+	if n > MaxFrame {
+		return 0, 0, fmt.Errorf("a frame of %d bytes is over the %d limit", n, MaxFrame)
 	}
-	if cap(*buf) < int(size) {
+	return h[0], int(n), nil
+}
+
+// readFrame reads one frame into *buf, which it grows as needed.
+func readFrame(r *bufio.Reader, buf *[]byte) (kind byte, payload []byte, err error) {
+	kind, size, err := readHeader(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if cap(*buf) < size {
 		*buf = make([]byte, size)
 	}
 	payload = (*buf)[:size]
 	if _, err := io.ReadFull(r, payload); err != nil {
 		return 0, nil, noEnd(err)
 	}
-	return h[0], payload, nil
+	return kind, payload, nil
 }
 
 // ReadFrames hands data, stderr and exit frames from r to each, until the
@@ -274,18 +284,13 @@ func (f *Reader) Peek() error {
 
 // next reads a frame header, and an end frame whole.
 func (f *Reader) next() {
-	var h [header]byte
-	if _, err := io.ReadFull(f.r, h[:]); err != nil {
-		f.err = noEnd(err)
-		return
-	}
-	size := binary.BigEndian.Uint32(h[1:])
+	kind, size, err := readHeader(f.r)
 	switch {
-	case size > MaxFrame:
-		f.err = fmt.Errorf("a frame of %d bytes is over the %d limit", size, MaxFrame)
-	case h[0] == Data:
-		f.left = int(size)
-	case h[0] == End:
+	case err != nil:
+		f.err = err
+	case kind == Data:
+		f.left = size
+	case kind == End:
 		payload := make([]byte, size)
 		if _, err := io.ReadFull(f.r, payload); err != nil {
 			f.err = noEnd(err)
@@ -293,7 +298,7 @@ func (f *Reader) next() {
 		}
 		f.err = endOf(payload)
 	default:
-		f.err = fmt.Errorf("unexpected frame type %d in a data stream", h[0])
+		f.err = fmt.Errorf("unexpected frame type %d in a data stream", kind)
 	}
 }
 
